@@ -1,0 +1,54 @@
+"""The `orch` command: parse arguments, call one function of the core, print, exit.
+
+User errors (``OrchError``) print a clean message and exit with their code (2); tracebacks are
+shown only with ORCH_DEBUG=1. Anything else is a bug and propagates with its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from orchestrator import __version__
+from orchestrator.cli import spec_commands
+from orchestrator.errors import OrchError
+
+COMMAND_MODULES = [spec_commands]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orch",
+        description="Plan, run and account for large pipeline- and expert-parallel pretraining jobs.",
+        epilog="Start with: orch validate jobs/v3_pretrain.yaml; orch plan jobs/v3_pretrain.yaml",
+    )
+    parser.add_argument("--version", action="version", version=f"orch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except OrchError as err:
+        if os.environ.get("ORCH_DEBUG") == "1":
+            traceback.print_exc()
+        print(f"orch: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,73 @@
+"""Training under Ray Train: one TorchTrainer worker per device, DeepSpeed inside each.
+
+Ray Train owns the worker group (start, torch.distributed set-up over gloo or NCCL, failure
+detection); orch owns what runs in it (``Trainer``) and where it runs (the plan's rank mapping,
+given as one label selector per worker by the control plane).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point; ``config``: spec (mapping), max_steps, metrics_path, threads."""
+    import deepspeed
+    import ray.train
+    import torch.distributed as dist
+
+    from orchestrator.plan.planner import make_plan
+    from orchestrator.spec import validate_mapping
+    from orchestrator.train.trainer import Trainer
+
+    started = time.time()
+    torch.set_num_threads(int(config.get("threads", 1)))
+    spec = validate_mapping(config["spec"], "job")
+    plan = make_plan(spec)
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank()
+    metrics_path = config.get("metrics_path")
+    sink = open(metrics_path, "a") if metrics_path and rank == 0 else None
+
+    def report(metrics: dict) -> None:
+        if sink:
+            sink.write(json.dumps({**metrics, "since_launch_s": time.time() - started}) + "\n")
+            sink.flush()
+        ray.train.report(metrics)
+
+    trainer = Trainer(spec, plan, report)
+    if config.get("describe_dir"):
+        Path(config["describe_dir"], f"rank{rank}.json").write_text(json.dumps(trainer.describe()))
+    trainer.train(config.get("max_steps"))
+
+
+def run_with_ray_train(spec_mapping: dict, world_size: int, storage_path: str, name: str,
+                       max_steps: int | None = None, metrics_path: str | None = None,
+                       cpus_per_worker: float = 0.5, label_selectors: list[dict] | None = None,
+                       describe_dir: str | None = None):
+    """Run a job's training as a Ray Train TorchTrainer on the connected Ray cluster; returns the Result."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    Path(storage_path).mkdir(parents=True, exist_ok=True)
+    use_gpu = torch.cuda.is_available()
+    scaling = ScalingConfig(
+        num_workers=world_size, use_gpu=use_gpu,
+        resources_per_worker=None if use_gpu else {"CPU": cpus_per_worker},
+        label_selector=label_selectors,
+    )
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec_mapping, "max_steps": max_steps, "metrics_path": metrics_path, "threads": 1,
+                           "describe_dir": describe_dir},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=scaling,
+        run_config=RunConfig(name=name, storage_path=storage_path, failure_config=FailureConfig(max_failures=0)),
+    )
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if use_gpu else "cpu")
+    return trainer.fit()

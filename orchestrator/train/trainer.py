@@ -1,0 +1,159 @@
+"""The distributed training loop of one rank: DeepSpeed pipeline engine, steps, metrics, state.
+
+Launcher-agnostic: Ray Train workers (``ray_worker``), ``torchrun``/``deepspeed`` processes
+(``standalone``) and tests all construct a ``Trainer`` after torch.distributed is initialised and
+hand it a ``report`` callable that receives each step's metrics.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from orchestrator.plan.planner import Plan
+from orchestrator.spec.schema import JobSpec, ShardData, SyntheticData
+from orchestrator.train.data import MarkovSource, ShardSource, micro_batches
+from orchestrator.train.pipeline import build_engine
+from orchestrator.train.progress import Progress, Schedule, StepShape
+
+Report = Callable[[dict], None]
+
+
+def make_source(spec: JobSpec, local_dir: str | None = None):
+    """The job's data source; shard data must already be local (the launcher fetches s3:// URIs)."""
+    data = spec.data
+    if isinstance(data, SyntheticData):
+        return MarkovSource(spec.model.vocab_size, data.seed, data.branching, data.concentration)
+    assert isinstance(data, ShardData)
+    return ShardSource(local_dir or data.path, data.dtype, spec.model.vocab_size)
+
+
+def _layer_name(func) -> str:
+    """Planner-style names of a pipeline stage's layers (``embed``, ``block.3``, ``head+mtp``)."""
+    from orchestrator.train.model import BlockLayer, EmbeddingLayer, OutputLayer
+
+    if isinstance(func, BlockLayer):
+        return f"block.{func.block.index}"
+    if isinstance(func, EmbeddingLayer):
+        return "embed"
+    if isinstance(func, OutputLayer):
+        return "head+mtp" if func.mtp else "head"
+    return "mtp_embed (tied)"
+
+
+class Trainer:
+    def __init__(self, spec: JobSpec, plan: Plan, report: Report | None = None, data_dir: str | None = None):
+        self.spec, self.plan = spec, plan
+        self.report = report or (lambda metrics: None)
+        self.schedule = Schedule(spec, plan.mesh.data)
+        self.progress = Progress()
+        self.source = make_source(spec, data_dir)
+        first = self.schedule.next_step(self.progress)
+        self.engine, self.module, self.placement = build_engine(spec, plan, first.global_batch)
+        self.rank = dist.get_rank()
+        self.dp_group = self.engine.grid.get_data_parallel_group()
+
+    # ------------------------------------------------------------------ steps
+
+    def finished(self) -> bool:
+        return self.schedule.finished(self.progress)
+
+    def _data_iterator(self, shape: StepShape):
+        engine = self.engine
+        if not (engine.is_first_stage() or engine.is_last_stage()):
+            return None
+        batches = micro_batches(self.source, self.progress.data_position, shape.global_batch, self.plan.mesh.data,
+                                self.placement.data_rank, self.spec.parallelism.micro_batch_size, shape.sample_len)
+        return iter([(b, b) for b in batches])
+
+    def train_step(self) -> dict:
+        shape = self.schedule.next_step(self.progress)
+        if shape.global_batch != self.engine.train_batch_size():
+            self.engine.set_train_batch_size(shape.global_batch)
+        for group in self.engine.optimizer.param_groups:
+            group["lr"] = shape.lr
+        started = time.perf_counter()
+        total_loss = self.engine.train_batch(data_iter=self._data_iterator(shape))
+        imbalance = self._update_balance()
+        elapsed = time.perf_counter() - started
+        parts = {k: float(v) for k, v in (self.engine.agg_additional_losses or {}).items()}
+        self.schedule.advance(self.progress, shape)
+        tokens = shape.global_batch * shape.seq_len
+        metrics = {
+            "step": self.progress.step,
+            "phase": shape.phase,
+            "loss": parts.get("lm_loss", float(total_loss)),
+            "total_loss": float(total_loss),
+            "mtp_loss": parts.get("mtp_loss", 0.0),
+            "balance_loss": parts.get("balance_loss", 0.0),
+            "lr": shape.lr,
+            "global_batch": shape.global_batch,
+            "seq_len": shape.seq_len,
+            "tokens": self.progress.tokens,
+            "step_tokens": tokens,
+            "step_time_s": elapsed,
+            "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
+            "expert_imbalance": imbalance,
+            "data_position": self.progress.data_position,
+        }
+        self.report(metrics)
+        return metrics
+
+    def _update_balance(self) -> float:
+        """Move every local MoE layer's balance bias; the worst max/mean load across the whole model."""
+        worst = max((layer.update_balance(self.dp_group) for layer in self.module.moe_layers()), default=1.0)
+        value = torch.tensor([worst], dtype=torch.float64)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return float(value)
+
+    def train(self, max_steps: int | None = None) -> list[dict]:
+        history = []
+        while not self.finished() and (max_steps is None or len(history) < max_steps):
+            history.append(self.train_step())
+        return history
+
+    def describe(self) -> dict:
+        """What this rank holds: its layers, its routed experts and its parameter count."""
+        experts = sorted({layer.ep_rank * layer.num_local_experts + i
+                          for layer in self.module.moe_layers() for i in range(layer.num_local_experts)})
+        local = self.module.forward_funcs
+        return {
+            "rank": self.rank,
+            "placement": self.placement.as_dict(),
+            "layers": [_layer_name(f) for f in local],
+            "experts": experts,
+            "params": sum(p.numel() for p in self.module.parameters()),
+            "expert_params": sum(p.numel() for p in self.module.parameters() if getattr(p, "allreduce", True) is False),
+        }
+
+    # ------------------------------------------------------------------ state (per rank, never gathered)
+
+    def state_dict(self) -> dict:
+        """This rank's whole training state: its stage's layers and expert shard (balance biases
+        included, as buffers), its ZeRO-1 optimizer partition, the schedule position, the data
+        position and the RNG states."""
+        return {
+            "rank": self.rank,
+            "placement": self.placement.as_dict(),
+            "progress": self.progress.as_dict(),
+            "module": self.module.state_dict(),
+            "optimizer": self.engine.optimizer.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["placement"] != self.placement.as_dict():
+            raise ValueError(f"state of {state['placement']} cannot load into rank {self.placement.as_dict()}")
+        self.module.load_state_dict(state["module"])
+        self.engine.optimizer.load_state_dict(state["optimizer"])
+        self.progress = Progress.from_dict(state["progress"])
+        if self.progress.step and self.schedule.next_step(self.progress).global_batch != self.engine.train_batch_size():
+            self.engine.set_train_batch_size(self.schedule.next_step(self.progress).global_batch)
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.harness import git_commit, machine_description
 
-BENCHMARKS = ["planner"]
+BENCHMARKS = ["planner", "overhead"]
 RESULTS = Path(__file__).parent / "RESULTS.md"
 
 

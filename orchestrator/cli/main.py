@@ -12,10 +12,10 @@ import sys
 import traceback
 
 from orchestrator import __version__
-from orchestrator.cli import spec_commands
+from orchestrator.cli import data_commands, spec_commands
 from orchestrator.errors import OrchError
 
-COMMAND_MODULES = [spec_commands]
+COMMAND_MODULES = [spec_commands, data_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

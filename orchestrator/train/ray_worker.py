@@ -14,6 +14,11 @@ from pathlib import Path
 
 import torch
 
+# Every step's metrics go to orch's own channel (rank 0 -> the job's metrics sink). Ray Train's
+# report() is a barrier across all workers in Ray Train V2 (it syncs a checkpoint directory name
+# through an actor even without a checkpoint), so orch calls it every N steps and at the end.
+RAY_REPORT_EVERY = 25
+
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point; ``config``: spec (mapping), max_steps, metrics_path, threads."""
@@ -34,11 +39,15 @@ def train_loop_per_worker(config: dict) -> None:
     metrics_path = config.get("metrics_path")
     sink = open(metrics_path, "a") if metrics_path and rank == 0 else None
 
+    every = int(config.get("ray_report_every", RAY_REPORT_EVERY))
+    total_steps = plan.total_steps if config.get("max_steps") is None else min(plan.total_steps, config["max_steps"])
+
     def report(metrics: dict) -> None:
         if sink:
-            sink.write(json.dumps({**metrics, "since_launch_s": time.time() - started}) + "\n")
+            sink.write(json.dumps({**metrics, "since_launch_s": time.time() - started, "wall_time": time.time()}) + "\n")
             sink.flush()
-        ray.train.report(metrics)
+        if metrics["step"] % every == 0 or metrics["step"] >= total_steps:
+            ray.train.report(metrics)
 
     trainer = Trainer(spec, plan, report)
     if config.get("describe_dir"):

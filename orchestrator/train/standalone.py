@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def report(metrics: dict) -> None:
         if out:
-            out.write(json.dumps({**metrics, "since_launch_s": time.time() - started}) + "\n")
+            out.write(json.dumps({**metrics, "since_launch_s": time.time() - started, "wall_time": time.time()}) + "\n")
             out.flush()
 
     trainer = Trainer(spec, plan, report)

@@ -1,0 +1,1 @@
+"""The control plane: job state machine, scheduling, the controller and its launcher."""

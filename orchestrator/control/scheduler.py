@@ -1,0 +1,154 @@
+"""Scheduling decisions as a pure function of the queue, the running jobs and the node inventory.
+
+No Ray here: the controller, the simulator and the benchmarks call ``schedule`` with plain data.
+Policy:
+- jobs in priority order (higher first), then by submission time;
+- all-or-nothing gangs of whole nodes: a job needs ``nodes`` nodes with ``devices_per_node`` free
+  devices each, from the pools its spec names (spare pools are kept for recovery);
+- per-team device quotas are checked before placement;
+- a job that does not fit may preempt strictly lower-priority running jobs, lowest priority and
+  newest first, when that frees enough nodes; those nodes are then reserved for it;
+- a job that waits gets a reason with the numbers.
+Nodes are chosen in pool order of the spec, then by topology label and name, so a gang lands on
+neighbouring nodes and the plan's rank -> node order follows the sorted list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class NodeView:
+    name: str
+    pool: str
+    pool_kind: str  # on-demand | spot | spare
+    devices: int
+    alive: bool = True
+    cordoned: bool = False
+    topology: str = ""  # rack / network block label, for locality
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    team: str
+    priority: int
+    submitted_at: float
+    nodes: int
+    devices_per_node: int
+    pools: tuple[str, ...]  # allowed pools, in preference order
+    assigned: tuple[str, ...] = ()  # nodes held (running jobs)
+
+    @property
+    def devices(self) -> int:
+        return self.nodes * self.devices_per_node
+
+
+@dataclass(frozen=True)
+class Place:
+    job_id: str
+    nodes: tuple[str, ...]  # logical node i of the plan -> nodes[i]
+
+
+@dataclass(frozen=True)
+class Wait:
+    job_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Preempt:
+    job_id: str  # the job that needs the nodes
+    victims: tuple[str, ...]
+    reason: str
+
+
+@dataclass
+class Decisions:
+    place: list[Place] = field(default_factory=list)
+    wait: list[Wait] = field(default_factory=list)
+    preempt: list[Preempt] = field(default_factory=list)
+
+
+def _order_key(job: JobView) -> tuple:
+    return (-job.priority, job.submitted_at, job.id)
+
+
+def usable(node: NodeView) -> bool:
+    return node.alive and not node.cordoned and node.pool_kind != "spare"
+
+
+def _candidates(job: JobView, nodes: list[NodeView]) -> list[NodeView]:
+    rank = {pool: i for i, pool in enumerate(job.pools)}
+    fitting = [n for n in nodes if n.pool in rank and n.devices >= job.devices_per_node and usable(n)]
+    return sorted(fitting, key=lambda n: (rank[n.pool], n.topology, n.name))
+
+
+def capacity_problem(job: JobView, nodes: list[NodeView]) -> str | None:
+    """Why the job can never run on this inventory (None when it could, once nodes are free)."""
+    fitting = _candidates(job, [n for n in nodes if n.alive])
+    if len(fitting) < job.nodes:
+        return (f"needs {job.nodes} node(s) with {job.devices_per_node} devices in pools {', '.join(job.pools)}; "
+                f"the cluster has {len(fitting)}")
+    return None
+
+
+def schedule(queue: list[JobView], running: list[JobView], nodes: list[NodeView],
+             quotas: dict[str, int] | None = None) -> Decisions:
+    quotas = quotas or {}
+    decisions = Decisions()
+    held = {name for job in running for name in job.assigned}
+    free = {n.name for n in nodes if usable(n) and n.name not in held}
+    usage: dict[str, int] = {}
+    for job in running:
+        usage[job.team] = usage.get(job.team, 0) + job.devices
+    victims_taken: set[str] = set()
+    for job in sorted(queue, key=_order_key):
+        quota = quotas.get(job.team)
+        if quota is not None and usage.get(job.team, 0) + job.devices > quota:
+            decisions.wait.append(Wait(job.id, f"team {job.team} quota: {usage.get(job.team, 0)} of {quota} devices "
+                                               f"in use, job needs {job.devices}"))
+            continue
+        candidates = _candidates(job, nodes)
+        available = [n.name for n in candidates if n.name in free]
+        if len(available) >= job.nodes:
+            chosen = tuple(available[: job.nodes])
+            decisions.place.append(Place(job.id, chosen))
+            free.difference_update(chosen)
+            usage[job.team] = usage.get(job.team, 0) + job.devices
+            continue
+        preempt = _plan_preemption(job, candidates, free, running, victims_taken)
+        if preempt is not None:
+            decisions.preempt.append(preempt)
+            victims_taken.update(preempt.victims)
+            for victim in running:  # reserve what the victims free for this job
+                if victim.id in preempt.victims:
+                    free.difference_update(victim.assigned)
+            free.difference_update(available)
+            decisions.wait.append(Wait(job.id, preempt.reason))
+            continue
+        decisions.wait.append(Wait(job.id, f"needs {job.nodes} free node(s) with {job.devices_per_node} devices in "
+                                           f"pools {', '.join(job.pools)}; {len(available)} free of {len(candidates)}"))
+        free.difference_update(available)  # no backfill onto nodes a higher-priority job is waiting for
+    return decisions
+
+
+def _plan_preemption(job: JobView, candidates: list[NodeView], free: set[str], running: list[JobView],
+                     taken: set[str]) -> Preempt | None:
+    eligible = {n.name for n in candidates}
+    have = [name for name in (n.name for n in candidates) if name in free]
+    lower = sorted((r for r in running if r.priority < job.priority and r.id not in taken),
+                   key=lambda r: (r.priority, -r.submitted_at))
+    victims = []
+    for victim in lower:
+        gained = [name for name in victim.assigned if name in eligible]
+        if not gained:
+            continue
+        victims.append(victim.id)
+        have += gained
+        if len(have) >= job.nodes:
+            return Preempt(job.id, tuple(victims),
+                           f"preempting {', '.join(victims)} (priority {job.priority} over "
+                           f"{', '.join(str(r.priority) for r in lower if r.id in victims)})")
+    return None

@@ -1,0 +1,88 @@
+"""The schema, as SQLAlchemy Core tables. Changes go through a new Alembic revision in
+``migrations/versions``; ``test_migrations`` checks the two agree."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs", metadata,
+    Column("id", String(80), primary_key=True),
+    Column("name", String(63), nullable=False),
+    Column("team", String(63), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("state", String(20), nullable=False, index=True),
+    Column("failure_reason", String(40)),
+    Column("message", Text),  # the latest wait reason or failure detail
+    Column("spec", JSON, nullable=False),  # the resolved spec mapping (profile and --set applied)
+    Column("source", JSON, nullable=False),  # file, profile, overrides as submitted
+    Column("world_size", Integer, nullable=False),
+    Column("nodes", Integer, nullable=False),
+    Column("devices_per_node", Integer, nullable=False),
+    Column("total_steps", Integer, nullable=False),
+    Column("submitted_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    Column("updated_at", Float, nullable=False),
+    Column("step", Integer, nullable=False, default=0),
+    Column("tokens", Float, nullable=False, default=0.0),
+    Column("loss", Float),
+    Column("tokens_per_s", Float),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("restarts", Integer, nullable=False, default=0),
+    Column("assignment", JSON),  # node names, logical node i -> assignment[i]
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("preempt_requested", Boolean, nullable=False, default=False),
+    Column("outcome", JSON),  # what the runner saw the workload do (written by the runner)
+    Column("last_checkpoint_step", Integer),
+)
+
+transitions = Table(
+    "transitions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(80), nullable=False, index=True),
+    Column("from_state", String(20)),
+    Column("to_state", String(20), nullable=False),
+    Column("reason", Text),
+    Column("at", Float, nullable=False),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(80), index=True),
+    Column("kind", String(40), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("data", JSON),
+    Column("actor", String(80), nullable=False),
+    Column("at", Float, nullable=False),
+)
+
+metrics = Table(
+    "metrics", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(80), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("data", JSON, nullable=False),
+    Index("ix_metrics_job_step", "job_id", "step"),
+)
+
+node_states = Table(
+    "node_states", metadata,
+    Column("name", String(120), primary_key=True),
+    Column("cordoned", Boolean, nullable=False, default=False),
+    Column("reason", Text),
+    Column("updated_at", Float, nullable=False),
+)
+
+teams = Table(
+    "teams", metadata,
+    Column("name", String(63), primary_key=True),
+    Column("quota_devices", Integer),
+    Column("budget_gpu_hours", Float),
+    Column("budget_usd", Float),
+)

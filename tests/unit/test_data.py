@@ -1,0 +1,76 @@
+"""Data sources: the Markov chain's known entropy, token shards, and per-replica slicing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from orchestrator.cli.main import main
+from orchestrator.errors import OrchError
+from orchestrator.spec import load_spec
+from orchestrator.train.data import MarkovSource, ShardSource, micro_batches
+from orchestrator.train.prepare import prepare_shards
+from orchestrator.train.reference import ReferenceTrainer
+from tests.conftest import V3_SPEC
+
+
+def test_markov_entropy_rate_matches_the_empirical_rate():
+    source = MarkovSource(32, seed=3, branching=3)
+    rows = source.samples(0, 200, 200)
+    counts = np.zeros((32, 32))
+    for row in rows.numpy():
+        np.add.at(counts, (row[:-1], row[1:]), 1)
+    probs = counts / counts.sum(1, keepdims=True).clip(min=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_state = -np.nansum(np.where(probs > 0, probs * np.log(probs), 0), axis=1)
+    empirical = (counts.sum(1) / counts.sum() * per_state).sum()
+    assert abs(empirical - source.entropy_rate()) < 0.05
+    assert 0 < source.entropy_rate() < math.log(3) + 1e-9
+
+
+def test_samples_depend_only_on_their_index():
+    source = MarkovSource(64, seed=1)
+    whole = source.samples(10, 6, 20)
+    assert torch.equal(source.samples(13, 2, 20), whole[3:5])
+    assert not torch.equal(MarkovSource(64, seed=2).samples(10, 6, 20), whole)
+
+
+def test_replicas_take_disjoint_slices_of_the_global_batch():
+    source = MarkovSource(64, seed=1)
+    r0 = torch.cat(micro_batches(source, 100, 8, 2, 0, 2, 10))
+    r1 = torch.cat(micro_batches(source, 100, 8, 2, 1, 2, 10))
+    assert torch.equal(torch.cat([r0, r1]), source.samples(100, 8, 10))
+
+
+def test_prepare_shards_and_read_them_back(tmp_path):
+    text = tmp_path / "a.txt"
+    text.write_text("hello world, " * 100)
+    out = tmp_path / "shards"
+    assert main(["data", "prepare", str(text), "--out", str(out), "--shard-tokens", "500"]) == 0
+    files = sorted(out.glob("*.bin"))
+    assert len(files) == 3 and (out / "manifest.json").exists()
+    source = ShardSource(out, "uint16", 256)
+    assert source.total_tokens == 1300
+    sample = source.samples(1, 1, 13)[0]
+    assert bytes(sample.tolist()) == b"hello world, "
+    with pytest.raises(OrchError, match="already holds"):
+        prepare_shards([str(text)], str(out))
+
+
+def test_training_on_shards_learns(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    prepare_shards([str(text)], str(tmp_path / "d"))
+    spec = load_spec(V3_SPEC, profile="local",
+                     overrides=[f"data={{source: shards, path: {tmp_path / 'd'}, dtype: uint16}}"])
+    torch.set_num_threads(1)
+    history = ReferenceTrainer(spec, data_parallel=2).train(25)
+    assert history[-1]["loss"] < history[0]["loss"] - 1.0
+
+
+def test_missing_shards_are_a_clear_error(tmp_path):
+    with pytest.raises(OrchError, match="no \\*.bin token shards"):
+        ShardSource(tmp_path, "uint16", 256)

@@ -13,6 +13,16 @@ MINIMAL_SPEC = ROOT / "tests" / "specs" / "good" / "minimal.yaml"
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
+# Ray reads its auth settings when first imported, and a process imports it once: every Ray cluster
+# this test session starts or joins (embedded clusters, local instances) uses this one token.
+_TOKEN_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-test-token-{os.getpid()}"
+_TOKEN_DIR.mkdir(exist_ok=True)
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ.pop("RAY_AUTH_TOKEN", None)
+from orchestrator.cluster.auth import ensure_token  # noqa: E402
+
+os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_token(_TOKEN_DIR))
+
 
 @pytest.fixture
 def orch_home(tmp_path, monkeypatch) -> Path:

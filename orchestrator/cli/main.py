@@ -11,11 +11,16 @@ import os
 import sys
 import traceback
 
-from orchestrator import __version__
-from orchestrator.cli import data_commands, spec_commands
+from orchestrator.cluster.auth import prime_auth_env
+from orchestrator.state.store import orch_home
+
+prime_auth_env(orch_home())  # before anything imports Ray: Ray reads its auth settings at import
+
+from orchestrator import __version__  # noqa: E402
+from orchestrator.cli import cluster_commands, data_commands, job_commands, spec_commands
 from orchestrator.errors import OrchError
 
-COMMAND_MODULES = [spec_commands, data_commands]
+COMMAND_MODULES = [spec_commands, job_commands, cluster_commands, data_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,6 +34,7 @@ jobs = Table(
     Column("restarts", Integer, nullable=False, default=0),
     Column("assignment", JSON),  # node names, logical node i -> assignment[i]
     Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("cancel_requested_at", Float),
     Column("preempt_requested", Boolean, nullable=False, default=False),
     Column("outcome", JSON),  # what the runner saw the workload do (written by the runner)
     Column("last_checkpoint_step", Integer),

@@ -49,31 +49,67 @@ def train_loop_per_worker(config: dict) -> None:
         if metrics["step"] % every == 0 or metrics["step"] >= total_steps:
             ray.train.report(metrics)
 
+    assignment = config.get("assignment")
+    if assignment:
+        check_node(plan, rank, assignment)
     trainer = Trainer(spec, plan, report)
     if config.get("describe_dir"):
         Path(config["describe_dir"], f"rank{rank}.json").write_text(json.dumps(trainer.describe()))
-    trainer.train(config.get("max_steps"))
+    runner = config.get("runner")
+    control = make_control(runner, rank) if runner is not None else None
+    trainer.train(config.get("max_steps"), control)
+
+
+def check_node(plan, rank: int, assignment: list[str]) -> None:
+    """The plan's rank -> node mapping is the contract: refuse to train on any other node."""
+    import ray
+
+    from orchestrator.train.pipeline import RuntimeLayoutError
+
+    want = assignment[plan.mesh.placement(rank).node]
+    got = ray.get_runtime_context().get_node_labels().get("orch-node")
+    if got != want:
+        raise RuntimeLayoutError(f"rank {rank} runs on node {got} but the plan puts it on {want}")
+
+
+def make_control(runner, rank: int):
+    """Rank 0 hands each step's metrics to the job's runner and receives a directive; a broadcast
+    gives every rank the same directive for the same step."""
+    import ray
+    import torch.distributed as dist
+
+    from orchestrator.control.directives import DIRECTIVES
+
+    def control(metrics: dict) -> str:
+        code = torch.zeros(1, dtype=torch.int64)
+        if rank == 0:
+            code[0] = DIRECTIVES.index(ray.get(runner.on_step.remote(metrics)))
+        dist.broadcast(code, src=0)
+        return DIRECTIVES[int(code)]
+
+    return control
 
 
 def run_with_ray_train(spec_mapping: dict, world_size: int, storage_path: str, name: str,
                        max_steps: int | None = None, metrics_path: str | None = None,
                        cpus_per_worker: float = 0.5, label_selectors: list[dict] | None = None,
-                       describe_dir: str | None = None):
+                       describe_dir: str | None = None, runner=None, assignment: list[str] | None = None,
+                       extra_resources: dict | None = None):
     """Run a job's training as a Ray Train TorchTrainer on the connected Ray cluster; returns the Result."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     Path(storage_path).mkdir(parents=True, exist_ok=True)
-    use_gpu = torch.cuda.is_available()
+    use_gpu = spec_mapping["resources"]["accelerator"]["type"].lower() != "cpu"
     scaling = ScalingConfig(
         num_workers=world_size, use_gpu=use_gpu,
-        resources_per_worker=None if use_gpu else {"CPU": cpus_per_worker},
+        resources_per_worker={**({} if use_gpu else {"CPU": cpus_per_worker}), **(extra_resources or {})} or None,
         label_selector=label_selectors,
     )
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"spec": spec_mapping, "max_steps": max_steps, "metrics_path": metrics_path, "threads": 1,
-                           "describe_dir": describe_dir},
+                           "describe_dir": describe_dir, "runner": runner, "assignment": assignment},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=scaling,
         run_config=RunConfig(name=name, storage_path=storage_path, failure_config=FailureConfig(max_failures=0)),

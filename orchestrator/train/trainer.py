@@ -22,6 +22,8 @@ from orchestrator.train.pipeline import build_engine
 from orchestrator.train.progress import Progress, Schedule, StepShape
 
 Report = Callable[[dict], None]
+Control = Callable[[dict], str]
+from orchestrator.control.directives import CHECKPOINT_STOP, CONTINUE, DIRECTIVES, STOP  # noqa: E402,F401
 
 
 def make_source(spec: JobSpec, local_dir: str | None = None):
@@ -57,6 +59,7 @@ class Trainer:
         self.engine, self.module, self.placement = build_engine(spec, plan, first.global_batch)
         self.rank = dist.get_rank()
         self.dp_group = self.engine.grid.get_data_parallel_group()
+        self.stopped_by: str | None = None
 
     # ------------------------------------------------------------------ steps
 
@@ -111,11 +114,24 @@ class Trainer:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return float(value)
 
-    def train(self, max_steps: int | None = None) -> list[dict]:
+    def train(self, max_steps: int | None = None, control: Control | None = None) -> list[dict]:
+        """Train to the end of the last phase (or ``max_steps``). After each step ``control`` (the
+        same on every rank) may answer ``stop`` or ``checkpoint_stop``; every rank then stops at
+        that same step."""
         history = []
         while not self.finished() and (max_steps is None or len(history) < max_steps):
-            history.append(self.train_step())
+            metrics = self.train_step()
+            history.append(metrics)
+            directive = control(metrics) if control else CONTINUE
+            if directive == CHECKPOINT_STOP:
+                self.on_checkpoint_request()
+            if directive in (STOP, CHECKPOINT_STOP):
+                self.stopped_by = directive
+                break
         return history
+
+    def on_checkpoint_request(self) -> None:
+        """Save before stopping; the checkpoint store sets this (a no-op without one)."""
 
     def describe(self) -> dict:
         """What this rank holds: its layers, its routed experts and its parameter count."""

@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("restarts", sa.Integer, nullable=False),
         sa.Column("assignment", sa.JSON),
         sa.Column("cancel_requested", sa.Boolean, nullable=False),
+        sa.Column("cancel_requested_at", sa.Float),
         sa.Column("preempt_requested", sa.Boolean, nullable=False),
         sa.Column("outcome", sa.JSON),
         sa.Column("last_checkpoint_step", sa.Integer),

@@ -1,0 +1,116 @@
+"""What the CLI and the dashboard call: the control plane seen from outside the cluster.
+
+Reads come straight from the state store (so `orch list` works even while the cluster is down);
+requests (submit, cancel) are written to the store as desired state, and the controller in the
+cluster acts on them. The embedded cluster is started on demand unless an address is given
+(``--address`` / ``RAY_ADDRESS``); a remote cluster needs a shared state URL (``ORCH_STATE_URL``,
+e.g. PostgreSQL) that its controller also uses.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from orchestrator.cluster.embedded import NAMESPACE, EmbeddedCluster, wait_for_nodes
+from orchestrator.cluster.provider import RayNodeProvider
+from orchestrator.control.controller import job_view
+from orchestrator.control.scheduler import capacity_problem
+from orchestrator.control.states import JobState
+from orchestrator.errors import FieldProblem, OrchError, PlanError
+from orchestrator.plan.planner import Plan, make_plan
+from orchestrator.spec import load_spec
+from orchestrator.state.store import EventRecord, StateStore, default_state_url, orch_home
+
+
+class NotConnected(OrchError):
+    pass
+
+
+class ControlPlane:
+    def __init__(self, home: Path | None = None, address: str | None = None, state_url: str | None = None):
+        self.home = Path(home) if home else orch_home()
+        self.address = address or os.environ.get("RAY_ADDRESS")
+        self.state_url = state_url or os.environ.get("ORCH_STATE_URL") or f"sqlite:///{self.home / 'state.db'}"
+        self._store: StateStore | None = None
+        self.cluster = EmbeddedCluster(self.home)
+
+    @property
+    def store(self) -> StateStore:
+        if self._store is None:
+            self._store = StateStore(self.state_url)
+        return self._store
+
+    # ------------------------------------------------------------------ cluster
+
+    def connect(self, start: bool = True) -> None:
+        """Connect this process to the cluster (starting the embedded one if allowed) and make sure
+        the controller runs."""
+        address = self.address
+        if address is None:  # start the cluster and set its auth before Ray is imported here
+            info = self.cluster.up() if start else self.cluster.running()
+            if info is None:
+                raise NotConnected("the embedded cluster is not running; start it with 'orch up'")
+            os.environ.update(self.cluster.env(info))
+            address = info.address
+            expected = len(info.nodes) + 1
+        else:
+            expected = 1
+        import ray
+
+        from orchestrator.control.service import ensure_controller
+
+        if ray.is_initialized():
+            return
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
+        wait_for_nodes(expected, timeout=60)
+        ensure_controller(self.state_url, str(self.home))
+
+    # ------------------------------------------------------------------ jobs
+
+    def prepare(self, file: str, profile: str | None, overrides: list[str]) -> tuple[Plan, dict]:
+        spec = load_spec(file, profile, overrides)
+        plan = make_plan(spec)
+        row = {
+            "id": self.store.new_job_id(spec.name), "name": spec.name, "team": spec.team, "priority": spec.priority,
+            "spec": spec.model_dump(mode="json"),
+            "source": {"file": str(file), "profile": profile, "overrides": list(overrides)},
+            "world_size": plan.mesh.world_size, "nodes": plan.mesh.nodes,
+            "devices_per_node": plan.mesh.devices_per_node, "total_steps": plan.total_steps,
+        }
+        return plan, row
+
+    def submit(self, file: str, profile: str | None = None, overrides: list[str] | None = None) -> dict:
+        """Validate, plan, check the gang can ever fit, then enqueue. Nothing is written on error."""
+        plan, row = self.prepare(file, profile, overrides or [])
+        self.connect(start=True)
+        nodes = RayNodeProvider(self.store).nodes()
+        problem = capacity_problem(job_view({**row, "submitted_at": 0.0, "assignment": None}), nodes)
+        if problem:
+            raise PlanError([FieldProblem(
+                "resources", f"{problem}: the plan needs {plan.mesh.world_size} devices "
+                f"({plan.mesh.nodes} nodes x {plan.mesh.devices_per_node})",
+                fix="use a cluster that large (--address), or try the miniature: --profile local")], row["name"])
+        self.store.insert_job(row, [EventRecord("job.submitted", f"{row['id']}: submitted ({plan.mesh.world_size} "
+                                                                 f"devices, {plan.total_steps} steps)",
+                                                {"file": str(file), "profile": profile}, actor=_user())])
+        return self.store.get_job(row["id"])
+
+    def cancel(self, job_id: str) -> dict:
+        job = self.store.get_job(job_id)
+        if JobState(job["state"]).is_terminal:
+            raise OrchError(f"job {job['id']} already {job['state']}")
+        self.store.update_job(job["id"], cancel_requested=True, cancel_requested_at=self.store.clock.now())
+        self.store.add_event("job.cancel_requested", f"{job['id']}: cancel requested", job["id"], actor=_user())
+        return self.store.get_job(job["id"])
+
+    def log_path(self, job_id: str) -> Path:
+        return self.home / "jobs" / job_id / "job.log"
+
+
+def _user() -> str:
+    return f"user:{os.environ.get('USER', 'unknown')}"
+
+
+def default_plane() -> ControlPlane:
+    return ControlPlane(state_url=default_state_url())

@@ -1,0 +1,69 @@
+"""The launcher seam: how the controller starts, steers and releases a job attempt.
+
+``RayLauncher`` runs each attempt in a detached ``JobRunner`` actor on the head node; the
+simulator's launcher models steps instead. The controller knows only this protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Launcher(Protocol):
+    def start(self, job: dict, attempt: int) -> None:
+        """Start attempt ``attempt`` of ``job`` on ``job['assignment']`` (returns at once)."""
+
+    def status(self, job: dict) -> dict | None:
+        """The attempt's runner status, or None if no runner is alive for it."""
+
+    def request(self, job: dict, directive: str) -> None:
+        """Ask the attempt to stop (``stop``) or to checkpoint and stop (``checkpoint_stop``)."""
+
+    def release(self, job: dict) -> None:
+        """Forget the attempt (its outcome is recorded); kills whatever is left of it."""
+
+
+class RayLauncher:
+    def __init__(self, state_url: str, home: str):
+        self.state_url, self.home = state_url, home
+
+    def _actor(self, job: dict):
+        import ray
+
+        from orchestrator.control.runner import runner_name
+
+        try:
+            return ray.get_actor(runner_name(job["id"], job["attempt"]), namespace="orch")
+        except ValueError:
+            return None
+
+    def start(self, job: dict, attempt: int) -> None:
+        from orchestrator.control.runner import JobRunner, runner_name
+
+        runner = JobRunner.options(name=runner_name(job["id"], attempt), namespace="orch", lifetime="detached",
+                                   resources={"orch_head": 0.001}, max_restarts=0, get_if_exists=True).remote(
+            job["id"], attempt, self.state_url, self.home)
+        runner.run.remote()
+
+    def status(self, job: dict) -> dict | None:
+        import ray
+
+        actor = self._actor(job)
+        if actor is None:
+            return None
+        try:
+            return ray.get(actor.status.remote(), timeout=10)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return None
+
+    def request(self, job: dict, directive: str) -> None:
+        actor = self._actor(job)
+        if actor is not None:
+            actor.request.remote(directive)
+
+    def release(self, job: dict) -> None:
+        import ray
+
+        actor = self._actor(job)
+        if actor is not None:
+            ray.kill(actor, no_restart=True)

@@ -1,0 +1,47 @@
+"""The controller as a detached, restartable Ray actor on the head node.
+
+Ray restarts it if it dies (``max_restarts=-1``); on start it rebuilds its view from the state
+store and the cluster and carries on, because everything it acts on is persisted.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ray
+
+CONTROLLER_NAME = "orch-controller"
+NAMESPACE = "orch"
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)
+class ControllerActor:
+    def __init__(self, state_url: str, home: str, interval: float = 1.0):
+        from orchestrator.cluster.provider import RayNodeProvider
+        from orchestrator.control.controller import ControllerCore, ControllerLoop
+        from orchestrator.control.launcher import RayLauncher
+        from orchestrator.state.store import StateStore
+
+        os.environ["ORCH_HOME"] = home
+        self.store = StateStore(state_url)
+        core = ControllerCore(self.store, RayNodeProvider(self.store), RayLauncher(state_url, home))
+        self.store.add_event("controller.started", f"controller started (pid {os.getpid()})",
+                             data={"pid": os.getpid()})
+        self.loop = ControllerLoop(core, interval)
+        self.loop.start()
+
+    def ping(self) -> dict:
+        return {**self.loop.stats(), "pid": os.getpid()}
+
+
+def ensure_controller(state_url: str, home: str):
+    """The running controller, started if absent (idempotent)."""
+    return ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE, lifetime="detached",
+                                   get_if_exists=True, resources={"orch_head": 0.001}).remote(state_url, home)
+
+
+def get_controller():
+    try:
+        return ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return None

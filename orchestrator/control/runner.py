@@ -83,7 +83,7 @@ class JobRunner:
             result = run_with_ray_train(
                 job["spec"], plan.mesh.world_size, str(self.dir / "ray"), f"{self.job_id}-a{self.attempt}",
                 label_selectors=selectors, runner=handle, assignment=assignment,
-                extra_resources={"orch_device": 1}, cpus_per_worker=0.5)
+                extra_resources={"orch_device": 1}, cpus_per_worker=0.5, job_id=self.job_id, home=self.home)
             if result.error is not None:
                 outcome.update(status="failed", error=_describe(result.error),
                                infrastructure=_is_infrastructure(result.error))
@@ -110,6 +110,12 @@ class JobRunner:
             self.pending.append(metrics)
             self.step = metrics["step"]
             self.phase = "running"
+            committed = metrics.get("checkpoint_step")
+        if committed is not None and committed != getattr(self, "_committed", None):
+            self._committed = committed
+            self.store.update_job(self.job_id, last_checkpoint_step=committed)
+            self.store.add_event("checkpoint.committed", f"{self.job_id}: checkpoint at step {committed}",
+                                 self.job_id, {"step": committed})
         self.log(json.dumps({k: metrics[k] for k in ("step", "loss", "tokens_per_s", "step_time_s",
                                                       "expert_imbalance", "global_batch") if k in metrics}))
         self._flush()

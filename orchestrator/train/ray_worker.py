@@ -52,12 +52,23 @@ def train_loop_per_worker(config: dict) -> None:
     assignment = config.get("assignment")
     if assignment:
         check_node(plan, rank, assignment)
-    trainer = Trainer(spec, plan, report)
+    checkpoints = None
+    if config.get("job_id"):
+        from orchestrator.checkpoint.locate import open_job_checkpoints
+        from orchestrator.clock import SystemClock
+        from orchestrator.train.trainer import CheckpointSetup
+
+        checkpoints = CheckpointSetup(open_job_checkpoints(spec.checkpoint, config["job_id"],
+                                                           Path(config["home"]) if config.get("home") else None),
+                                      SystemClock())
+    trainer = Trainer(spec, plan, report, checkpoints=checkpoints)
     if config.get("describe_dir"):
         Path(config["describe_dir"], f"rank{rank}.json").write_text(json.dumps(trainer.describe()))
     runner = config.get("runner")
     control = make_control(runner, rank) if runner is not None else None
     trainer.train(config.get("max_steps"), control)
+    if trainer.checkpointer is not None:
+        trainer.checkpointer.wait()
 
 
 def check_node(plan, rank: int, assignment: list[str]) -> None:
@@ -94,7 +105,7 @@ def run_with_ray_train(spec_mapping: dict, world_size: int, storage_path: str, n
                        max_steps: int | None = None, metrics_path: str | None = None,
                        cpus_per_worker: float = 0.5, label_selectors: list[dict] | None = None,
                        describe_dir: str | None = None, runner=None, assignment: list[str] | None = None,
-                       extra_resources: dict | None = None):
+                       extra_resources: dict | None = None, job_id: str | None = None, home: str | None = None):
     """Run a job's training as a Ray Train TorchTrainer on the connected Ray cluster; returns the Result."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -109,7 +120,8 @@ def run_with_ray_train(spec_mapping: dict, world_size: int, storage_path: str, n
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"spec": spec_mapping, "max_steps": max_steps, "metrics_path": metrics_path, "threads": 1,
-                           "describe_dir": describe_dir, "runner": runner, "assignment": assignment},
+                           "describe_dir": describe_dir, "runner": runner, "assignment": assignment,
+                           "job_id": job_id, "home": home},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=scaling,
         run_config=RunConfig(name=name, storage_path=storage_path, failure_config=FailureConfig(max_failures=0)),

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--metrics", help="JSON-lines file rank 0 appends step metrics to")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--job-id", help="checkpoint into <checkpoint.uri>/<job-id> and resume from it")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     spec = load_spec(args.file, args.profile, args.overrides)
@@ -45,8 +46,17 @@ def main(argv: list[str] | None = None) -> int:
             out.write(json.dumps({**metrics, "since_launch_s": time.time() - started, "wall_time": time.time()}) + "\n")
             out.flush()
 
-    trainer = Trainer(spec, plan, report)
+    checkpoints = None
+    if args.job_id:
+        from orchestrator.checkpoint.locate import open_job_checkpoints
+        from orchestrator.clock import SystemClock
+        from orchestrator.train.trainer import CheckpointSetup
+
+        checkpoints = CheckpointSetup(open_job_checkpoints(spec.checkpoint, args.job_id), SystemClock())
+    trainer = Trainer(spec, plan, report, checkpoints=checkpoints)
     trainer.train(args.max_steps)
+    if trainer.checkpointer is not None:
+        trainer.checkpointer.wait()
     dist.barrier()
     dist.destroy_process_group()
     return 0

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -20,6 +21,10 @@ from orchestrator.spec.schema import JobSpec, ShardData, SyntheticData
 from orchestrator.train.data import MarkovSource, ShardSource, micro_batches
 from orchestrator.train.pipeline import build_engine
 from orchestrator.train.progress import Progress, Schedule, StepShape
+
+if TYPE_CHECKING:
+    from orchestrator.checkpoint.store import CheckpointStore
+    from orchestrator.clock import Clock
 
 Report = Callable[[dict], None]
 Control = Callable[[dict], str]
@@ -33,6 +38,20 @@ def make_source(spec: JobSpec, local_dir: str | None = None):
         return MarkovSource(spec.model.vocab_size, data.seed, data.branching, data.concentration)
     assert isinstance(data, ShardData)
     return ShardSource(local_dir or data.path, data.dtype, spec.model.vocab_size)
+
+
+@dataclass
+class CheckpointSetup:
+    """Where a trainer keeps its checkpoints and the clock its interval policy reads."""
+
+    store: "CheckpointStore"
+    clock: "Clock"
+
+
+def _all_ranks_agree(ok: bool) -> bool:
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def _layer_name(func) -> str:
@@ -49,7 +68,8 @@ def _layer_name(func) -> str:
 
 
 class Trainer:
-    def __init__(self, spec: JobSpec, plan: Plan, report: Report | None = None, data_dir: str | None = None):
+    def __init__(self, spec: JobSpec, plan: Plan, report: Report | None = None, data_dir: str | None = None,
+                 checkpoints: "CheckpointSetup | None" = None):
         self.spec, self.plan = spec, plan
         self.report = report or (lambda metrics: None)
         self.schedule = Schedule(spec, plan.mesh.data)
@@ -60,6 +80,47 @@ class Trainer:
         self.rank = dist.get_rank()
         self.dp_group = self.engine.grid.get_data_parallel_group()
         self.stopped_by: str | None = None
+        self.checkpointer, self.policy, self.resumed_from = None, None, None
+        if checkpoints is not None:
+            self._setup_checkpoints(checkpoints)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _setup_checkpoints(self, setup: "CheckpointSetup") -> None:
+        from orchestrator.checkpoint.policy import IntervalPolicy
+        from orchestrator.checkpoint.session import RankCheckpointer
+
+        mesh = self.plan.mesh
+        layout = {"pipeline": mesh.pipeline, "data": mesh.data, "expert": mesh.expert, "tensor": mesh.tensor,
+                  "world_size": mesh.world_size}
+        retention = self.spec.checkpoint.retention
+        self.checkpointer = RankCheckpointer(setup.store, self.rank, mesh.world_size, layout,
+                                             retention.keep_last, retention.keep_every)
+        self.policy = IntervalPolicy(self.spec, setup.clock)
+        found = self.checkpointer.load_latest(_all_ranks_agree)
+        if found is not None:
+            manifest, state = found
+            self.load_state_dict(state)
+            self.resumed_from = manifest.step
+            self.policy.last_step = manifest.step
+            self.checkpointer.last_committed = manifest.step
+
+    def _checkpoint_progress(self) -> tuple[float, dict]:
+        return self.progress.tokens, self.progress.as_dict()
+
+    def _maybe_checkpoint(self, metrics: dict) -> None:
+        if self.checkpointer is None:
+            return
+        step = self.progress.step
+        stall = 0.0
+        if self.finished():
+            self.on_checkpoint_request()
+        elif self.policy.due(step):
+            tokens, progress = self._checkpoint_progress()
+            stall = self.checkpointer.save_async(step, self.state_dict(), tokens, progress)
+            self.policy.saved(step, stall, self.checkpointer.last_duration_s)
+        metrics["checkpoint_stall_s"] = stall
+        metrics["checkpoint_step"] = self.checkpointer.last_committed
 
     # ------------------------------------------------------------------ steps
 
@@ -104,6 +165,7 @@ class Trainer:
             "expert_imbalance": imbalance,
             "data_position": self.progress.data_position,
         }
+        self._maybe_checkpoint(metrics)
         self.report(metrics)
         return metrics
 
@@ -130,8 +192,19 @@ class Trainer:
                 break
         return history
 
-    def on_checkpoint_request(self) -> None:
-        """Save before stopping; the checkpoint store sets this (a no-op without one)."""
+    def on_checkpoint_request(self, deadline: float | None = None) -> bool:
+        """Save synchronously and wait for the commit (before stopping or at the end); returns whether
+        the step committed (before ``deadline``, if given). Without a checkpoint store: False."""
+        if self.checkpointer is None:
+            return False
+        if self.checkpointer.last_committed == self.progress.step:
+            return True
+        tokens, progress = self._checkpoint_progress()
+        committed = self.checkpointer.save_sync(self.progress.step, self.state_dict(), tokens, progress, deadline)
+        if committed:
+            self.checkpointer.last_committed = self.progress.step
+            self.policy.saved(self.progress.step, 0.0, self.checkpointer.last_duration_s)
+        return committed
 
     def describe(self) -> dict:
         """What this rank holds: its layers, its routed experts and its parameter count."""
@@ -157,6 +230,7 @@ class Trainer:
             "rank": self.rank,
             "placement": self.placement.as_dict(),
             "progress": self.progress.as_dict(),
+            "engine": {"global_steps": self.engine.global_steps, "global_samples": self.engine.global_samples},
             "module": self.module.state_dict(),
             "optimizer": self.engine.optimizer.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
@@ -166,8 +240,12 @@ class Trainer:
         if state["placement"] != self.placement.as_dict():
             raise ValueError(f"state of {state['placement']} cannot load into rank {self.placement.as_dict()}")
         self.module.load_state_dict(state["module"])
-        self.engine.optimizer.load_state_dict(state["optimizer"])
+        # ZeRO-1 loads from a list indexed by data-parallel rank: this rank's own partition
+        self.engine.optimizer.load_state_dict([state["optimizer"]] * self.plan.mesh.data,
+                                              load_optimizer_states=True, load_from_fp32_weights=True)
         self.progress = Progress.from_dict(state["progress"])
+        self.engine.global_steps = state["engine"]["global_steps"]
+        self.engine.global_samples = state["engine"]["global_samples"]
         if self.progress.step and self.schedule.next_step(self.progress).global_batch != self.engine.train_batch_size():
             self.engine.set_train_batch_size(self.schedule.next_step(self.progress).global_batch)
         torch.set_rng_state(state["rng"]["torch"])

@@ -1,0 +1,132 @@
+"""The control plane for real: an embedded Ray cluster of several raylets, the detached controller,
+job runners and Ray Train gangs. No mock of Ray anywhere."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from orchestrator.control.client import ControlPlane
+from tests.conftest import V3_SPEC
+
+pytestmark = pytest.mark.slow
+
+SHORT = ["phases.0.tokens=12000"]  # about 14 steps of the local miniature
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory):
+    home = tmp_path_factory.mktemp("orch_home")
+    os.environ["ORCH_HOME"] = str(home)
+    plane = ControlPlane(home=home)
+    plane.connect(start=True)
+    yield plane
+    import ray
+
+    ray.shutdown()
+    plane.cluster.down()
+
+
+def wait_for(plane: ControlPlane, job_id: str, states: set[str], timeout: float = 300) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = plane.store.get_job(job_id)
+        if job["state"] in states:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"{job_id} still {plane.store.get_job(job_id)['state']} after {timeout} s; "
+                         f"events: {[e['message'] for e in plane.store.events(job_id)]}")
+
+
+def states_of(plane: ControlPlane, job_id: str) -> list[str]:
+    return [t["to_state"] for t in plane.store.transitions(job_id)]
+
+
+def orch(*args: str, home) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ORCH_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_submit_runs_to_success(plane):
+    job = plane.submit(str(V3_SPEC), "local", SHORT)
+    done = wait_for(plane, job["id"], {"succeeded", "failed"})
+    assert done["state"] == "succeeded", done["message"]
+    assert states_of(plane, job["id"]) == ["queued", "placing", "running", "succeeded"]
+    metrics = plane.store.metrics(job["id"])
+    assert [m["step"] for m in metrics] == list(range(1, done["total_steps"] + 1))
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    assert done["assignment"] == ["node-1", "node-2"]  # the on-demand pool first, then spot
+    kinds = [e["kind"] for e in plane.store.events(job["id"])]
+    assert kinds[:3] == ["job.submitted", "job.placed", "job.running"] and kinds[-1] == "job.succeeded"
+    assert plane.log_path(job["id"]).read_text().count('"step"') == done["total_steps"]
+
+
+def test_cli_lists_and_shows_jobs(plane):
+    listing = orch("list", "--json", home=plane.home)
+    assert listing.returncode == 0, listing.stderr
+    assert '"state": "succeeded"' in listing.stdout
+    job_id = plane.store.list_jobs()[0]["id"]
+    status = orch("status", job_id[:12], home=plane.home)
+    assert status.returncode == 0 and "placing -> running" in status.stdout.replace("  ", " ") or "running" in status.stdout
+    events = orch("events", job_id, home=plane.home)
+    assert "job.succeeded" in events.stdout
+
+
+def test_bad_spec_is_refused_and_nothing_is_enqueued(plane):
+    before = len(plane.store.list_jobs())
+    result = orch("submit", str(V3_SPEC), "--profile", "local", "--set", "parallelism.expert=3", home=plane.home)
+    assert result.returncode == 2 and "parallelism.expert" in result.stderr and "Traceback" not in result.stderr
+    too_big = orch("submit", str(V3_SPEC), home=plane.home)
+    assert too_big.returncode == 2
+    assert "2048 devices" in too_big.stderr and "--profile local" in too_big.stderr
+    assert len(plane.store.list_jobs()) == before
+
+
+def test_second_job_waits_for_the_gang_then_runs(plane):
+    first = plane.submit(str(V3_SPEC), "local", SHORT)
+    second = plane.submit(str(V3_SPEC), "local", SHORT)
+    wait_for(plane, first["id"], {"running"})
+    waiting = plane.store.get_job(second["id"])
+    assert waiting["state"] == "queued"
+    deadline = time.time() + 30
+    while not plane.store.get_job(second["id"])["message"] and time.time() < deadline:
+        time.sleep(0.5)
+    assert "free" in plane.store.get_job(second["id"])["message"]  # the reason, with numbers
+    assert wait_for(plane, first["id"], {"succeeded", "failed"})["state"] == "succeeded"
+    assert wait_for(plane, second["id"], {"succeeded", "failed"})["state"] == "succeeded"
+    first_done = plane.store.get_job(first["id"])["ended_at"]
+    assert plane.store.get_job(second["id"])["started_at"] >= first_done
+
+
+def test_cancel_a_running_job(plane):
+    job = plane.submit(str(V3_SPEC), "local", ["phases.0.tokens=200000"])
+    wait_for(plane, job["id"], {"running"})
+    result = orch("cancel", job["id"], home=plane.home)
+    assert result.returncode == 0, result.stderr
+    done = wait_for(plane, job["id"], {"cancelled", "failed", "succeeded"}, timeout=120)
+    assert done["state"] == "cancelled"
+    assert done["step"] < done["total_steps"]
+    assert any(e["kind"] == "job.cancel_requested" and e["actor"].startswith("user:")
+               for e in plane.store.events(job["id"]))
+
+
+def test_killing_the_controller_loses_nothing(plane):
+    import ray
+
+    from orchestrator.control.service import get_controller
+
+    job = plane.submit(str(V3_SPEC), "local", ["phases.0.tokens=30000"])
+    wait_for(plane, job["id"], {"running"})
+    started_before = len([e for e in plane.store.events() if e["kind"] == "controller.started"])
+    ray.kill(get_controller(), no_restart=False)  # Ray restarts it; it must resume from the store
+    done = wait_for(plane, job["id"], {"succeeded", "failed"})
+    assert done["state"] == "succeeded"
+    assert len([e for e in plane.store.events() if e["kind"] == "controller.started"]) == started_before + 1
+    assert states_of(plane, job["id"]) == ["queued", "placing", "running", "succeeded"]
+    steps = [m["step"] for m in plane.store.metrics(job["id"])]
+    assert steps == list(range(1, done["total_steps"] + 1))  # no step lost while the controller was down

@@ -130,3 +130,25 @@ def test_killing_the_controller_loses_nothing(plane):
     assert states_of(plane, job["id"]) == ["queued", "placing", "running", "succeeded"]
     steps = [m["step"] for m in plane.store.metrics(job["id"])]
     assert steps == list(range(1, done["total_steps"] + 1))  # no step lost while the controller was down
+
+
+def test_priority_preemption_checkpoints_requeues_and_resumes(plane):
+    low = plane.submit(str(V3_SPEC), "local", ["phases.0.tokens=45000", "checkpoint.interval={steps: 5}"])
+    low_running = wait_for(plane, low["id"], {"running"})
+    deadline = time.time() + 120
+    while plane.store.get_job(low["id"])["step"] < 8 and time.time() < deadline:
+        time.sleep(0.5)
+    high = plane.submit(str(V3_SPEC), "local", SHORT + ["priority=50"])
+    assert wait_for(plane, high["id"], {"succeeded", "failed"})["state"] == "succeeded"
+    low_states = states_of(plane, low["id"])
+    assert low_states[:6] == ["queued", "placing", "running", "checkpointing", "preempted", "queued"]
+    done = wait_for(plane, low["id"], {"succeeded", "failed"})
+    assert done["state"] == "succeeded" and done["attempt"] == 2
+    preempted_at = next(t for t in plane.store.transitions(low["id"]) if t["to_state"] == "preempted")["reason"]
+    step_saved = int(preempted_at.split()[-1])
+    second = [e for e in plane.store.events(low["id"]) if e["kind"] == "checkpoint.committed"]
+    assert any(e["data"]["step"] == step_saved for e in second)  # it checkpointed before stopping
+    assert plane.store.get_job(high["id"])["started_at"] > low_running["started_at"]
+    log = plane.log_path(low["id"]).read_text()
+    resumed_first = [line for line in log.splitlines() if '"step"' in line and "attempt 2" not in line]
+    assert f'"step": {step_saved + 1},' in log  # attempt 2 resumed after the saved step, not from step 1

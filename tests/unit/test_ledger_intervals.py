@@ -1,0 +1,78 @@
+"""The ledger's arithmetic on event sequences whose hours were computed by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.ledger.intervals import Attempt, NodeHold, StepRecord, attempt_intervals, summarize
+
+NODES = (NodeHold("n1", "od", "on-demand", 2, 2.0), NodeHold("n2", "spot", "spot", 2, 0.8))
+
+
+def attempt(ending, steps, attempt_no=1, held=(0.0, 100.0), committed=None):
+    return Attempt("job", attempt_no, held[0], held[1], ending, tuple(steps), committed, "cpu", NODES, "pre")
+
+
+def step(n, end, time=10.0, stall=0.0, phase="pre"):
+    return StepRecord(n, end, time, stall, phase)
+
+
+def hours(summary, category):
+    return summary["gpu_hours"][category]
+
+
+def test_a_clean_run_by_hand():
+    # held 0-100 s: gang start 0-20, steps 20-30 .. 70-80 (the one ending at 50 stalls 2 s), final save 80-100
+    steps = [step(1, 30), step(2, 40), step(3, 52, stall=2.0), step(4, 62), step(5, 72), step(6, 80, time=8)]
+    s = summarize(attempt_intervals(attempt("succeeded", steps)))
+    assert hours(s, "queued") == pytest.approx(4 * 20 / 3600)
+    assert hours(s, "checkpoint") == pytest.approx(4 * (2 + 20) / 3600)
+    assert hours(s, "productive") == pytest.approx(4 * (80 - 20 - 2) / 3600)
+    assert s["gpu_hours"]["total"] == pytest.approx(4 * 100 / 3600)  # exactly devices x held time
+    # priced per pool: 2 devices at $2 and 2 at $0.80 for 100 s
+    assert s["cost_usd"] == pytest.approx((2 * 2.0 + 2 * 0.8) * 100 / 3600)
+    assert s["by_pool"]["spot"]["gpu_hours"] == pytest.approx(2 * 100 / 3600)
+    assert s["goodput"] == pytest.approx(58 / 100)
+
+
+def test_lost_work_since_the_last_checkpoint():
+    # checkpoint committed at step 2; the node dies after step 4 (at 60); release at 75
+    steps = [step(1, 30), step(2, 40), step(3, 50), step(4, 60)]
+    s = summarize(attempt_intervals(attempt("lost", steps, held=(0.0, 75.0), committed=2)))
+    assert hours(s, "lost") == pytest.approx(4 * 20 / 3600)  # steps 3 and 4
+    assert hours(s, "productive") == pytest.approx(4 * 20 / 3600)  # steps 1 and 2
+    assert hours(s, "recovery") == pytest.approx(4 * 15 / 3600)  # failure to release
+    assert hours(s, "queued") == pytest.approx(4 * 20 / 3600)
+    assert s["gpu_hours"]["total"] == pytest.approx(4 * 75 / 3600)
+
+
+def test_a_restart_counts_its_start_up_as_recovery_and_nothing_twice():
+    lost = attempt_intervals(attempt("lost", [step(1, 30), step(2, 40)], held=(0.0, 45.0), committed=1))
+    again = attempt_intervals(attempt("succeeded", [step(2, 80), step(3, 90)], attempt_no=2, held=(50.0, 95.0),
+                                      committed=1))
+    s = summarize(lost + again)
+    assert hours(s, "recovery") == pytest.approx(4 * (5 + 20) / 3600)  # 40-45 then 50-70
+    assert hours(s, "lost") == pytest.approx(4 * 10 / 3600)  # step 2 of attempt 1
+    assert hours(s, "productive") == pytest.approx(4 * (10 + 20) / 3600)
+    assert s["gpu_hours"]["total"] == pytest.approx(4 * (45 + 45) / 3600)  # the 45-50 gap held nothing
+    intervals = sorted(lost + again, key=lambda i: (i.node, i.start))
+    for a, b in zip(intervals, intervals[1:]):
+        assert a.node != b.node or a.end <= b.start + 1e-9  # no overlap on a node
+
+
+def test_preemption_with_a_save_loses_nothing():
+    steps = [step(1, 30), step(2, 40)]
+    s = summarize(attempt_intervals(attempt("checkpointed", steps, held=(0.0, 52.0), committed=2)))
+    assert hours(s, "lost") == 0 and hours(s, "checkpoint") == pytest.approx(4 * 12 / 3600)
+
+
+def test_phases_are_kept_apart():
+    steps = [step(1, 30, phase="pre"), step(2, 40, phase="pre"), step(3, 50, phase="ext")]
+    s = summarize(attempt_intervals(attempt("succeeded", steps, held=(0.0, 50.0))))
+    assert s["by_phase"]["ext"] == pytest.approx(4 * 10 / 3600)
+    assert s["by_phase"]["pre"] == pytest.approx(4 * 40 / 3600)
+
+
+def test_an_attempt_that_never_stepped():
+    s = summarize(attempt_intervals(attempt("failed", [], held=(0.0, 30.0))))
+    assert hours(s, "lost") == pytest.approx(4 * 30 / 3600) and s["goodput"] == 0

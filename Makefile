@@ -28,8 +28,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(VENV)/bin/orch validate jobs/v3_pretrain.yaml --profile local
-	$(VENV)/bin/orch plan jobs/v3_pretrain.yaml
+	$(VENV)/bin/orch submit jobs/v3_pretrain.yaml --profile local
 
 plan: install
 	$(VENV)/bin/orch plan jobs/v3_pretrain.yaml

@@ -1,7 +1,8 @@
-"""`make bench`: run every benchmark and rewrite bench/RESULTS.md.
+"""`make bench`: run the benchmarks and rewrite bench/RESULTS.md.
 
-``python -m bench.run_all [name ...]`` runs a subset (names: planner, ...); the results file is
-rewritten only when every benchmark was run.
+``python -m bench.run_all [name ...]`` runs a subset; each benchmark's section is kept in
+bench/results/NAME.md (with its date, commit and machine), and RESULTS.md is assembled from all of
+them, so a partial run updates only what it ran.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from pathlib import Path
 
 from bench.harness import git_commit, machine_description
 
-BENCHMARKS = ["planner", "overhead"]
+BENCHMARKS = ["planner", "overhead", "checkpoint"]
 RESULTS = Path(__file__).parent / "RESULTS.md"
+SECTIONS = Path(__file__).parent / "results"
 
 
 def main(argv: list[str]) -> int:
@@ -26,16 +28,16 @@ def main(argv: list[str]) -> int:
         section = module.run()
         print(section.render(), flush=True)
         sections.append(section)
-    if set(names) == set(BENCHMARKS):
-        header = [
-            "# Benchmark results",
-            "",
-            f"Written by `make bench` on {datetime.date.today().isoformat()} at commit {git_commit()}.",
-            f"Machine: {machine_description()}.",
-            "",
-        ]
-        RESULTS.write_text("\n".join(header + [s.render() for s in sections]))
-        print(f"wrote {RESULTS}")
+        SECTIONS.mkdir(exist_ok=True)
+        stamp = (f"Measured on {datetime.date.today().isoformat()} at commit {git_commit()}; "
+                 f"machine: {machine_description()}.")
+        rendered = section.render().replace("\n\n", f"\n\n{stamp}\n\n", 1)
+        (SECTIONS / f"{name}.md").write_text(rendered)
+    parts = ["# Benchmark results", "", "Written by `make bench` (`python -m bench.run_all`); each section "
+             "states when, at which commit and on which machine it was measured.", ""]
+    parts += [(SECTIONS / f"{n}.md").read_text() for n in BENCHMARKS if (SECTIONS / f"{n}.md").exists()]
+    RESULTS.write_text("\n".join(parts))
+    print(f"wrote {RESULTS}")
     return 0
 
 

@@ -18,6 +18,8 @@ from orchestrator.cluster.provider import NodeProvider
 from orchestrator.control.launcher import Launcher
 from orchestrator.control.scheduler import JobView, NodeView, schedule
 from orchestrator.control.states import HOLDING, FailureReason, JobState
+from orchestrator.ledger.book import ENDINGS, build_attempt, holds_for
+from orchestrator.ledger.intervals import attempt_intervals
 from orchestrator.state.store import EventRecord, StaleState, StateStore
 from orchestrator.control.directives import CHECKPOINT_STOP, STOP
 
@@ -55,9 +57,20 @@ class ControllerCore:
     # ------------------------------------------------------------------ one job
 
     def _move(self, job: dict, to: JobState, reason: str, kind: str, **updates) -> None:
+        """Transition the job; when the move releases its devices, the attempt's ledger intervals
+        are written in the same transaction."""
+        extra = None
+        if job.get("assignment") and (to.is_terminal or to in (S.PREEMPTED, S.RECOVERING)):
+            intervals = self._attempt_intervals(job, ENDINGS[to.value])
+            extra = lambda conn, now: self.store.insert_intervals(conn, job["team"], intervals)  # noqa: E731
         self.store.transition(job["id"], JobState(job["state"]), to, reason, updates=updates,
-                              events=[EventRecord(kind, f"{job['id']}: {reason}", {"state": to.value})])
+                              events=[EventRecord(kind, f"{job['id']}: {reason}", {"state": to.value})], extra=extra)
         job.update(state=to.value, **updates)
+
+    def _attempt_intervals(self, job: dict, ending: str) -> list:
+        attempt = build_attempt(job, self.store.transitions(job["id"]),
+                                self.store.metrics_of_attempt(job["id"], job["attempt"]), self.clock.now(), ending)
+        return attempt_intervals(attempt)
 
     def _reconcile_job(self, job: dict) -> None:
         state = JobState(job["state"])
@@ -132,6 +145,9 @@ class ControllerCore:
                    or (j["state"] == S.RECOVERING.value and not j["assignment"])]
         if not waiting:
             return
+        waiting = self._admit(waiting)
+        if not waiting:
+            return
         holding = [j for j in jobs if JobState(j["state"]) in HOLDING and j["assignment"]]
         by_id = {j["id"]: j for j in waiting}
         queue = [job_view(j, include_spares=j["state"] == S.RECOVERING.value) for j in waiting]
@@ -139,8 +155,10 @@ class ControllerCore:
         for place in decisions.place:
             job = by_id[place.job_id]
             attempt = job["attempt"] + 1
+            holds = holds_for({**job, "assignment": list(place.nodes)}, {n.name: n for n in nodes},
+                              job["spec"]["resources"]["pools"], job["spec"]["cost"]["price_per_gpu_hour"])
             self._move(job, S.PLACING, f"placed on {', '.join(place.nodes)} (attempt {attempt})", "job.placed",
-                       assignment=list(place.nodes), attempt=attempt, message=None)
+                       assignment=list(place.nodes), attempt=attempt, message=None, holds=holds)
             self.launcher.start(job, attempt)
         for wait in decisions.wait:
             job = by_id[wait.job_id]
@@ -152,6 +170,41 @@ class ControllerCore:
                 self.store.update_job(victim, preempt_requested=True)
                 self.store.add_event("job.preempting", f"{victim}: preempted for {preempt.job_id}", victim,
                                      {"for": preempt.job_id})
+
+
+    def _admit(self, waiting: list[dict]) -> list[dict]:
+        """Budgets are checked at admission: past a team's budget nothing new is placed; a job past
+        its own budget fails."""
+        teams = self.store.teams()
+        budgeted = [j for j in waiting if (j["spec"]["cost"].get("budget_gpu_hours") or j["spec"]["cost"].get("budget_usd")
+                                           or teams.get(j["team"], {}).get("budget_gpu_hours")
+                                           or teams.get(j["team"], {}).get("budget_usd"))]
+        if not budgeted:
+            return waiting
+        from orchestrator.ledger.budget import check
+        from orchestrator.ledger.report import cost_report
+
+        report = cost_report(self.store, now=self.clock.now())
+        per_job = {r["job"]: r for r in report["per_job"]}
+        admitted = []
+        for job in waiting:
+            team = teams.get(job["team"], {})
+            spent = report["by_team"].get(job["team"], {"gpu_hours": 0.0, "cost_usd": 0.0})
+            team_check = check(spent["gpu_hours"], spent["cost_usd"], team.get("budget_gpu_hours"),
+                               team.get("budget_usd"), f"team {job['team']}")
+            mine = per_job.get(job["id"])
+            job_check = check(mine["gpu_hours"]["total"], mine["cost_usd"], job["spec"]["cost"].get("budget_gpu_hours"),
+                              job["spec"]["cost"].get("budget_usd"), "job") if mine else None
+            if job_check is not None and job_check.over:
+                self._move(job, S.FAILED, job_check.reason, "job.failed",
+                           failure_reason=FailureReason.BUDGET_EXCEEDED.value, message=job_check.reason)
+            elif team_check.over:
+                if job["message"] != team_check.reason:
+                    self.store.update_job(job["id"], message=team_check.reason)
+                    self.store.add_event("budget.exceeded", f"{job['id']}: waits: {team_check.reason}", job["id"])
+            else:
+                admitted.append(job)
+        return admitted
 
 
 class ControllerLoop:

@@ -200,6 +200,33 @@ class StateStore:
             latest = {r.step: {**r.data, "attempt": r.attempt, "at": r.at} for r in conn.execute(query)}
         return [latest[s] for s in sorted(latest)]
 
+    def metrics_of_attempt(self, job_id: str, attempt: int) -> list[dict]:
+        query = (select(t.metrics.c.data, t.metrics.c.at).where(t.metrics.c.job_id == job_id,
+                                                                t.metrics.c.attempt == attempt)
+                 .order_by(t.metrics.c.id))
+        with self.engine.connect() as conn:
+            return [{**r.data, "attempt": attempt, "at": r.at} for r in conn.execute(query)]
+
+    # ------------------------------------------------------------------ ledger
+
+    @staticmethod
+    def insert_intervals(conn: Connection, team: str, intervals: list) -> None:
+        """Write ledger intervals on the caller's connection (inside its transaction)."""
+        rows = [{**i.as_row(), "team": team} for i in intervals]
+        if rows:
+            conn.execute(insert(t.ledger_intervals), rows)
+
+    def intervals(self, job_id: str | None = None) -> list:
+        from orchestrator.ledger.intervals import Interval
+
+        query = select(t.ledger_intervals).order_by(t.ledger_intervals.c.id)
+        if job_id is not None:
+            query = query.where(t.ledger_intervals.c.job_id == job_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        fields = Interval.__dataclass_fields__
+        return [Interval(**{k: r[k] for k in fields}) for r in rows]
+
     def count(self, table_name: str) -> int:
         table = t.metadata.tables[table_name]
         with self.engine.connect() as conn:
@@ -229,6 +256,10 @@ class StateStore:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.teams).where(t.teams.c.quota_devices.is_not(None))).mappings()
             return {r["name"]: r["quota_devices"] for r in rows}
+
+    def teams(self) -> dict[str, dict]:
+        with self.engine.connect() as conn:
+            return {r["name"]: dict(r) for r in conn.execute(select(t.teams)).mappings()}
 
     def set_team(self, name: str, **fields: Any) -> None:
         with self.engine.begin() as conn:

@@ -38,6 +38,7 @@ jobs = Table(
     Column("preempt_requested", Boolean, nullable=False, default=False),
     Column("outcome", JSON),  # what the runner saw the workload do (written by the runner)
     Column("last_checkpoint_step", Integer),
+    Column("holds", JSON),  # per placed node: pool, kind, devices, price (revision 0002)
 )
 
 transitions = Table(
@@ -86,4 +87,23 @@ teams = Table(
     Column("quota_devices", Integer),
     Column("budget_gpu_hours", Float),
     Column("budget_usd", Float),
+)
+
+ledger_intervals = Table(
+    "ledger_intervals", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(80), nullable=False, index=False),
+    Column("team", String(63), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("node", String(120), nullable=False),
+    Column("pool", String(63), nullable=False),
+    Column("pool_kind", String(20), nullable=False),
+    Column("devices", Integer, nullable=False),
+    Column("device_type", String(40), nullable=False),
+    Column("phase", String(63), nullable=False),
+    Column("category", String(20), nullable=False),
+    Column("start", Float, nullable=False),
+    Column("end", Float, nullable=False),
+    Column("price_per_device_hour", Float, nullable=False),
+    Index("ix_ledger_job", "job_id"),
 )

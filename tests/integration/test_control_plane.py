@@ -66,6 +66,29 @@ def test_submit_runs_to_success(plane):
     assert plane.log_path(job["id"]).read_text().count('"step"') == done["total_steps"]
 
 
+def test_the_ledger_agrees_with_wall_clock_time_times_devices(plane):
+    from orchestrator.ledger.report import cost_report
+
+    job = plane.store.list_jobs()[0]
+    assert job["state"] == "succeeded"
+    placed = next(t["at"] for t in plane.store.transitions(job["id"]) if t["to_state"] == "placing")
+    released = next(t["at"] for t in plane.store.transitions(job["id"]) if t["to_state"] == "succeeded")
+    wall_device_hours = job["world_size"] * (released - placed) / 3600
+    report = cost_report(plane.store, job["id"])
+    hours = report["gpu_hours"]
+    assert hours["total"] == pytest.approx(wall_device_hours, rel=0.01)  # the stated margin: 1%
+    assert hours["productive"] + hours["checkpoint"] + hours["queued"] == pytest.approx(hours["total"], rel=1e-9)
+    steps = plane.store.metrics(job["id"])
+    stepping = job["world_size"] * sum(m["step_time_s"] for m in steps) / 3600
+    assert stepping <= hours["productive"] <= 1.5 * stepping + 1e-9  # steps plus the gaps between them
+    assert 0 < report["goodput"] < 1 and hours["queued"] > 0  # the gang's start-up is held time too
+    # priced per pool: node-1 on-demand at $2, node-2 spot at $0.80 (the local profile's prices)
+    assert report["by_pool"]["local-spot"]["cost_usd"] == pytest.approx(0.8 * report["by_pool"]["local-spot"]["gpu_hours"])
+    assert report["cost_usd"] == pytest.approx(2.0 * hours["total"] / 2 + 0.8 * hours["total"] / 2, rel=1e-6)
+    cli = orch("cost", job["id"], "--json", home=plane.home)
+    assert cli.returncode == 0 and '"goodput"' in cli.stdout
+
+
 def test_cli_lists_and_shows_jobs(plane):
     listing = orch("list", "--json", home=plane.home)
     assert listing.returncode == 0, listing.stderr
@@ -123,8 +146,17 @@ def test_killing_the_controller_loses_nothing(plane):
     job = plane.submit(str(V3_SPEC), "local", ["phases.0.tokens=30000"])
     wait_for(plane, job["id"], {"running"})
     started_before = len([e for e in plane.store.events() if e["kind"] == "controller.started"])
+    from orchestrator.ledger.report import cost_report
+
+    def finished_costs():
+        return {r["job"]: (r["gpu_hours"], r["cost_usd"]) for r in cost_report(plane.store)["per_job"]
+                if r["state"] in ("succeeded", "cancelled", "failed")}
+
+    before = finished_costs()
     ray.kill(get_controller(), no_restart=False)  # Ray restarts it; it must resume from the store
     done = wait_for(plane, job["id"], {"succeeded", "failed"})
+    after = finished_costs()
+    assert {k: after[k] for k in before} == before  # no recorded hour lost or changed
     assert done["state"] == "succeeded"
     assert len([e for e in plane.store.events() if e["kind"] == "controller.started"]) == started_before + 1
     assert states_of(plane, job["id"]) == ["queued", "placing", "running", "succeeded"]
@@ -152,3 +184,18 @@ def test_priority_preemption_checkpoints_requeues_and_resumes(plane):
     log = plane.log_path(low["id"]).read_text()
     resumed_first = [line for line in log.splitlines() if '"step"' in line and "attempt 2" not in line]
     assert f'"step": {step_saved + 1},' in log  # attempt 2 resumed after the saved step, not from step 1
+
+
+def test_a_team_past_its_budget_gets_no_new_placements(plane):
+    result = orch("budget", "pretrain", "--gpu-hours", "0.001", home=plane.home)
+    assert result.returncode == 0, result.stderr
+    job = plane.submit(str(V3_SPEC), "local", SHORT)
+    deadline = time.time() + 30
+    while "budget" not in (plane.store.get_job(job["id"])["message"] or "") and time.time() < deadline:
+        time.sleep(0.5)
+    waiting = plane.store.get_job(job["id"])
+    assert waiting["state"] == "queued" and "team pretrain budget" in waiting["message"]
+    assert any(e["kind"] == "budget.exceeded" for e in plane.store.events(job["id"]))
+    plane.cancel(job["id"])
+    assert wait_for(plane, job["id"], {"cancelled"}, timeout=30)["state"] == "cancelled"
+    plane.store.set_team("pretrain", budget_gpu_hours=None)

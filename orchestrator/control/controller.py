@@ -185,6 +185,7 @@ class ControllerCore:
         from orchestrator.ledger.report import cost_report
 
         report = cost_report(self.store, now=self.clock.now())
+        self._warn_budgets(teams, report)
         per_job = {r["job"]: r for r in report["per_job"]}
         admitted = []
         for job in waiting:
@@ -205,6 +206,23 @@ class ControllerCore:
             else:
                 admitted.append(job)
         return admitted
+
+
+    def _warn_budgets(self, teams: dict, report: dict) -> None:
+        """Record once per team and threshold (80%, 100%) that its spend crossed it."""
+        from orchestrator.ledger.budget import WARN_AT, check
+
+        warned = {(e["data"] or {}).get("team"): (e["data"] or {}).get("threshold", 0)
+                  for e in self.store.events(limit=100_000) if e["kind"] == "budget.warning"}
+        for name, team in teams.items():
+            spent = report["by_team"].get(name, {"gpu_hours": 0.0, "cost_usd": 0.0})
+            result = check(spent["gpu_hours"], spent["cost_usd"], team.get("budget_gpu_hours"),
+                           team.get("budget_usd"), f"team {name}")
+            for threshold in WARN_AT:
+                if result.fraction >= threshold > warned.get(name, 0):
+                    self.store.add_event("budget.warning", f"{result.reason} ({threshold:.0%} reached)",
+                                         data={"team": name, "threshold": threshold})
+                    warned[name] = threshold
 
 
 class ControllerLoop:

@@ -16,8 +16,9 @@ class Launcher(Protocol):
     def status(self, job: dict) -> dict | None:
         """The attempt's runner status, or None if no runner is alive for it."""
 
-    def request(self, job: dict, directive: str) -> None:
-        """Ask the attempt to stop (``stop``) or to checkpoint and stop (``checkpoint_stop``)."""
+    def request(self, job: dict, directive: str, deadline: float | None = None) -> None:
+        """Ask the attempt to stop (``stop``) or to checkpoint and stop (``checkpoint_stop``), the
+        checkpoint bounded by ``deadline`` (epoch seconds) when given."""
 
     def release(self, job: dict) -> None:
         """Forget the attempt (its outcome is recorded); kills whatever is left of it."""
@@ -56,10 +57,10 @@ class RayLauncher:
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
             return None
 
-    def request(self, job: dict, directive: str) -> None:
+    def request(self, job: dict, directive: str, deadline: float | None = None) -> None:
         actor = self._actor(job)
         if actor is not None:
-            actor.request.remote(directive)
+            actor.request.remote(directive, deadline)
 
     def release(self, job: dict) -> None:
         import ray

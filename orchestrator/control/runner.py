@@ -35,7 +35,7 @@ class JobRunner:
         self.job_id, self.attempt = job_id, attempt
         self.store = StateStore(state_url)
         self.home = home
-        self.directive = CONTINUE
+        self.directive, self.deadline = CONTINUE, None
         self.phase = "starting"
         self.step = 0
         self.pending: list[dict] = []
@@ -53,12 +53,20 @@ class JobRunner:
     def status(self) -> dict:
         return {"phase": self.phase, "step": self.step, "directive": self.directive, "attempt": self.attempt}
 
-    def request(self, directive: str) -> None:
+    def request(self, directive: str, deadline: float | None = None) -> None:
+        """``deadline`` (epoch seconds) bounds an emergency checkpoint, e.g. an interruption notice."""
         if directive not in DIRECTIVES:
             raise ValueError(directive)
         if self.directive != directive:
-            self.log(f"directive: {directive}")
-        self.directive = directive
+            self.log(f"directive: {directive}" + (f" (deadline in {deadline - time.time():.0f} s)" if deadline else ""))
+        self.directive, self.deadline = directive, deadline
+
+    def checkpoint_result(self, result: dict) -> None:
+        """Rank 0 reports how the emergency checkpoint went: committed before the deadline or not."""
+        verdict = "committed in time" if result["committed"] else "NOT committed before the deadline"
+        self.log(f"emergency checkpoint at step {result['step']}: {verdict}")
+        self.store.add_event("checkpoint.emergency", f"{self.job_id}: checkpoint at step {result['step']} {verdict}",
+                             self.job_id, result)
 
     def run(self) -> dict:
         """Run the attempt to its end and record the outcome (blocking; an actor task)."""
@@ -119,7 +127,7 @@ class JobRunner:
         self.log(json.dumps({k: metrics[k] for k in ("step", "loss", "tokens_per_s", "step_time_s",
                                                       "expert_imbalance", "global_batch") if k in metrics}))
         self._flush()
-        return self.directive
+        return [self.directive, self.deadline or 0.0]
 
     def _flush(self, force: bool = False) -> None:
         with self.lock:

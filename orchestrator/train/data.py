@@ -113,6 +113,26 @@ class ShardSource:
         return batch
 
 
+def fetch_shards(uri: str, cache_root: Path) -> Path:
+    """Copy an ``s3://`` shard set (``*.bin`` and ``manifest.json``) into a local cache once, so it can be
+    memory-mapped. Files already cached with the same size are kept; each file is written under a
+    temporary name and renamed, so ranks fetching at once never read a partial shard."""
+    import hashlib
+
+    from orchestrator.checkpoint.objects import FileObjectStore, open_object_store
+
+    remote = open_object_store(uri)
+    local = FileObjectStore(Path(cache_root) / hashlib.sha1(uri.encode()).hexdigest()[:16])
+    have = {o.key: o.size for o in local.list()}
+    wanted = [o for o in remote.list() if o.key.endswith((".bin", "manifest.json")) and "/" not in o.key]
+    if not any(o.key.endswith(".bin") for o in wanted):
+        raise DataError(f"data.path: no *.bin token shards at {uri}; prepare them with 'orch data prepare' and upload")
+    for obj in wanted:
+        if have.get(obj.key) != obj.size:
+            local.put(obj.key, remote.get(obj.key))
+    return local.root
+
+
 def replica_slice(global_batch: int, data_parallel: int, replica: int) -> tuple[int, int]:
     """(offset, count) of the samples one data-parallel replica takes from a step's global batch."""
     per_replica = global_batch // data_parallel

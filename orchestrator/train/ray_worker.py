@@ -69,6 +69,8 @@ def train_loop_per_worker(config: dict) -> None:
     trainer.train(config.get("max_steps"), control)
     if trainer.checkpointer is not None:
         trainer.checkpointer.wait()
+    if runner is not None and rank == 0 and trainer.emergency is not None:
+        ray.get(runner.checkpoint_result.remote(trainer.emergency))
 
 
 def check_node(plan, rank: int, assignment: list[str]) -> None:
@@ -91,12 +93,13 @@ def make_control(runner, rank: int):
 
     from orchestrator.control.directives import DIRECTIVES
 
-    def control(metrics: dict) -> str:
-        code = torch.zeros(1, dtype=torch.int64)
+    def control(metrics: dict) -> tuple[str, float | None]:
+        message = torch.zeros(2, dtype=torch.float64)  # directive index, deadline (0: none)
         if rank == 0:
-            code[0] = DIRECTIVES.index(ray.get(runner.on_step.remote(metrics)))
-        dist.broadcast(code, src=0)
-        return DIRECTIVES[int(code)]
+            directive, deadline = ray.get(runner.on_step.remote(metrics))
+            message[0], message[1] = DIRECTIVES.index(directive), deadline
+        dist.broadcast(message, src=0)
+        return DIRECTIVES[int(message[0])], (float(message[1]) or None)
 
     return control
 

@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from orchestrator.plan.planner import Plan
 from orchestrator.spec.schema import JobSpec, ShardData, SyntheticData
-from orchestrator.train.data import MarkovSource, ShardSource, micro_batches
+from orchestrator.train.data import MarkovSource, ShardSource, fetch_shards, micro_batches
 from orchestrator.train.pipeline import build_engine
 from orchestrator.train.progress import Progress, Schedule, StepShape
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from orchestrator.clock import Clock
 
 Report = Callable[[dict], None]
-Control = Callable[[dict], str]
+Control = Callable[[dict], "tuple[str, float | None]"]  # (directive, checkpoint deadline)
 from orchestrator.control.directives import CHECKPOINT_STOP, CONTINUE, DIRECTIVES, STOP  # noqa: E402,F401
 
 
@@ -36,8 +36,12 @@ def make_source(spec: JobSpec, local_dir: str | None = None):
     data = spec.data
     if isinstance(data, SyntheticData):
         return MarkovSource(spec.model.vocab_size, data.seed, data.branching, data.concentration)
-    assert isinstance(data, ShardData)
-    return ShardSource(local_dir or data.path, data.dtype, spec.model.vocab_size)
+    path = local_dir or data.path
+    if isinstance(data, ShardData) and path.startswith("s3://"):
+        from orchestrator.state.store import orch_home
+
+        path = str(fetch_shards(path, orch_home() / "data-cache"))
+    return ShardSource(path, data.dtype, spec.model.vocab_size)
 
 
 @dataclass
@@ -80,6 +84,7 @@ class Trainer:
         self.rank = dist.get_rank()
         self.dp_group = self.engine.grid.get_data_parallel_group()
         self.stopped_by: str | None = None
+        self.emergency: dict | None = None
         self.checkpointer, self.policy, self.resumed_from = None, None, None
         if checkpoints is not None:
             self._setup_checkpoints(checkpoints)
@@ -178,15 +183,16 @@ class Trainer:
 
     def train(self, max_steps: int | None = None, control: Control | None = None) -> list[dict]:
         """Train to the end of the last phase (or ``max_steps``). After each step ``control`` (the
-        same on every rank) may answer ``stop`` or ``checkpoint_stop``; every rank then stops at
-        that same step."""
+        same on every rank) may answer ``stop`` or ``checkpoint_stop`` with a deadline; every rank
+        then stops at that same step, after saving if asked (the result is kept in ``emergency``)."""
         history = []
         while not self.finished() and (max_steps is None or len(history) < max_steps):
             metrics = self.train_step()
             history.append(metrics)
-            directive = control(metrics) if control else CONTINUE
+            directive, deadline = control(metrics) if control else (CONTINUE, None)
             if directive == CHECKPOINT_STOP:
-                self.on_checkpoint_request()
+                committed = self.on_checkpoint_request(deadline)
+                self.emergency = {"step": self.progress.step, "committed": committed, "deadline": deadline}
             if directive in (STOP, CHECKPOINT_STOP):
                 self.stopped_by = directive
                 break

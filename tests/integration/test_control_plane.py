@@ -180,6 +180,8 @@ def test_priority_preemption_checkpoints_requeues_and_resumes(plane):
     step_saved = int(preempted_at.split()[-1])
     second = [e for e in plane.store.events(low["id"]) if e["kind"] == "checkpoint.committed"]
     assert any(e["data"]["step"] == step_saved for e in second)  # it checkpointed before stopping
+    emergency = [e for e in plane.store.events(low["id"]) if e["kind"] == "checkpoint.emergency"]
+    assert emergency and emergency[0]["data"] == {"step": step_saved, "committed": True, "deadline": None}
     assert plane.store.get_job(high["id"])["started_at"] > low_running["started_at"]
     log = plane.log_path(low["id"]).read_text()
     resumed_first = [line for line in log.splitlines() if '"step"' in line and "attempt 2" not in line]
@@ -196,6 +198,8 @@ def test_a_team_past_its_budget_gets_no_new_placements(plane):
     waiting = plane.store.get_job(job["id"])
     assert waiting["state"] == "queued" and "team pretrain budget" in waiting["message"]
     assert any(e["kind"] == "budget.exceeded" for e in plane.store.events(job["id"]))
+    warnings = [e for e in plane.store.events() if e["kind"] == "budget.warning" and e["data"]["team"] == "pretrain"]
+    assert [w["data"]["threshold"] for w in warnings] == [0.8, 1.0]  # each threshold recorded once
     plane.cancel(job["id"])
     assert wait_for(plane, job["id"], {"cancelled"}, timeout=30)["state"] == "cancelled"
     plane.store.set_team("pretrain", budget_gpu_hours=None)

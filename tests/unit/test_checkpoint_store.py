@@ -134,3 +134,18 @@ def test_a_new_job_sees_nothing_of_its_neighbours(tmp_path):
     FileObjectStore(tmp_path / "store" / "job-a").put("step_00000001/x.json", b"{}")
     assert FileObjectStore(tmp_path / "store" / "job-b").list() == []
     assert CheckpointStore(FileObjectStore(tmp_path / "store" / "job-b"), "job-b").latest() is None
+
+
+def test_an_emergency_save_reports_whether_it_beat_its_deadline(tmp_path):
+    import time
+
+    import torch
+
+    from orchestrator.checkpoint.session import RankCheckpointer
+
+    store = CheckpointStore(FileObjectStore(tmp_path / "e"), "job")
+    ckpt = RankCheckpointer(store, 0, 1, {"world_size": 1})
+    state = {"w": torch.randn(1000)}
+    assert ckpt.save_sync(1, state, 0.0, {}, deadline=time.time() + 60) is True
+    assert ckpt.save_sync(2, {"w": torch.randn(20_000_000)}, 0.0, {}, deadline=time.time() - 1) is False
+    ckpt.wait()

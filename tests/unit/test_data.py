@@ -74,3 +74,27 @@ def test_training_on_shards_learns(tmp_path):
 def test_missing_shards_are_a_clear_error(tmp_path):
     with pytest.raises(OrchError, match="no \\*.bin token shards"):
         ShardSource(tmp_path, "uint16", 256)
+
+
+def test_shards_from_s3_train_exactly_like_local_ones(tmp_path, monkeypatch):
+    from orchestrator.checkpoint.objects import S3ObjectStore
+    from tests.s3server import s3_env, s3_server
+
+    text = tmp_path / "t.txt"
+    text.write_text("pack my box with five dozen liquor jugs. " * 300)
+    prepare_shards([str(text)], str(tmp_path / "d"), shard_tokens=4000)
+    monkeypatch.setenv("ORCH_HOME", str(tmp_path / "home"))
+    with s3_server() as endpoint:
+        for key, value in s3_env(endpoint).items():
+            monkeypatch.setenv(key, value)
+        bucket = S3ObjectStore("data", "bytes", endpoint)
+        bucket.ensure_bucket()
+        for f in sorted((tmp_path / "d").iterdir()):
+            bucket.put(f.name, f.read_bytes())
+        torch.set_num_threads(1)
+        runs = []
+        for path in ("s3://data/bytes", str(tmp_path / "d")):
+            spec = load_spec(V3_SPEC, profile="local", overrides=[f"data={{source: shards, path: {path}, dtype: uint16}}"])
+            runs.append([m["loss"] for m in ReferenceTrainer(spec, data_parallel=2).train(3)])
+    assert runs[0] == runs[1]
+    assert len(list((tmp_path / "home" / "data-cache").rglob("*.bin"))) == 4

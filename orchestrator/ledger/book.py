@@ -67,8 +67,7 @@ def job_figures(job: dict, intervals: list[Interval], plan_tokens: float, now: f
         "gpu_hours": summary["gpu_hours"], "by_phase": summary["by_phase"], "by_pool": summary["by_pool"],
         "cost_usd": summary["cost_usd"], "goodput": summary["goodput"], "tokens": tokens,
         "gpu_hours_per_trillion_tokens": per_trillion, "projection": projection,
-        "reference": {"gpu_hours": reference.REFERENCE_GPU_HOURS, "cost_usd": reference.REFERENCE_COST_USD,
-                      "gpu_hours_per_trillion_tokens": reference.REFERENCE_GPU_HOURS_PER_TRILLION_TOKENS},
+        "reference": reference.reference_summary(),
     }
 
 
@@ -85,7 +84,7 @@ def total_figures(per_job: list[dict]) -> dict:
             "goodput": hours["productive"] / hours["total"] if hours["total"] else 0.0, "tokens": tokens,
             "gpu_hours_per_trillion_tokens": hours["total"] / (tokens / 1e12) if tokens else None,
             "by_team": by_team, "jobs": len(per_job),
-            "reference": {"gpu_hours": reference.REFERENCE_GPU_HOURS, "cost_usd": reference.REFERENCE_COST_USD}}
+            "reference": reference.reference_summary()}
 
 
 def finite(x: float | None) -> float | None:

@@ -76,3 +76,21 @@ def test_phases_are_kept_apart():
 def test_an_attempt_that_never_stepped():
     s = summarize(attempt_intervals(attempt("failed", [], held=(0.0, 30.0))))
     assert hours(s, "lost") == pytest.approx(4 * 30 / 3600) and s["goodput"] == 0
+
+
+def test_two_jobs_trading_nodes_through_a_preemption_are_not_double_counted():
+    # job A holds n1+n2 from 0 s, is preempted and saves by 50 s; job B takes n1+n2 from 55 s to 100 s;
+    # A comes back at 110 s on n1+n2 and finishes at 160 s.
+    a1 = Attempt("A", 1, 0.0, 50.0, "checkpointed", (step(1, 20), step(2, 40)), 2, "cpu", NODES, "pre")
+    b1 = Attempt("B", 1, 55.0, 100.0, "succeeded", (step(1, 75), step(2, 95)), 2, "cpu", NODES, "pre")
+    a2 = Attempt("A", 2, 110.0, 160.0, "succeeded", (step(3, 130), step(4, 150)), 2, "cpu", NODES, "pre")
+    intervals = attempt_intervals(a1) + attempt_intervals(b1) + attempt_intervals(a2)
+    s = summarize(intervals)
+    assert s["gpu_hours"]["total"] == pytest.approx(4 * (50 + 45 + 50) / 3600)
+    assert s["gpu_hours"]["lost"] == 0  # A saved before giving its nodes up
+    assert s["gpu_hours"]["recovery"] == pytest.approx(4 * 10 / 3600)  # A's second start-up, 110-120
+    assert s["gpu_hours"]["queued"] == pytest.approx(4 * (10 + 10) / 3600)  # A 0-10 and B 55-65
+    per_node = {}
+    for i in sorted(intervals, key=lambda i: i.start):
+        assert i.start >= per_node.get(i.node, 0.0) - 1e-9  # nothing overlaps on a node, whichever job
+        per_node[i.node] = i.end

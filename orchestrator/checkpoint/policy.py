@@ -33,13 +33,7 @@ def young_daly_interval(cost_s: float, mtbf_s: float) -> float:
 
 def gang_mtbf_seconds(spec: JobSpec) -> float:
     """Mean time between interruptions of the job's nodes, from the spec's per-pool rates."""
-    need, rate = spec.resources.nodes, 0.0
-    for pool in spec.resources.pools:
-        if pool.kind == "spare" or need <= 0:
-            continue
-        take = min(need, pool.nodes)
-        rate += take * pool.interruptions_per_node_day / SECONDS_PER_DAY
-        need -= take
+    rate = sum(take * pool.interruptions_per_node_day for pool, take in spec.pools_used()) / SECONDS_PER_DAY
     return math.inf if rate == 0 else 1.0 / rate
 
 

@@ -245,14 +245,7 @@ def _gib(n: float) -> str:
 
 def blended_price(spec: JobSpec) -> float:
     """Price per device-hour of the nodes the job runs on, taking non-spare pools in spec order."""
-    need, cost = spec.resources.nodes, 0.0
-    for pool in spec.resources.pools:
-        if pool.kind == "spare" or need <= 0:
-            continue
-        take = min(need, pool.nodes)
-        cost += take * spec.pool_price(pool)
-        need -= take
-    return cost / spec.resources.nodes
+    return sum(take * spec.pool_price(pool) for pool, take in spec.pools_used()) / spec.resources.nodes
 
 
 def _phase_plan(spec: JobSpec, mesh: Mesh, phase: PhaseSpec, price: float) -> PhasePlan:

@@ -344,6 +344,17 @@ class JobSpec(StrictModel):
             fail([("phases", f"phase names must be unique; repeated: {', '.join(dupes)}")])
         return self
 
+    def pools_used(self) -> list[tuple[PoolSpec, int]]:
+        """The non-spare pools the job's nodes come from, in spec order, with how many nodes each gives."""
+        need, used = self.resources.nodes, []
+        for pool in self.resources.pools:
+            if pool.kind == "spare" or need <= 0:
+                continue
+            take = min(need, pool.nodes)
+            used.append((pool, take))
+            need -= take
+        return used
+
     def pool_price(self, pool: PoolSpec) -> float:
         """A pool's price per device-hour, falling back to the job's default price."""
         return self.cost.price_per_gpu_hour if pool.price_per_gpu_hour is None else pool.price_per_gpu_hour

@@ -17,7 +17,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -255,15 +254,3 @@ class EmbeddedCluster:
         if info is not None:
             self._kill_all(info)
             self.info_path.unlink(missing_ok=True)
-
-
-def wait_for_nodes(expected: int, timeout: float = 60.0) -> None:
-    """Block until the connected Ray cluster reports ``expected`` alive nodes."""
-    import ray
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if sum(1 for n in ray.nodes() if n["Alive"]) >= expected:
-            return
-        time.sleep(0.5)
-    raise ClusterError(f"only {sum(1 for n in ray.nodes() if n['Alive'])} of {expected} nodes came up")

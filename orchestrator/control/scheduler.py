@@ -76,7 +76,9 @@ def _order_key(job: JobView) -> tuple:
 
 
 def usable(node: NodeView) -> bool:
-    return node.alive and not node.cordoned and node.pool_kind != "spare"
+    """Alive and not cordoned. Whether a spare may be used is the job's pool list's business: only a
+    recovering job lists the spare pools."""
+    return node.alive and not node.cordoned
 
 
 def _candidates(job: JobView, nodes: list[NodeView]) -> list[NodeView]:

@@ -203,3 +203,41 @@ def test_a_team_past_its_budget_gets_no_new_placements(plane):
     plane.cancel(job["id"])
     assert wait_for(plane, job["id"], {"cancelled"}, timeout=30)["state"] == "cancelled"
     plane.store.set_team("pretrain", budget_gpu_hours=None)
+
+
+def test_losing_a_node_mid_training_recovers_on_a_spare_from_the_checkpoint(plane):
+    """Last in the module: it kills node-2 (and restarts it at the end)."""
+    from orchestrator.ledger.report import cost_report
+    from orchestrator.spec import load_spec
+    from orchestrator.train.reference import ReferenceTrainer
+
+    overrides = ["phases.0.tokens=30000", "checkpoint.interval={steps: 5}"]
+    job = plane.submit(str(V3_SPEC), "local", overrides)
+    wait_for(plane, job["id"], {"running"})
+    deadline = time.time() + 120
+    while plane.store.get_job(job["id"])["step"] < 8 and time.time() < deadline:
+        time.sleep(0.3)
+    listing = orch("nodes", "list", "--json", home=plane.home)
+    assert listing.returncode == 0 and job["id"] in listing.stdout
+    drill = orch("nodes", "preempt", "node-2", home=plane.home)  # no notice: an abrupt loss
+    assert drill.returncode == 0, drill.stderr
+    try:
+        done = wait_for(plane, job["id"], {"succeeded", "failed"}, timeout=400)
+        assert done["state"] == "succeeded", done["message"]
+        states = states_of(plane, job["id"])
+        assert states[:3] == ["queued", "placing", "running"] and "recovering" in states
+        assert done["restarts"] == 1 and done["attempt"] == 2
+        assert done["assignment"] == ["node-1", "node-3"]  # the spare took the lost node's place
+        metrics = plane.store.metrics(job["id"])
+        assert [m["step"] for m in metrics] == list(range(1, done["total_steps"] + 1))
+        assert metrics[-1]["attempt"] == 2 and metrics[0]["attempt"] == 1
+        spec = load_spec(V3_SPEC, profile="local", overrides=overrides)
+        expected = [m["loss"] for m in ReferenceTrainer(spec, data_parallel=2).train(done["total_steps"])]
+        for m, want in zip(metrics, expected):
+            assert m["loss"] == pytest.approx(want, rel=1e-4), f"step {m['step']}"
+        hours = cost_report(plane.store, job["id"])["gpu_hours"]
+        assert hours["recovery"] > 0 and hours["productive"] > 0
+        kinds = [e["kind"] for e in plane.store.events()]
+        assert "node.lost" in kinds and "job.recovering" in kinds
+    finally:
+        plane.cluster.start_node("node-2")

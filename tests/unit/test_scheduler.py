@@ -69,3 +69,10 @@ def test_capacity_problem_for_a_job_that_can_never_fit():
 def test_placing_256_nodes():
     d = schedule([job("v3", 256)], [], nodes("od:256"))
     assert len(d.place[0].nodes) == 256 and len(set(d.place[0].nodes)) == 256
+
+
+def test_only_a_recovering_job_may_take_a_spare():
+    pool = nodes("od:1,spare:1")
+    assert not schedule([job("fresh", 2)], [], pool).place
+    recovering = job("back", 2, pools=("od", "spot", "spare"))
+    assert schedule([recovering], [], pool).place[0].nodes == ("od-0", "spare-0")

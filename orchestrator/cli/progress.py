@@ -19,12 +19,11 @@ def eta_seconds(plane: ControlPlane, job: dict) -> float | None:
     return per_step * (job["total_steps"] - job["step"])
 
 
-def device_hours_so_far(job: dict) -> float:
-    """Devices held since the job started (the ledger's exact figure lands with `orch cost`)."""
-    if not job["started_at"]:
-        return 0.0
-    end = job["ended_at"] or time.time()
-    return job["world_size"] * (end - job["started_at"]) / 3600
+def ledger_figures(plane: ControlPlane, job: dict) -> dict:
+    """The ledger's figures for the job (the same `orch cost` prints)."""
+    from orchestrator.ledger.report import job_cost
+
+    return job_cost(plane.store, job)
 
 
 def _clock(seconds: float | None) -> str:
@@ -44,7 +43,7 @@ def progress_line(plane: ControlPlane, job: dict) -> str:
     if state == JobState.RUNNING.value:
         parts.append(f"ETA {_clock(eta_seconds(plane, job))}")
     parts.append(f"ckpt {job['last_checkpoint_step'] if job['last_checkpoint_step'] is not None else '-'}")
-    parts.append(f"device-h {device_hours_so_far(job):.4f}")
+    parts.append(f"device-h {ledger_figures(plane, job)['gpu_hours']['total']:.4f}")
     if state in (JobState.QUEUED.value, JobState.RECOVERING.value) and job["message"]:
         parts.append(f"({job['message']})")
     return "  ".join(parts)
@@ -81,7 +80,13 @@ def job_summary_lines(plane: ControlPlane, job: dict, spec_file: str) -> list[st
         wall = (job["ended_at"] or time.time()) - job["started_at"]
         lines.append(f"  trained {job['step']} steps, {job['tokens']:,.0f} tokens in {wall:.0f} s; final loss "
                      f"{job['loss']:.3f}" if job["loss"] is not None else f"  ran {wall:.0f} s")
-        lines.append(f"  device-hours: {device_hours_so_far(job):.4f} ({job['world_size']} CPU worker slots)")
+        figures = ledger_figures(plane, job)
+        hours = figures["gpu_hours"]
+        lines.append(f"  device-hours: {hours['total']:.4f} on {job['world_size']} "
+                     f"{job['spec']['resources']['accelerator']['type']} devices, ${figures['cost_usd']:.2f}, goodput "
+                     f"{figures['goodput']:.0%} (productive {hours['productive']:.4f}, checkpoint "
+                     f"{hours['checkpoint']:.4f}, queued {hours['queued']:.4f}, recovery {hours['recovery']:.4f}, "
+                     f"lost {hours['lost']:.4f}); details: orch cost {job['id']}")
     try:
         full = make_plan(load_spec(spec_file))
         lines.append(f"  full-scale projection ({full.spec.name}, {full.mesh.world_size} x "

@@ -20,7 +20,7 @@ from orchestrator.control.states import JobState
 from orchestrator.errors import FieldProblem, OrchError, PlanError
 from orchestrator.plan.planner import Plan, make_plan
 from orchestrator.spec import load_spec
-from orchestrator.state.store import EventRecord, StateStore, default_state_url, orch_home
+from orchestrator.state.store import EventRecord, StateStore, orch_home
 
 
 class NotConnected(OrchError):
@@ -108,7 +108,3 @@ class ControlPlane:
 
 def _user() -> str:
     return f"user:{os.environ.get('USER', 'unknown')}"
-
-
-def default_plane() -> ControlPlane:
-    return ControlPlane(state_url=default_state_url())

@@ -9,9 +9,8 @@ committed checkpoints) is already persisted.
 
 from __future__ import annotations
 
-import math
 
-from orchestrator.ledger.intervals import Attempt, Interval, NodeHold, StepRecord, attempt_intervals, summarize
+from orchestrator.ledger.intervals import Attempt, Interval, NodeHold, StepRecord, summarize
 from orchestrator.plan import reference
 
 ENDINGS = {"succeeded": "succeeded", "preempted": "checkpointed", "checkpointing": "checkpointed",
@@ -85,7 +84,3 @@ def total_figures(per_job: list[dict]) -> dict:
             "gpu_hours_per_trillion_tokens": hours["total"] / (tokens / 1e12) if tokens else None,
             "by_team": by_team, "jobs": len(per_job),
             "reference": reference.reference_summary()}
-
-
-def finite(x: float | None) -> float | None:
-    return None if x is None or math.isinf(x) or math.isnan(x) else x

@@ -38,7 +38,7 @@ def render_summary(plan: Plan) -> str:
         f"  training   {len(plan.phases)} phase(s), {human(sum(p.tokens for p in plan.phases))} tokens, "
         f"{plan.total_steps:,} steps",
         f"  cost       {hours(plan.total_gpu_hours)} GPU-hours, {money(plan.total_cost_usd)}, {plan.total_days:.1f} days",
-        f"  next       orch plan {{file}} for the full layout; orch submit {{file}} to run it",
+        "  next       orch plan {file} for the full layout; orch submit {file} to run it",
     ])
 
 

@@ -14,7 +14,6 @@ Sources:
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +143,3 @@ def micro_batches(source, position: int, global_batch: int, data_parallel: int, 
     offset, count = replica_slice(global_batch, data_parallel, replica)
     batch = source.samples(position + offset, count, sample_len)
     return list(batch.split(micro_batch_size))
-
-
-def uniform_loss(vocab_size: int) -> float:
-    return math.log(vocab_size)

@@ -10,7 +10,6 @@ import pytest
 from orchestrator.errors import PlanError
 from orchestrator.plan import reference
 from orchestrator.plan.mesh import Mesh
-from orchestrator.plan.params import model_params
 from orchestrator.plan.planner import make_plan
 from orchestrator.plan.schedule import BatchSchedule, learning_rate
 from orchestrator.spec import load_spec

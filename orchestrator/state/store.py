@@ -9,13 +9,15 @@ any point leaves either all of a change or none of it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import create_engine, event, func, insert, select, update
+from sqlalchemy import create_engine, event, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from orchestrator.clock import Clock, SystemClock
@@ -58,6 +60,35 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Serialise migrations across processes.
+
+    The CLI, the controller actor and every job runner open the store, often at the same moment on
+    a fresh ``ORCH_HOME``; two of them creating ``alembic_version`` at once makes one fail. SQLite
+    takes an exclusive lock on a file beside the database; PostgreSQL an advisory lock.
+    """
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        with open(f"{engine.url.database}.migrate.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    elif engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_MIGRATION_LOCK})
+    else:
+        yield
+
+
+_PG_MIGRATION_LOCK = 0x6F726368  # "orch"
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (a no-op read when it already is)."""
     from alembic.config import Config
@@ -72,9 +103,13 @@ def migrate(engine: Engine) -> None:
             return
     from alembic import command
 
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+    with _migration_lock(engine):
+        with engine.begin() as conn:
+            # Another process may have migrated while this one waited for the lock.
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
 
 
 class StateStore:

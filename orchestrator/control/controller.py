@@ -41,9 +41,11 @@ def job_view(job: dict, include_spares: bool = False) -> JobView:
 
 
 class ControllerCore:
-    def __init__(self, store: StateStore, provider: NodeProvider, launcher: Launcher, clock: Clock | None = None):
+    def __init__(self, store: StateStore, provider: NodeProvider, launcher: Launcher, clock: Clock | None = None,
+                 ledger_by_pool: bool = False):
         self.store, self.provider, self.launcher = store, provider, launcher
         self.clock = clock or SystemClock()
+        self.ledger_by_pool = ledger_by_pool  # one ledger row per pool rather than per node
 
     def reconcile(self) -> None:
         nodes = self.provider.nodes()
@@ -68,9 +70,9 @@ class ControllerCore:
         job.update(state=to.value, **updates)
 
     def _attempt_intervals(self, job: dict, ending: str) -> list:
-        attempt = build_attempt(job, self.store.transitions(job["id"]),
+        attempt = build_attempt(job, self.store.last_transition_at(job["id"], S.PLACING),
                                 self.store.metrics_of_attempt(job["id"], job["attempt"]), self.clock.now(), ending)
-        return attempt_intervals(attempt)
+        return attempt_intervals(attempt, by_pool=self.ledger_by_pool)
 
     def _reconcile_job(self, job: dict) -> None:
         state = JobState(job["state"])

@@ -30,10 +30,10 @@ def holds_for(job: dict, nodes_by_name: dict, spec_pools: list[dict], default_pr
     return holds
 
 
-def build_attempt(job: dict, transitions: list[dict], metrics: list[dict], held_until: float, ending: str) -> Attempt:
-    """The job's current attempt, from its placement transition to ``held_until``."""
-    placed = [t for t in transitions if t["to_state"] == "placing"]
-    held_from = placed[-1]["at"] if placed else held_until
+def build_attempt(job: dict, placed_at: float | None, metrics: list[dict], held_until: float, ending: str) -> Attempt:
+    """The job's current attempt, from its placement (``placed_at``, the latest transition to
+    placing) to ``held_until``."""
+    held_from = placed_at if placed_at is not None else held_until
     steps = tuple(StepRecord(m["step"], m.get("wall_time", m["at"]), m.get("step_time_s", 0.0),
                              m.get("checkpoint_stall_s", 0.0) or 0.0, m.get("phase", ""))
                   for m in metrics if m.get("attempt") == job["attempt"])

@@ -14,8 +14,8 @@ def job_intervals(store: StateStore, job: dict, now: float) -> list:
     """Closed attempts from the ledger, plus the attempt still holding devices priced up to now."""
     intervals = store.intervals(job["id"])
     if JobState(job["state"]) in HOLDING and job["assignment"]:
-        attempt = build_attempt(job, store.transitions(job["id"]), store.metrics_of_attempt(job["id"], job["attempt"]),
-                                now, "running")
+        attempt = build_attempt(job, store.last_transition_at(job["id"], JobState.PLACING),
+                                store.metrics_of_attempt(job["id"], job["attempt"]), now, "running")
         intervals += attempt_intervals(attempt)
     return intervals
 

@@ -118,7 +118,13 @@ class StateStore:
         self.clock = clock or SystemClock()
         if self.url.startswith("sqlite:///"):
             Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(self.url, future=True)
+        if self.url == "sqlite://":  # in memory (the simulator): one connection shared by all
+            from sqlalchemy.pool import StaticPool
+
+            self.engine = create_engine(self.url, poolclass=StaticPool,
+                                        connect_args={"check_same_thread": False})
+        else:
+            self.engine = create_engine(self.url, future=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         migrate(self.engine)
@@ -193,6 +199,14 @@ class StateStore:
             rows = conn.execute(select(t.transitions).where(t.transitions.c.job_id == job_id)
                                 .order_by(t.transitions.c.id)).mappings()
             return [dict(r) for r in rows]
+
+    def last_transition_at(self, job_id: str, to_state: JobState) -> float | None:
+        """When the job last entered ``to_state`` (the ledger asks for its latest placement)."""
+        query = (select(t.transitions.c.at).where(t.transitions.c.job_id == job_id,
+                                                 t.transitions.c.to_state == to_state.value)
+                 .order_by(t.transitions.c.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
 
     # ------------------------------------------------------------------ events and metrics
 

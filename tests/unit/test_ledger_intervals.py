@@ -94,3 +94,18 @@ def test_two_jobs_trading_nodes_through_a_preemption_are_not_double_counted():
     for i in sorted(intervals, key=lambda i: i.start):
         assert i.start >= per_node.get(i.node, 0.0) - 1e-9  # nothing overlaps on a node, whichever job
         per_node[i.node] = i.end
+
+
+def test_folding_nodes_into_pools_keeps_every_figure():
+    nodes = NODES + (NodeHold("n3", "od", "on-demand", 2, 2.0), NodeHold("n4", "od", "on-demand", 2, 1.5))
+    a = Attempt("job", 2, 0.0, 75.0, "lost", (step(1, 30), step(2, 40), step(3, 50)), 2, "cpu", nodes, "pre")
+    per_node, per_pool = attempt_intervals(a), attempt_intervals(a, by_pool=True)
+    assert len(per_pool) < len(per_node)
+    assert {i.node for i in per_pool} == {"pool:od", "pool:spot"}
+    # n4 is in pool od at another price: it stays apart so dollars are kept
+    assert sorted(i.devices for i in per_pool if i.category == "lost") == [2, 2, 4]
+    a_node, a_pool = summarize(per_node), summarize(per_pool)
+    for category in ("total", "productive", "lost", "recovery"):
+        assert a_pool["gpu_hours"][category] == pytest.approx(a_node["gpu_hours"][category])
+    assert a_pool["cost_usd"] == pytest.approx(a_node["cost_usd"])
+    assert a_pool["by_pool"]["od"]["cost_usd"] == pytest.approx(a_node["by_pool"]["od"]["cost_usd"])

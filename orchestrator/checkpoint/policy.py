@@ -68,6 +68,21 @@ class IntervalPolicy:
             tau = DEFAULT_AUTO_SECONDS
         return max(tau, self.save_duration_s or 0.0)
 
+    def measured(self) -> dict:
+        """What this attempt learned about saves, kept in the checkpoint so the next attempt starts
+        from it rather than from the default (a run restarted every hour would otherwise spend its
+        first half hour of every attempt on the default interval)."""
+        return {"save_cost_s": self.save_cost_s, "save_duration_s": self.save_duration_s}
+
+    def resume(self, step: int, measured: dict | None) -> None:
+        """Continue after a restart from ``step``, with what the checkpoint recorded of save costs."""
+        self.last_step, self.last_time = step, self.clock.now()
+        if measured:
+            if self.save_cost_s is None and measured.get("save_cost_s") is not None:
+                self.save_cost_s = float(measured["save_cost_s"])
+            if self.save_duration_s is None and measured.get("save_duration_s") is not None:
+                self.save_duration_s = float(measured["save_duration_s"])
+
     def saved(self, step: int, stall_s: float, duration_s: float | None = None) -> None:
         self.last_step, self.last_time = step, self.clock.now()
         self.save_cost_s = stall_s if self.save_cost_s is None else 0.7 * self.save_cost_s + 0.3 * stall_s

@@ -15,6 +15,7 @@ from pathlib import Path
 from orchestrator.cluster.embedded import NAMESPACE, EmbeddedCluster
 from orchestrator.cluster.provider import RayNodeProvider
 from orchestrator.control.controller import job_view
+from orchestrator.control.rows import job_row
 from orchestrator.control.scheduler import capacity_problem
 from orchestrator.control.states import JobState
 from orchestrator.errors import FieldProblem, OrchError, PlanError
@@ -69,14 +70,8 @@ class ControlPlane:
     def prepare(self, file: str, profile: str | None, overrides: list[str]) -> tuple[Plan, dict]:
         spec = load_spec(file, profile, overrides)
         plan = make_plan(spec)
-        row = {
-            "id": self.store.new_job_id(spec.name), "name": spec.name, "team": spec.team, "priority": spec.priority,
-            "spec": spec.model_dump(mode="json"),
-            "source": {"file": str(file), "profile": profile, "overrides": list(overrides)},
-            "world_size": plan.mesh.world_size, "nodes": plan.mesh.nodes,
-            "devices_per_node": plan.mesh.devices_per_node, "total_steps": plan.total_steps,
-        }
-        return plan, row
+        source = {"file": str(file), "profile": profile, "overrides": list(overrides)}
+        return plan, job_row(self.store.new_job_id(spec.name), plan, source)
 
     def submit(self, file: str, profile: str | None = None, overrides: list[str] | None = None) -> dict:
         """Validate, plan, check the gang can ever fit, then enqueue. Nothing is written on error."""

@@ -49,12 +49,15 @@ class ControllerCore:
 
     def reconcile(self) -> None:
         nodes = self.provider.nodes()
-        for job in self.store.list_jobs(ACTIVE):
+        jobs, stale = self.store.list_jobs(ACTIVE), False
+        for job in jobs:
             try:
                 self._reconcile_job(job)
             except StaleState:
-                continue  # moved by someone else meanwhile; the next pass sees the new state
-        self._schedule(self.store.list_jobs(ACTIVE), nodes)
+                stale = True  # moved by someone else meanwhile: read them all again before scheduling
+        # each move updated its job's row in place, so the list is current unless something was stale
+        active = self.store.list_jobs(ACTIVE) if stale else [j for j in jobs if not JobState(j["state"]).is_terminal]
+        self._schedule(active, nodes)
 
     # ------------------------------------------------------------------ one job
 

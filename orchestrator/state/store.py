@@ -10,6 +10,8 @@ any point leaves either all of a change or none of it.
 from __future__ import annotations
 
 import fcntl
+import functools
+import json
 import os
 import secrets
 from contextlib import contextmanager
@@ -112,8 +114,20 @@ def migrate(engine: Engine) -> None:
             command.upgrade(config, "head")
 
 
+@functools.lru_cache(maxsize=64)
+def _loads_large(text: str) -> Any:
+    return json.loads(text)
+
+
+def _loads_caching_specs(text: str) -> Any:
+    """JSON decoding that parses each large document (a job's spec) once. The parsed object is shared
+    between reads, so it is only for stores whose readers do not mutate what they read (the
+    simulator's, which reads the same spec tens of thousands of times)."""
+    return _loads_large(text) if len(text) > 2048 else json.loads(text)
+
+
 class StateStore:
-    def __init__(self, url: str | None = None, clock: Clock | None = None):
+    def __init__(self, url: str | None = None, clock: Clock | None = None, share_decoded_specs: bool = False):
         self.url = url or default_state_url()
         self.clock = clock or SystemClock()
         if self.url.startswith("sqlite:///"):
@@ -121,8 +135,8 @@ class StateStore:
         if self.url == "sqlite://":  # in memory (the simulator): one connection shared by all
             from sqlalchemy.pool import StaticPool
 
-            self.engine = create_engine(self.url, poolclass=StaticPool,
-                                        connect_args={"check_same_thread": False})
+            self.engine = create_engine(self.url, poolclass=StaticPool, connect_args={"check_same_thread": False},
+                                        **({"json_deserializer": _loads_caching_specs} if share_decoded_specs else {}))
         else:
             self.engine = create_engine(self.url, future=True)
         if self.engine.dialect.name == "sqlite":
@@ -160,6 +174,14 @@ class StateStore:
         if row is None:
             raise JobNotFound(f"no job '{job_id}'; see 'orch list'")
         return dict(row)
+
+    def job_state(self, job_id: str) -> JobState:
+        """Just the state (no JSON columns decoded): for loops that poll it."""
+        with self.engine.connect() as conn:
+            value = conn.execute(select(t.jobs.c.state).where(t.jobs.c.id == job_id)).scalar()
+        if value is None:
+            raise JobNotFound(f"no job '{job_id}'; see 'orch list'")
+        return JobState(value)
 
     def list_jobs(self, states: Iterable[JobState] | None = None) -> list[dict]:
         query = select(t.jobs).order_by(t.jobs.c.submitted_at)

@@ -107,11 +107,12 @@ class Trainer:
             manifest, state = found
             self.load_state_dict(state)
             self.resumed_from = manifest.step
-            self.policy.last_step = manifest.step
+            self.policy.resume(manifest.step, manifest.progress.get("checkpoint_cost"))
             self.checkpointer.last_committed = manifest.step
 
     def _checkpoint_progress(self) -> tuple[float, dict]:
-        return self.progress.tokens, self.progress.as_dict()
+        # the policy's measured save cost travels with the checkpoint to the next attempt
+        return self.progress.tokens, {**self.progress.as_dict(), "checkpoint_cost": self.policy.measured()}
 
     def _maybe_checkpoint(self, metrics: dict) -> None:
         if self.checkpointer is None:

@@ -1,0 +1,191 @@
+"""One simulated job attempt: steps, checkpoint saves and commits on simulated time.
+
+The attempt asks the real ``IntervalPolicy`` when to save (``due``, then ``saved`` with the stall,
+as the trainer does), runs steps from the ``StepTimeline``, keeps one save in flight at a time,
+and is advanced lazily: only as far as the next event, so a 240K-step run costs one loop turn per
+checkpoint, not per step. When it ends, it hands the ledger the same kind of step records a real
+runner writes, folded into one record per phase and per side of the last committed checkpoint:
+every figure the ledger computes from them (productive, checkpoint, lost) stays exact.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from orchestrator.checkpoint.policy import IntervalPolicy
+from orchestrator.clock import ManualClock
+from orchestrator.simulate.costs import RunCosts
+from orchestrator.simulate.timeline import StepTimeline
+from orchestrator.spec.schema import CheckpointInterval, JobSpec
+
+
+@dataclass
+class Outcome:
+    status: str  # succeeded | failed | stopped
+    at: float
+    step: int
+    error: str = ""
+    infrastructure: bool = False
+
+    def as_row(self, attempt: int) -> dict:
+        row = {"status": self.status, "attempt": attempt, "step": self.step}
+        if self.error:
+            row["error"] = self.error
+        if self.infrastructure:
+            row["infrastructure"] = True
+        return row
+
+
+@dataclass
+class SimulatedAttempt:
+    job_id: str
+    attempt: int
+    nodes: tuple[str, ...]
+    start_step: int  # resumed from this committed checkpoint (0: from scratch)
+    ready_at: float  # first step starts (gang started, checkpoint restored)
+    timeline: StepTimeline
+    costs: RunCosts
+    spec: JobSpec
+    measured: dict | None = None  # the policy's save costs as the resumed checkpoint recorded them
+    step: int = 0
+    t: float = 0.0  # when ``step`` (and its save stall) ended
+    committed: int = 0
+    inflight: tuple[int, float, dict] | None = None  # (step, commits at, the policy's costs then)
+    finishing_at: float | None = None  # the final save ends
+    outcome: Outcome | None = None
+    save_steps: list[int] = field(default_factory=list)
+    stall_prefix: list[float] = field(default_factory=lambda: [0.0])  # cumulative stall after each save
+
+    def __post_init__(self) -> None:
+        self.step, self.t, self.committed = self.start_step, self.ready_at, self.start_step
+        self.clock = ManualClock(self.ready_at)
+        self.policy = IntervalPolicy(self.spec, self.clock)
+        self.policy.resume(self.start_step, self.measured)
+        self.committed_measure = self.measured  # what the newest committed checkpoint recorded
+
+    @property
+    def saves(self) -> int:
+        return len(self.save_steps)
+
+    # ------------------------------------------------------------------ progress
+
+    def advance(self, until: float) -> float | None:
+        """Run to ``until``; the time the attempt finished if it did by then."""
+        total = self.timeline.total_steps
+        while self.outcome is None and until >= self.t:
+            self._commit_by(self.t)
+            if self.finishing_at is not None:
+                if self.finishing_at > until:
+                    return None
+                self.t, self.committed, self.inflight = self.finishing_at, total, None
+                self.outcome = Outcome("succeeded", self.t, total)
+                return self.t
+            due = self._next_save()
+            ends = self.t + self.timeline.seconds(self.step, due)
+            if ends > until:
+                done = self.timeline.steps_done_within(self.step, until - self.t)
+                self.t += self.timeline.seconds(self.step, done)
+                self.step = done
+                self._commit_by(until)
+                return None
+            self.t, self.step = ends, due
+            self._save(due, final=due >= total)
+        return None
+
+    def _next_save(self) -> int:
+        """The step at which the policy asks for the next save (or the last step)."""
+        interval, total = self.spec.checkpoint.interval, self.timeline.total_steps
+        if isinstance(interval, CheckpointInterval) and interval.steps is not None:
+            due = self.policy.last_step + interval.steps
+        else:
+            wait = self.policy.last_time + self.policy.interval_seconds() - self.t
+            due = self.timeline.step_reaching(self.step, max(0.0, wait))
+        due = max(self.step + 1, min(due, total))
+        while due < total:
+            self.clock.set(max(self.clock.now(), self.t + self.timeline.seconds(self.step, due)))
+            if self.policy.due(due):  # the real policy decides; the search above only finds the candidate
+                break
+            due += 1
+        return due
+
+    def _save(self, step: int, final: bool) -> None:
+        wait = 0.0
+        if self.inflight is not None:  # one save in flight at a time: wait for it, then it has committed
+            wait = max(0.0, self.inflight[1] - self.t)
+            self.committed, self.committed_measure, self.inflight = self.inflight[0], self.inflight[2], None
+        stall = wait + (self.costs.save_s if final else self.costs.stall_s)
+        started = self.t + wait
+        self.t += stall
+        self.save_steps.append(step)
+        self.stall_prefix.append(self.stall_prefix[-1] + stall)
+        if final:
+            self.finishing_at = self.t
+            return
+        self.clock.set(max(self.clock.now(), self.t))
+        self.inflight = (step, started + self.costs.save_s, self.policy.measured())
+        self.policy.saved(step, stall, self.costs.save_s)
+
+    def _commit_by(self, when: float) -> None:
+        if self.inflight is not None and self.inflight[1] <= when:
+            self.committed, self.committed_measure, self.inflight = self.inflight[0], self.inflight[2], None
+
+    # ------------------------------------------------------------------ endings
+
+    def lose(self, at: float, why: str) -> None:
+        """Its workers are gone at ``at`` (call ``advance(at)`` first)."""
+        self._commit_by(at)
+        self.finishing_at = None
+        self.outcome = Outcome("failed", at, self.step, why, infrastructure=True)
+
+    def save_and_stop(self, now: float, deadline: float, why: str) -> float | None:
+        """An interruption notice: finish the step in progress, save it (blocking), stop. The time it
+        stops, or None (and nothing changes) if the save cannot commit by ``deadline``."""
+        if self.outcome is not None or self.finishing_at is not None or now < self.ready_at:
+            return None
+        step = min(self.step + 1, self.timeline.total_steps)
+        step_end = self.t + self.timeline.seconds(self.step, step)
+        wait = max(0.0, self.inflight[1] - step_end) if self.inflight else 0.0
+        ends = step_end + wait + self.costs.save_s
+        if ends > deadline:
+            return None
+        self.step, self.t = step, step_end
+        self.inflight = None
+        self.save_steps.append(step)
+        self.stall_prefix.append(self.stall_prefix[-1] + wait + self.costs.save_s)
+        self.t = ends
+        self.committed, self.committed_measure = step, self.policy.measured()
+        self.outcome = Outcome("failed", ends, step, why, infrastructure=True)
+        return ends
+
+    def stop(self, at: float) -> None:
+        self._commit_by(at)
+        self.outcome = Outcome("stopped", at, self.step)
+
+    # ------------------------------------------------------------------ for the ledger
+
+    def step_records(self) -> list[dict]:
+        """The attempt's steps folded into one record per phase and per side of the committed step."""
+        tl, start, end = self.timeline, self.start_step, self.step
+        if end <= start:
+            return []
+        cuts = {end}
+        cuts.update(int(e) for e in tl.phase_end if start < e < end)
+        if start < self.committed < end:
+            cuts.add(self.committed)
+        records, previous = [], start
+        for cut in sorted(cuts):
+            stall_before = self._stall_through(previous)
+            stall_through = self._stall_through(cut)
+            records.append({
+                "step": cut, "wall_time": self.ready_at + tl.seconds(start, cut) + stall_through,
+                "step_time_s": tl.seconds(previous, cut), "checkpoint_stall_s": stall_through - stall_before,
+                "phase": tl.phase_names[tl.phase_of(cut)], "tokens": float(tl.tokens[cut]),
+                "steps_folded": cut - previous,
+            })
+            previous = cut
+        return records
+
+    def _stall_through(self, step: int) -> float:
+        """Stall of every save taken at or before ``step``."""
+        return self.stall_prefix[bisect.bisect_right(self.save_steps, step)]

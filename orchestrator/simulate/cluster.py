@@ -1,0 +1,88 @@
+"""The simulated node provider: the spec's pools as named nodes that fail and come back.
+
+It implements the same ``NodeProvider`` seam as the Ray and Kubernetes providers, so the real
+scheduler places gangs on it. It also keeps the cluster's bill: every node is paid for while it is
+up, whether a job holds it (the ledger's share) or not (idle spares, nodes waiting for a gang).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.control.scheduler import NodeView
+from orchestrator.spec.schema import JobSpec
+
+
+@dataclass
+class SimNode:
+    name: str
+    pool: str
+    pool_kind: str
+    devices: int
+    price_per_device_hour: float
+    interruptions_per_day: float
+    notice_seconds: int | None
+    alive: bool = True
+    cordoned: bool = False
+    up_since: float = 0.0
+    up_seconds: float = 0.0  # closed spans only
+
+    def view(self) -> NodeView:
+        return NodeView(name=self.name, pool=self.pool, pool_kind=self.pool_kind, devices=self.devices,
+                        alive=self.alive, cordoned=self.cordoned)
+
+
+class SimulatedCluster:
+    def __init__(self, spec: JobSpec, start: float = 0.0):
+        self.start = start
+        self.nodes_by_name: dict[str, SimNode] = {}
+        self.pools: dict[str, list[SimNode]] = {}
+        for pool in spec.resources.pools:
+            members = [SimNode(f"{pool.name}-{i:04d}", pool.name, pool.kind, spec.resources.gpus_per_node,
+                               spec.pool_price(pool), pool.interruptions_per_node_day, pool.notice_seconds,
+                               up_since=start) for i in range(pool.nodes)]
+            self.pools[pool.name] = members
+            self.nodes_by_name.update((n.name, n) for n in members)
+        self._index = {name: i for i, name in enumerate(self.nodes_by_name)}
+        self._views = [n.view() for n in self.nodes_by_name.values()]
+
+    # the NodeProvider protocol
+    def nodes(self) -> list[NodeView]:
+        return list(self._views)
+
+    def _changed(self, node: SimNode) -> None:
+        self._views[self._index[node.name]] = node.view()
+
+    def fail(self, name: str, now: float) -> bool:
+        """The node is gone (False if it already was)."""
+        node = self.nodes_by_name[name]
+        if not node.alive:
+            return False
+        node.alive = False
+        node.up_seconds += now - node.up_since
+        self._changed(node)
+        return True
+
+    def replace(self, name: str, now: float) -> None:
+        """A replacement joins under the same name, uncordoned."""
+        node = self.nodes_by_name[name]
+        node.alive, node.cordoned, node.up_since = True, False, now
+        self._changed(node)
+
+    def cordon(self, name: str) -> None:
+        node = self.nodes_by_name[name]
+        node.cordoned = True
+        self._changed(node)
+
+    def bill(self, now: float) -> dict:
+        """Device-hours and dollars of every node while it was up, by pool."""
+        by_pool: dict[str, dict] = {}
+        for pool, members in self.pools.items():
+            hours = cost = 0.0
+            for n in members:
+                up = n.up_seconds + (now - n.up_since if n.alive else 0.0)
+                hours += n.devices * up / 3600.0
+                cost += n.devices * up / 3600.0 * n.price_per_device_hour
+            by_pool[pool] = {"kind": members[0].pool_kind if members else "", "gpu_hours": hours, "cost_usd": cost}
+        return {"by_pool": by_pool, "gpu_hours": sum(p["gpu_hours"] for p in by_pool.values()),
+                "cost_usd": sum(p["cost_usd"] for p in by_pool.values())}

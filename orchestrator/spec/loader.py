@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import FieldProblem, SpecError
+from orchestrator.spec import schema as schema_module
 from orchestrator.spec.schema import JobSpec
 
 MAX_SPEC_BYTES = 1_000_000
@@ -222,14 +223,20 @@ _TAGGED_UNION_TAGS = {"int", "float", "str", "list", "dict", "bool", "none", "li
                       "function-before", "function-wrap", "tuple", "chain"}
 
 
+_MODEL_NAMES = frozenset(name for name, value in vars(schema_module).items()
+                         if isinstance(value, type) and issubclass(value, BaseModel))
+
+
 def _clean_loc(loc: tuple) -> list:
     """Drop pydantic's union-branch markers (``int``, ``BatchRamp``, ``literal['auto']``) from a path."""
     return [part for part in loc if not _is_branch(part)]
 
 
 def _is_branch(part: object) -> bool:
+    # a model's class name marks a union branch; a user's own key that merely starts with a capital
+    # (an unknown key 'A') is a path element and must stay
     return isinstance(part, str) and (part in _TAGGED_UNION_TAGS or part.startswith(("literal[", "function-"))
-                                      or part[:1].isupper())
+                                      or part in _MODEL_NAMES)
 
 
 def _drop_other_union_branches(errors: list[dict]) -> list[dict]:

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from orchestrator.errors import SpecError
-from orchestrator.spec import load_spec
+from orchestrator.spec import load_spec, validate_mapping
 from orchestrator.spec.loader import apply_overrides, deep_merge, parse_yaml_text
 from orchestrator.spec.schema import BatchRamp, CheckpointInterval, ShardData, SyntheticData
 from tests.conftest import MINIMAL_SPEC, V3_SPEC
@@ -93,3 +93,10 @@ def test_checkpoint_interval_forms():
     assert spec.checkpoint.interval == "auto"
     spec = load_spec(MINIMAL_SPEC, overrides=["checkpoint.interval={minutes: 30}"])
     assert spec.checkpoint.interval.minutes == 30
+
+
+def test_an_unknown_key_with_a_capital_is_reported_not_crashed_on():
+    # found by the property test: 'A' was taken for a union-branch marker and dropped from the path
+    with pytest.raises(SpecError) as err:
+        validate_mapping({"A": 0}, "t")
+    assert any(p.path == "A" and p.message == "unknown key" for p in err.value.problems)

@@ -154,6 +154,11 @@ def render_result(r: dict) -> str:
                      f"{hours['total'] / ref['gpu_hours']:.3f}x the hours, "
                      f"{r['cluster_bill']['cost_usd'] / ref['cost_usd']:.3f}x the cost")
     lines.append(f"  simulated in    {r['simulated_in_s']:.2f} s")
+    if r.get("failure_reason") == "max_restarts_exceeded":
+        lines.append(f"  the job used its {r['restarts']} restarts: raise them to see the whole run, e.g. "
+                     "--set fault_tolerance.max_restarts=100000")
+    elif r["state"] != "succeeded" and r["steps"] < r["total_steps"]:
+        lines.append("  the run did not finish within the simulated time (--max-days)")
     return "\n".join(lines)
 
 

@@ -87,6 +87,27 @@ def _candidates(job: JobView, nodes: list[NodeView]) -> list[NodeView]:
     return sorted(fitting, key=lambda n: (rank[n.pool], n.topology, n.name))
 
 
+class _Lane:
+    """One ordered candidate list, consumed during one scheduling pass. Nodes only ever leave the
+    free set during a pass, so a node found taken at the front never needs looking at again: many
+    queued jobs cost about one walk over the cluster, not one walk each."""
+
+    def __init__(self, nodes: list[NodeView]):
+        self.nodes, self.start = nodes, 0
+
+    def first_free(self, free: set[str], count: int) -> tuple[str, ...]:
+        while self.start < len(self.nodes) and self.nodes[self.start].name not in free:
+            self.start += 1
+        found = []
+        for i in range(self.start, len(self.nodes)):
+            if len(found) >= count:
+                break
+            name = self.nodes[i].name
+            if name in free:
+                found.append(name)
+        return tuple(found)
+
+
 def capacity_problem(job: JobView, nodes: list[NodeView]) -> str | None:
     """Why the job can never run on this inventory (None when it could, once nodes are free)."""
     fitting = _candidates(job, [n for n in nodes if n.alive])
@@ -106,20 +127,25 @@ def schedule(queue: list[JobView], running: list[JobView], nodes: list[NodeView]
     for job in running:
         usage[job.team] = usage.get(job.team, 0) + job.devices
     victims_taken: set[str] = set()
+    lanes: dict[tuple, _Lane] = {}  # jobs asking for the same pools share one ordered candidate list
     for job in sorted(queue, key=_order_key):
         quota = quotas.get(job.team)
         if quota is not None and usage.get(job.team, 0) + job.devices > quota:
             decisions.wait.append(Wait(job.id, f"team {job.team} quota: {usage.get(job.team, 0)} of {quota} devices "
                                                f"in use, job needs {job.devices}"))
             continue
-        candidates = _candidates(job, nodes)
-        available = [n.name for n in candidates if n.name in free]
-        if len(available) >= job.nodes:
-            chosen = tuple(available[: job.nodes])
+        key = (job.pools, job.devices_per_node)
+        if key not in lanes:
+            lanes[key] = _Lane(_candidates(job, nodes))
+        lane = lanes[key]
+        candidates = lane.nodes
+        chosen = lane.first_free(free, job.nodes)
+        if len(chosen) >= job.nodes:
             decisions.place.append(Place(job.id, chosen))
             free.difference_update(chosen)
             usage[job.team] = usage.get(job.team, 0) + job.devices
             continue
+        available = lane.first_free(free, len(candidates))
         preempt = _plan_preemption(job, candidates, free, running, victims_taken)
         if preempt is not None:
             decisions.preempt.append(preempt)

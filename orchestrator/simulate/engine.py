@@ -190,7 +190,8 @@ class Simulation:
         ref = reference.reference_summary()
         days = ((job["ended_at"] or now) - job["submitted_at"]) / DAY
         return {
-            "job": job["id"], "state": job["state"], "message": job["message"], "seed": self.scenario.seed,
+            "job": job["id"], "state": job["state"], "message": job["message"],
+            "failure_reason": job["failure_reason"], "seed": self.scenario.seed,
             "steps": job["step"], "total_steps": self.timeline.total_steps, "days": days,
             "gpu_hours": ledger["gpu_hours"], "goodput": ledger["goodput"], "by_phase": ledger["by_phase"],
             "cost_usd": ledger["cost_usd"], "by_pool": ledger["by_pool"],

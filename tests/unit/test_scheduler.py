@@ -76,3 +76,18 @@ def test_only_a_recovering_job_may_take_a_spare():
     assert not schedule([job("fresh", 2)], [], pool).place
     recovering = job("back", 2, pools=("od", "spot", "spare"))
     assert schedule([recovering], [], pool).place[0].nodes == ("od-0", "spare-0")
+
+
+def test_many_queued_jobs_over_shared_pools_get_disjoint_nodes_in_order():
+    cluster = nodes("od:6,spot:6")
+    queue = [job(f"both{i}", 2, at=i) for i in range(3)] + [job(f"spot{i}", 2, at=10 + i, pools=("spot",))
+                                                              for i in range(3)]
+    d = schedule(queue, [], cluster)
+    placed = {p.job_id: p.nodes for p in d.place}
+    assert placed["both0"] == ("od-0", "od-1") and placed["both2"] == ("od-4", "od-5")
+    assert placed["spot0"] == ("spot-0", "spot-1") and placed["spot2"] == ("spot-4", "spot-5")
+    taken = [n for p in d.place for n in p.nodes]
+    assert len(taken) == len(set(taken)) == 12
+    # one more job on each lane waits, with the numbers of what is left
+    d = schedule(queue + [job("late", 1, at=99, pools=("spot",))], [], cluster)
+    assert [w.job_id for w in d.wait] == ["late"] and "0 free of 6" in d.wait[0].reason

@@ -88,8 +88,9 @@ def draw_chart(result: dict, path: str, title: str) -> None:
                       color=color, marker="o", capsize=3, label=label)
         for p in result["points"]:
             if _number(p["value"]) is None:  # e.g. checkpoint_interval=auto: a reference line
+                best_mark = " (optimum)" if p["value"] == result["best"] else ""
                 axis.axhline(p[figure]["mean"] / scale, color="tab:green", linestyle=":",
-                             label=f"{result['key']}={p['value']}")
+                             label=f"{result['key']}={p['value']}{best_mark}")
         if result["best"] is not None and _number(result["best"]) is not None:
             best = next(p for p in numeric if p["value"] == result["best"])
             axis.plot([_number(best["value"])], [best[figure]["mean"] / scale], marker="*", markersize=16,

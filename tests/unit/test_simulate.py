@@ -163,3 +163,13 @@ def test_cli_simulates_sweeps_and_refuses_bad_options(tmp_path):
                           (("--trace", str(tmp_path / "missing.csv")), "cannot read")]:
         bad = _orch("simulate", str(V3_SPEC), *args)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
+
+
+def test_cli_replays_a_trace_of_nodes_and_pools(tmp_path):
+    trace = tmp_path / "trace.csv"
+    trace.write_text("seconds,node\n# a reclaim, then one more somewhere in the pool\n3600,h800-on-demand-0007\n"
+                     "7200,h800-on-demand\n")
+    out = _orch("simulate", str(V3_SPEC), *[a for s in SHORT for a in ("--set", s)], "--trace", str(trace), "--json")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["interruptions"] == 2 and r["restarts"] == 2 and r["state"] == "succeeded"

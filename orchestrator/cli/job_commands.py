@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from orchestrator.control.rows import job_json
 from orchestrator.cli.common import add_json_argument, add_spec_arguments, print_json
 from orchestrator.cli.progress import follow_job, job_summary_lines, progress_line
 from orchestrator.control.client import ControlPlane
@@ -73,7 +74,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not args.all:
         jobs = jobs[-20:]
     if args.json:
-        print_json([_job_json(j) for j in jobs])
+        print_json([job_json(j) for j in jobs])
         return 0
     if not jobs:
         print("no jobs; submit one with: orch submit jobs/v3_pretrain.yaml --profile local")
@@ -94,7 +95,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     plane = ControlPlane()
     job = plane.store.get_job(args.job)
     if args.json:
-        print_json({**_job_json(job), "transitions": plane.store.transitions(job["id"])})
+        print_json({**job_json(job), "transitions": plane.store.transitions(job["id"])})
         return 0
     print(progress_line(plane, job))
     print(f"  team {job['team']}, priority {job['priority']}, {job['world_size']} devices "
@@ -147,10 +148,6 @@ def cmd_events(args: argparse.Namespace) -> int:
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e['at']))}  {e['kind']:<22} {e['message']}"
               f"  [{e['actor']}]")
     return 0
-
-
-def _job_json(job: dict) -> dict:
-    return {k: v for k, v in job.items() if k != "spec"}
 
 
 def _age(seconds: float) -> str:

@@ -17,12 +17,12 @@ from orchestrator.state.store import orch_home
 prime_auth_env(orch_home())  # before anything imports Ray: Ray reads its auth settings at import
 
 from orchestrator import __version__  # noqa: E402
-from orchestrator.cli import (checkpoint_commands, cluster_commands, cost_commands, data_commands, job_commands,
-                              node_commands, simulate_command, spec_commands)
+from orchestrator.cli import (checkpoint_commands, cluster_commands, cost_commands, dashboard_command, data_commands,
+                              job_commands, node_commands, simulate_command, spec_commands)
 from orchestrator.errors import OrchError
 
 COMMAND_MODULES = [spec_commands, job_commands, cost_commands, node_commands, cluster_commands, checkpoint_commands,
-                   data_commands, simulate_command]
+                   data_commands, simulate_command, dashboard_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,9 +15,9 @@ from pathlib import Path
 from orchestrator.cluster.embedded import NAMESPACE, EmbeddedCluster
 from orchestrator.cluster.provider import RayNodeProvider
 from orchestrator.control.controller import job_view
+from orchestrator.control.job_ops import cancel_job
 from orchestrator.control.rows import job_row
 from orchestrator.control.scheduler import capacity_problem
-from orchestrator.control.states import JobState
 from orchestrator.errors import FieldProblem, OrchError, PlanError
 from orchestrator.plan.planner import Plan, make_plan
 from orchestrator.spec import load_spec
@@ -90,12 +90,7 @@ class ControlPlane:
         return self.store.get_job(row["id"])
 
     def cancel(self, job_id: str) -> dict:
-        job = self.store.get_job(job_id)
-        if JobState(job["state"]).is_terminal:
-            raise OrchError(f"job {job['id']} already {job['state']}")
-        self.store.update_job(job["id"], cancel_requested=True, cancel_requested_at=self.store.clock.now())
-        self.store.add_event("job.cancel_requested", f"{job['id']}: cancel requested", job["id"], actor=_user())
-        return self.store.get_job(job["id"])
+        return cancel_job(self.store, job_id, _user())
 
     def log_path(self, job_id: str) -> Path:
         return self.home / "jobs" / job_id / "job.log"

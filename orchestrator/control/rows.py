@@ -14,3 +14,8 @@ def job_row(job_id: str, plan: Plan, source: dict) -> dict:
         "world_size": plan.mesh.world_size, "nodes": plan.mesh.nodes,
         "devices_per_node": plan.mesh.devices_per_node, "total_steps": plan.total_steps,
     }
+
+
+def job_json(job: dict) -> dict:
+    """A job as `orch list --json` and the dashboard's /api/jobs show it: the row without the spec."""
+    return {k: v for k, v in job.items() if k != "spec"}

@@ -48,16 +48,18 @@ class _Event:
 
 
 class Simulation:
-    def __init__(self, spec: JobSpec, scenario: Scenario, timeline: StepTimeline | None = None):
+    def __init__(self, spec: JobSpec, scenario: Scenario, timeline: StepTimeline | None = None,
+                 state_url: str = "sqlite://", start_at: float = 0.0):
         self.scenario = scenario
         self.spec = apply_scenario(spec, scenario)
         self.plan = make_plan(self.spec)
         self.timeline = timeline or build_timeline(self.plan)
         self.costs = run_costs(self.plan, scenario.storage_gbps, scenario.snapshot_gbps, scenario.restart_s,
                                scenario.blocking_saves)
-        self.clock = ManualClock(0.0)
-        self.store = StateStore("sqlite://", clock=self.clock, share_decoded_specs=True)
-        self.cluster = SimulatedCluster(self.spec)
+        self.clock = ManualClock(start_at)
+        # in memory by default; a file keeps the simulated run for `orch list`, `orch cost`, the dashboard
+        self.store = StateStore(state_url, clock=self.clock, share_decoded_specs=state_url == "sqlite://")
+        self.cluster = SimulatedCluster(self.spec, start_at)
         self.launcher = SimulatedLauncher(self.store, self.clock, self.spec, self.timeline, self.costs, self._ready)
         self.controller = ControllerCore(self.store, self.cluster, self.launcher, self.clock, ledger_by_pool=True)
         self.rng = np.random.default_rng(scenario.seed)
@@ -65,7 +67,7 @@ class Simulation:
         self.seq = itertools.count()
         self.counts = {"interruptions": 0, "hit_job": 0, "saved_on_notice": 0, "replacements": 0}
         planned = self.plan.total_days * DAY
-        self.horizon = (scenario.max_days * DAY) if scenario.max_days else 20 * planned + 30 * DAY
+        self.horizon = start_at + ((scenario.max_days * DAY) if scenario.max_days else 20 * planned + 30 * DAY)
 
     # ------------------------------------------------------------------ events
 
@@ -85,21 +87,23 @@ class Simulation:
             self._push(max(after, goes - notice), "notice", node=node.name, pool=pool, goes_at=goes)
         self._push(goes, "interrupt", node=node.name, pool=pool)
 
-    def _seed_interruptions(self) -> None:
+    def _seed_interruptions(self, start: float) -> None:
+        """Trace times are seconds from the start of the run."""
         if self.scenario.trace is not None:
-            for at, where in self.scenario.trace:
+            for offset, where in self.scenario.trace:
+                at = start + offset
                 name = where
                 if where in self.cluster.pools:  # a pool: one of its nodes at random
                     members = self.cluster.pools[where]
                     name = members[int(self.rng.integers(len(members)))].name
                 node = self.cluster.nodes_by_name[name]
                 if node.notice_seconds:
-                    self._push(max(0.0, at - node.notice_seconds), "notice", node=name, goes_at=at)
+                    self._push(max(start, at - node.notice_seconds), "notice", node=name, goes_at=at)
                 self._push(at, "interrupt", node=name)
             return
         for pool, members in self.cluster.pools.items():
             if members and members[0].interruptions_per_day > 0:
-                self._schedule_interruption(pool, 0.0)
+                self._schedule_interruption(pool, start)
 
     # ------------------------------------------------------------------ the loop
 
@@ -109,7 +113,7 @@ class Simulation:
         job_id = self.store.insert_job(
             job_row(f"{self.spec.name}-sim", plan, {"simulate": True}),
             [EventRecord("job.submitted", f"{self.spec.name}-sim: submitted to the simulator")])
-        self._seed_interruptions()
+        self._seed_interruptions(self.clock.now())
         self.controller.reconcile()
         while not self.store.job_state(job_id).is_terminal:
             upcoming = self.events[0].at if self.events else math.inf

@@ -1,0 +1,17 @@
+"""Job operations shared by the CLI and the dashboard."""
+
+from __future__ import annotations
+
+from orchestrator.control.states import JobState
+from orchestrator.errors import OrchError
+from orchestrator.state.store import StateStore
+
+
+def cancel_job(store: StateStore, job_id: str, actor: str) -> dict:
+    """Ask for a job's cancellation (the controller stops its runner); the job as it is now."""
+    job = store.get_job(job_id)
+    if JobState(job["state"]).is_terminal:
+        raise OrchError(f"job {job['id']} already {job['state']}")
+    store.update_job(job["id"], cancel_requested=True, cancel_requested_at=store.clock.now())
+    store.add_event("job.cancel_requested", f"{job['id']}: cancel requested", job["id"], actor=actor)
+    return store.get_job(job["id"])

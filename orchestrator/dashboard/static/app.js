@@ -60,10 +60,18 @@ function chart(id, traces, layout) {
                { displaylogo: false, responsive: true });
 }
 
+// Rebuild the page's text, but keep each chart element (and the plot in it) across refreshes:
+// Plotly.react then updates it in place, so charts do not flicker or lose zoom every two seconds.
 function setView(...children) {
   const view = document.getElementById("view");
-  view.replaceChildren(...children);
+  const kept = {};
+  view.querySelectorAll(".chart[id]").forEach((el) => (kept[el.id] = el));
+  const fresh = h("div", {}, ...children);
+  fresh.querySelectorAll(".chart[id]").forEach((el) => { if (kept[el.id]) el.replaceWith(kept[el.id]); });
+  view.replaceChildren(...fresh.childNodes);
 }
+
+const verified = {};  // "job@step" -> what verification said, kept across refreshes
 
 // ---------------------------------------------------------------- header
 
@@ -174,7 +182,10 @@ async function jobPage(id) {
       h("table", { id: "checkpoints" }, h("tr", {}, ["step", "tokens", "size", "shards", "committed", "verified"].map((c) => h("th", {}, c))),
         ck.committed.slice().reverse().map((c) => h("tr", { "data-step": c.step }, h("td", {}, c.step), h("td", {}, Math.round(c.tokens).toLocaleString()),
           h("td", {}, (c.bytes / 1e6).toFixed(1) + " MB"), h("td", {}, c.files), h("td", {}, fmt.time(c.created_at)),
-          h("td", {}, h("button", { onclick: async (ev) => { const r = await api(`/api/jobs/${encodeURIComponent(id)}/checkpoints/${c.step}/verify`); ev.target.replaceWith(r.verified ? "verified ✓" : "problems: " + r.problems.join("; ")); } }, "Verify")))))),
+          h("td", {}, verified[`${id}@${c.step}`] || h("button", { onclick: async () => {
+            const r = await api(`/api/jobs/${encodeURIComponent(id)}/checkpoints/${c.step}/verify`);
+            verified[`${id}@${c.step}`] = r.verified ? "verified ✓" : "problems: " + r.problems.join("; ");
+            refreshNow(); } }, "Verify")))))),
     h("h2", {}, "State history"),
     h("table", { id: "transitions" }, job.transitions.map((t) => h("tr", {}, h("td", {}, fmt.time(t.at)), h("td", {}, `${t.from_state || "-"} → ${t.to_state}`), h("td", {}, t.reason || "")))));
   const byAttempt = (field) => attempts.map((a) => {

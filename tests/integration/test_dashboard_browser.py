@@ -1,0 +1,201 @@
+"""The dashboard in a real browser (Debian's Chromium driven by Playwright) while a real job trains
+on the embedded cluster: every page loads, the charts are drawn with the job's data, the job page
+updates without a reload, and an operator action goes through the page. Screenshots are saved
+under tests/artifacts/dashboard/."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orchestrator.control.client import ControlPlane
+from tests.conftest import ROOT, V3_SPEC
+from tests.helpers.dashboard_server import free_port
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "tests" / "artifacts" / "dashboard"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync"]
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("Debian's chromium is missing: .ci/run installs it (apt-get install chromium)")
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory):
+    home = tmp_path_factory.mktemp("orch_home")
+    os.environ["ORCH_HOME"] = str(home)
+    plane = ControlPlane(home=home)
+    plane.connect(start=True)
+    yield plane
+    import ray
+
+    ray.shutdown()
+    plane.cluster.down()
+
+
+@pytest.fixture(scope="module")
+def dashboard(plane):
+    """`orch dashboard` as a user starts it, in its own process, against the running cluster."""
+    port = free_port()
+    env = {**os.environ, "ORCH_HOME": str(plane.home)}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "dashboard", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise AssertionError(f"orch dashboard did not start: {proc.stdout.read()}")
+    token = next(line.split()[1] for line in (plane.home / "dashboard-tokens").read_text().splitlines()
+                 if line.startswith("admin "))
+    yield {"base": base, "token": token}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def wait_for(plane, job_id, predicate, timeout=300.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = plane.store.get_job(job_id)
+        if predicate(job):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"{job_id}: condition not met; state {plane.store.get_job(job_id)['state']}")
+
+
+def chart_data(page, element_id: str) -> list[dict]:
+    """The traces plotly drew in the element (plotly keeps them on the element as .data)."""
+    return page.evaluate(f"() => (document.getElementById('{element_id}').data || []).map(t => ({{x: t.x, y: t.y, "
+                         f"name: t.name, type: t.type}}))")
+
+
+def drawn_paths(page, element_id: str) -> int:
+    """SVG marks plotly rendered for the chart's traces (lines, bars, points)."""
+    return page.evaluate(f"() => document.querySelectorAll('#{element_id} .trace path').length")
+
+
+def test_every_page_while_a_real_job_trains(plane, dashboard, browser):
+    job = plane.submit(str(V3_SPEC), "local", ["checkpoint.interval={steps: 15}"])
+    job_id = job["id"]
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    external: list[str] = []
+    page.on("request", lambda r: external.append(r.url) if not r.url.startswith(dashboard["base"])
+            and not r.url.startswith("data:") else None)
+    base = dashboard["base"]
+
+    wait_for(plane, job_id, lambda j: j["state"] == "running" and j["step"] >= 3)
+
+    # the job page: charts drawn with the job's own numbers, updating without a reload
+    page.goto(f"{base}/#/jobs/{job_id}")
+    page.wait_for_function("() => (document.getElementById('chart-loss')?.data || []).some(t => t.x.length >= 3)",
+                           timeout=30_000)
+    page.evaluate("() => { window.__notReloaded = true; }")
+    first_step = int(page.inner_text("#job-step").split("/")[0])
+    api = httpx.get(f"{base}/api/jobs/{job_id}/metrics").json()
+    truth = dict(zip(api["step"], api["loss"]))
+    drawn = [(x, y) for t in chart_data(page, "chart-loss") for x, y in zip(t["x"], t["y"])]
+    assert len(drawn) >= 3 and all(truth[x] == pytest.approx(y) for x, y in drawn)
+    assert drawn_paths(page, "chart-loss") > 0 and drawn_paths(page, "chart-throughput") > 0
+    throughput = [y for t in chart_data(page, "chart-throughput") for y in t["y"]]
+    assert all(y > 0 for y in throughput)
+    page.screenshot(path=str(ARTIFACTS / "job-running.png"), full_page=True)
+    page.wait_for_function(f"() => parseInt(document.getElementById('job-step').innerText) > {first_step}",
+                           timeout=60_000)
+    assert page.evaluate("() => window.__notReloaded === true")  # it updated in place
+
+    # the cluster page: the three worker nodes by pool, the job on its nodes, the devices chart
+    page.goto(f"{base}/#/cluster")
+    page.wait_for_selector("tr[data-node]")
+    placed = plane.store.get_job(job_id)["assignment"]
+    for node in placed:
+        assert job_id in page.inner_text(f"tr[data-node='{node}']")
+    pools = {t["name"]: dict(zip(t["x"], t["y"])) for t in chart_data(page, "chart-devices")}
+    assert sum(pools["used"].values()) == 4 and set(pools["used"]) == {"local-on-demand", "local-spot", "local-spare"}
+    disabled = page.eval_on_selector_all("tr[data-node] button", "buttons => buttons.map(b => b.disabled)")
+    assert disabled and all(disabled)  # read-only until an operator signs in
+    page.screenshot(path=str(ARTIFACTS / "cluster.png"), full_page=True)
+
+    # an operator signs in and cordons the spare node through the page; the event names them
+    page.fill("#token", dashboard["token"])
+    page.click("#token-save")
+    page.wait_for_function("() => document.getElementById('operator').innerText.includes('dashboard:admin')")
+    spare = next(r["name"] for r in httpx.get(f"{base}/api/nodes").json() if r["kind"] == "spare")
+    page.wait_for_selector(f"tr[data-node='{spare}'] button:not([disabled])")
+    page.click(f"tr[data-node='{spare}'] button:has-text('Cordon')")
+    wait_for(plane, job_id, lambda _j: spare in plane.store.cordoned_nodes(), timeout=30)
+    event = [e for e in plane.store.events(limit=10_000) if e["kind"] == "node.cordon"][-1]
+    assert event["actor"].startswith("dashboard:admin@127.0.0.1") and spare in event["message"]
+    page.wait_for_selector(f"tr[data-node='{spare}'] button:has-text('Uncordon')")
+    page.click(f"tr[data-node='{spare}'] button:has-text('Uncordon')")
+    wait_for(plane, job_id, lambda _j: spare not in plane.store.cordoned_nodes(), timeout=30)
+
+    # the jobs page
+    page.goto(f"{base}/#/jobs")
+    page.wait_for_selector(f"tr[data-job='{job_id}']")
+    assert re.search(r"\d+/67", page.inner_text(f"tr[data-job='{job_id}']"))
+    page.screenshot(path=str(ARTIFACTS / "jobs.png"), full_page=True)
+
+    # the cost page: hours by category over time, and the DeepSeek-V3 reference
+    page.goto(f"{base}/#/cost")
+    page.wait_for_function("() => (document.getElementById('chart-gpu-hours')?.data || []).length >= 5")
+    traces = {t["name"]: t for t in chart_data(page, "chart-gpu-hours")}
+    assert set(traces) >= {"productive", "checkpoint", "recovery", "lost", "queued"}
+    assert traces["productive"]["y"][-1] > 0 and traces["queued"]["y"][-1] > 0
+    reference = chart_data(page, "chart-reference")[0]
+    assert 2_788_000 in reference["x"]
+    assert drawn_paths(page, "chart-gpu-hours") > 0
+    page.screenshot(path=str(ARTIFACTS / "cost.png"), full_page=True)
+
+    # the events page
+    page.goto(f"{base}/#/events")
+    page.wait_for_selector("tr[data-kind='job.running']")
+    kinds = set(page.eval_on_selector_all("tr[data-kind]", "rows => rows.map(r => r.dataset.kind)"))
+    assert {"job.submitted", "job.placed", "job.running", "node.cordon", "node.uncordon"} <= kinds
+    page.screenshot(path=str(ARTIFACTS / "events.png"), full_page=True)
+
+    # to the end: the job page shows success and its committed checkpoints
+    wait_for(plane, job_id, lambda j: j["state"] == "succeeded", timeout=400)
+    page.goto(f"{base}/#/jobs/{job_id}")
+    page.wait_for_function("() => document.getElementById('job-state')?.innerText === 'succeeded'", timeout=30_000)
+    page.wait_for_selector("#checkpoints tr[data-step]")
+    steps = page.eval_on_selector_all("#checkpoints tr[data-step]", "rows => rows.map(r => +r.dataset.step)")
+    assert 67 in steps
+    page.click("#checkpoints tr[data-step='67'] button")
+    page.wait_for_selector("#checkpoints tr[data-step='67'] >> text=verified ✓", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "job-succeeded.png"), full_page=True)
+    page.close()
+
+    assert not external, f"the pages fetched from elsewhere: {external}"
+    assert not errors, f"browser errors: {errors}"

@@ -14,6 +14,7 @@ import threading
 import time
 
 from orchestrator.clock import Clock, SystemClock
+from orchestrator.cluster.notices import taken_with_notice
 from orchestrator.cluster.provider import NodeProvider
 from orchestrator.control.launcher import Launcher
 from orchestrator.control.scheduler import JobView, NodeView, schedule
@@ -119,6 +120,10 @@ class ControllerCore:
         if job["cancel_requested"]:
             return self._move(job, S.CANCELLED, "cancelled by user", "job.cancelled")
         if status == "stopped" and job["preempt_requested"]:
+            going = taken_with_notice(self.store, job)
+            if going is not None:  # checkpointed on a node's notice: restart like after a loss (spares allowed)
+                return self._recover(job, f"checkpointed at step {outcome.get('step')} on notice: {going} is "
+                                          "being taken away")
             if JobState(job["state"]) != S.CHECKPOINTING:
                 self._move(job, S.CHECKPOINTING, "checkpointing before preemption", "job.checkpointing")
             return self._move(job, S.PREEMPTED, f"preempted at step {outcome.get('step')}", "job.preempted",
@@ -135,13 +140,15 @@ class ControllerCore:
         return self._recover(job, f"the runner of attempt {job['attempt']} is gone")
 
     def _recover(self, job: dict, reason: str) -> None:
+        """Restart from the last committed checkpoint (a new attempt starts afresh: any preemption
+        request was about the attempt that is gone)."""
         self.launcher.release(job)
         limit = job["spec"].get("fault_tolerance", {}).get("max_restarts", 3)
         if job["restarts"] >= limit:
             return self._move(job, S.FAILED, f"{reason}; {job['restarts']} restarts used of {limit}", "job.failed",
                               failure_reason=FailureReason.MAX_RESTARTS.value, message=reason)
         return self._move(job, S.RECOVERING, reason, "job.recovering", restarts=job["restarts"] + 1,
-                          assignment=None)
+                          assignment=None, preempt_requested=False)
 
     # ------------------------------------------------------------------ scheduling
 

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 
 from orchestrator.cluster.provider import NodeProvider
-from orchestrator.control.directives import CHECKPOINT_STOP
 from orchestrator.control.states import HOLDING, JobState
 from orchestrator.errors import OrchError
 from orchestrator.state.store import StateStore
@@ -80,24 +79,23 @@ def preempt_drill(store: StateStore, provider: NodeProvider, cluster, node: str,
     """Take ``node`` away like a spot reclaim: notice (the jobs on it checkpoint by the deadline), kill
     its raylet, optionally start a replacement. ``ask_runner(job, directive, deadline)`` reaches the
     attempt's runner."""
+    from orchestrator.cluster.notices import handle_notice
+
     check_known(provider, node)
-    jobs = jobs_on(store, node)
     store.add_event("node.preempt", f"{node}: preemption drill" + (f" with {notice:.0f} s notice" if notice
                                                                    else " without notice"),
                     data={"node": node, "notice_s": notice}, actor=actor)
     done = []
     if notice > 0:
         deadline = time.time() + notice
-        for job in jobs:
-            store.update_job(job["id"], preempt_requested=True)
-            ask_runner(job, CHECKPOINT_STOP, deadline)
-            done.append(f"{job['id']}: told to checkpoint within {notice:.0f} s")
+        done += handle_notice(store, node, deadline, "preemption drill", actor, ask_runner)
         sleep(max(0.0, deadline - time.time()))
     killed = cluster.kill_node(node)
     store.add_event("node.lost", f"{node}: raylet killed ({killed} processes)", data={"node": node}, actor=actor)
     done.append(f"{node}: gone ({killed} processes killed)")
     if replace:
         cluster.start_node(node)
+        store.set_cordon(node, False, "replaced: a new node under the same name", actor)
         store.add_event("node.replaced", f"{node}: replacement raylet started", data={"node": node}, actor=actor)
         done.append(f"{node}: replacement started with the same labels")
     return done

@@ -57,7 +57,9 @@ class JobRunner:
         """``deadline`` (epoch seconds) bounds an emergency checkpoint, e.g. an interruption notice."""
         if directive not in DIRECTIVES:
             raise ValueError(directive)
-        if self.directive != directive:
+        if deadline is None and directive == self.directive:
+            deadline = self.deadline  # a later request without a deadline (the controller's) keeps a notice's
+        if self.directive != directive or deadline != self.deadline:
             self.log(f"directive: {directive}" + (f" (deadline in {deadline - time.time():.0f} s)" if deadline else ""))
         self.directive, self.deadline = directive, deadline
 

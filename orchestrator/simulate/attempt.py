@@ -53,6 +53,7 @@ class SimulatedAttempt:
     committed: int = 0
     inflight: tuple[int, float, dict] | None = None  # (step, commits at, the policy's costs then)
     finishing_at: float | None = None  # the final save ends
+    pending_stop: dict | None = None  # a checkpoint-and-stop under way (applied when it ends)
     outcome: Outcome | None = None
     save_steps: list[int] = field(default_factory=list)
     stall_prefix: list[float] = field(default_factory=lambda: [0.0])  # cumulative stall after each save
@@ -73,6 +74,8 @@ class SimulatedAttempt:
     def advance(self, until: float) -> float | None:
         """Run to ``until``; the time the attempt finished if it did by then."""
         total = self.timeline.total_steps
+        if self.pending_stop is not None:
+            return None  # saving to stop: no more steps
         while self.outcome is None and until >= self.t:
             self._commit_by(self.t)
             if self.finishing_at is not None:
@@ -133,15 +136,22 @@ class SimulatedAttempt:
     # ------------------------------------------------------------------ endings
 
     def lose(self, at: float, why: str) -> None:
-        """Its workers are gone at ``at`` (call ``advance(at)`` first)."""
+        """Its workers are gone at ``at`` (call ``advance(at)`` first). A save-and-stop under way is lost
+        with them, but the step it was finishing counts if it ended."""
+        if self.pending_stop is not None:
+            if self.pending_stop["step_end"] <= at:
+                self.step, self.t = self.pending_stop["step"], self.pending_stop["step_end"]
+            self.pending_stop = None
         self._commit_by(at)
         self.finishing_at = None
         self.outcome = Outcome("failed", at, self.step, why, infrastructure=True)
 
-    def save_and_stop(self, now: float, deadline: float, why: str) -> float | None:
-        """An interruption notice: finish the step in progress, save it (blocking), stop. The time it
-        stops, or None (and nothing changes) if the save cannot commit by ``deadline``."""
-        if self.outcome is not None or self.finishing_at is not None or now < self.ready_at:
+    def save_and_stop(self, now: float, deadline: float, why: str, status: str = "stopped") -> float | None:
+        """Finish the step in progress, save it (blocking) and stop: the time it will have stopped, or
+        None (nothing changes) if the save cannot commit by ``deadline`` or a stop is already under way.
+        ``complete_stop`` applies it at that time; ``lose`` before then abandons it."""
+        if self.outcome is not None or self.finishing_at is not None or self.pending_stop is not None \
+                or now < self.ready_at:
             return None
         step = min(self.step + 1, self.timeline.total_steps)
         step_end = self.t + self.timeline.seconds(self.step, step)
@@ -149,14 +159,18 @@ class SimulatedAttempt:
         ends = step_end + wait + self.costs.save_s
         if ends > deadline:
             return None
-        self.step, self.t = step, step_end
-        self.inflight = None
-        self.save_steps.append(step)
-        self.stall_prefix.append(self.stall_prefix[-1] + wait + self.costs.save_s)
-        self.t = ends
-        self.committed, self.committed_measure = step, self.policy.measured()
-        self.outcome = Outcome("failed", ends, step, why, infrastructure=True)
+        self.pending_stop = {"ends": ends, "step": step, "step_end": step_end, "stall": wait + self.costs.save_s,
+                             "why": why, "status": status}
         return ends
+
+    def complete_stop(self) -> None:
+        stop, self.pending_stop = self.pending_stop, None
+        self.step, self.inflight = stop["step"], None
+        self.save_steps.append(stop["step"])
+        self.stall_prefix.append(self.stall_prefix[-1] + stop["stall"])
+        self.t = stop["ends"]
+        self.committed, self.committed_measure = stop["step"], self.policy.measured()
+        self.outcome = Outcome(stop["status"], stop["ends"], stop["step"], stop["why"])
 
     def stop(self, at: float) -> None:
         self._commit_by(at)

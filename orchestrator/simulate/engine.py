@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator.clock import ManualClock
+from orchestrator.cluster.notices import handle_notice
 from orchestrator.control.controller import ControllerCore
+from orchestrator.control.directives import CHECKPOINT_STOP
 from orchestrator.control.rows import job_row
 from orchestrator.control.states import JobState
 from orchestrator.ledger.intervals import summarize
@@ -60,7 +62,8 @@ class Simulation:
         # in memory by default; a file keeps the simulated run for `orch list`, `orch cost`, the dashboard
         self.store = StateStore(state_url, clock=self.clock, share_decoded_specs=state_url == "sqlite://")
         self.cluster = SimulatedCluster(self.spec, start_at)
-        self.launcher = SimulatedLauncher(self.store, self.clock, self.spec, self.timeline, self.costs, self._ready)
+        self.launcher = SimulatedLauncher(self.store, self.clock, self.spec, self.timeline, self.costs, self._ready,
+                                          lambda at: self._push(at, "stopped"))
         self.controller = ControllerCore(self.store, self.cluster, self.launcher, self.clock, ledger_by_pool=True)
         self.rng = np.random.default_rng(scenario.seed)
         self.events: list[_Event] = []
@@ -154,7 +157,7 @@ class Simulation:
             self.store.add_event("node.lost", f"{event.node}: interrupted", data={"node": event.node})
             self._push(now + self.scenario.provision_delay_s, "replace", node=event.node)
             for run in self.launcher.running():
-                if event.node in run.nodes and run.outcome is None:
+                if event.node in run.nodes and run.outcome is None:  # (a stop under way is lost too)
                     self.counts["hit_job"] += 1
                     run.advance(now)
                     run.lose(now, f"node {event.node} was interrupted")
@@ -164,25 +167,28 @@ class Simulation:
             if not node.alive:
                 return
             self.cluster.cordon(event.node)
-            self.store.add_event("node.notice", f"{event.node}: interruption in {event.goes_at - now:.0f} s",
-                                 data={"node": event.node, "at": event.goes_at})
-            for run in self.launcher.running():
-                if event.node in run.nodes and run.outcome is None:
-                    run.advance(now)
-                    if run.outcome is None:
-                        stops = run.save_and_stop(now, event.goes_at, f"node {event.node} is being interrupted; "
-                                                                      "checkpointed on notice")
-                        if stops is not None:
-                            self.counts["saved_on_notice"] += 1
-                            self._push(stops, "stopped")
+            saved_before = self.counts["saved_on_notice"]
+            handle_notice(self.store, event.node, event.goes_at, "spot interruption notice", "simulator",
+                          lambda job, directive, deadline: self._save_on_notice(job, deadline))
+            if self.counts["saved_on_notice"] == saved_before:
+                self.store.add_event("node.notice", f"{event.node}: too short for a save; work since the last "
+                                                    "checkpoint will be lost", data={"node": event.node})
         elif event.kind == "stopped":
             for run in self.launcher.running():
-                if run.outcome is not None and run.outcome.at <= now:
+                if run.pending_stop is not None and run.pending_stop["ends"] <= now:
+                    run.complete_stop()
                     self.launcher.record(run)
         elif event.kind == "replace":
             self.cluster.replace(event.node, now)
+            if event.node in self.store.cordoned_nodes():
+                self.store.set_cordon(event.node, False, "replaced: a new node under the same name", "simulator")
             self.counts["replacements"] += 1
         # "ready": the reconcile that follows moves the job to running
+
+    def _save_on_notice(self, job: dict, deadline: float) -> None:
+        """The runner's side of a notice: save the step in progress and stop, if it commits in time."""
+        if self.launcher.request(job, CHECKPOINT_STOP, deadline):
+            self.counts["saved_on_notice"] += 1
 
     # ------------------------------------------------------------------ the answer
 

@@ -21,9 +21,9 @@ from orchestrator.state.store import StateStore
 
 class SimulatedLauncher:
     def __init__(self, store: StateStore, clock: ManualClock, spec: JobSpec, timeline: StepTimeline,
-                 costs: RunCosts, on_ready: Callable[[float], None]):
+                 costs: RunCosts, on_ready: Callable[[float], None], on_stop: Callable[[float], None]):
         self.store, self.clock, self.spec = store, clock, spec
-        self.timeline, self.costs, self.on_ready = timeline, costs, on_ready
+        self.timeline, self.costs, self.on_ready, self.on_stop = timeline, costs, on_ready, on_stop
         self.attempts: dict[str, SimulatedAttempt] = {}
         self.checkpoint_costs: dict[str, dict | None] = {}  # per job: as its newest checkpoint recorded them
         self.saves = 0
@@ -42,17 +42,24 @@ class SimulatedLauncher:
             return None
         return {"phase": "running" if self.clock.now() >= run.ready_at else "starting", "attempt": run.attempt}
 
-    def request(self, job: dict, directive: str, deadline: float | None = None) -> None:
+    def request(self, job: dict, directive: str, deadline: float | None = None) -> bool:
+        """Stop now, or checkpoint and stop (by ``deadline``); whether a checkpoint-and-stop was begun."""
         run = self.attempts.get(job["id"])
-        if run is None or run.outcome is not None:
-            return
+        if run is None or run.outcome is not None or run.pending_stop is not None:
+            return False  # gone, ended, or already stopping (an earlier deadline stands)
         now = self.clock.now()
         run.advance(now)
-        if directive == CHECKPOINT_STOP and run.save_and_stop(now, deadline or float("inf"), "") is not None:
-            run.outcome.status, run.outcome.infrastructure = "stopped", False
-        else:
-            run.stop(now)
+        if run.outcome is not None:
+            return False
+        if directive == CHECKPOINT_STOP:
+            ends = run.save_and_stop(now, deadline if deadline else float("inf"), "")
+            if ends is not None:
+                self.on_stop(ends)
+                return True
+            return False  # cannot commit in time: it trains on until the node goes
+        run.stop(now)
         self.record(run)
+        return False
 
     def release(self, job: dict) -> None:
         run = self.attempts.pop(job["id"], None)

@@ -240,3 +240,36 @@ def test_losing_a_node_mid_training_recovers_on_a_spare_from_the_checkpoint(plan
         assert "node.lost" in kinds and "job.recovering" in kinds
     finally:
         plane.cluster.start_node("node-2")
+
+
+def test_a_notice_checkpoints_in_time_and_loses_no_step(plane):
+    """After the node-loss test (node-2 is back): a 20 s notice on node-2, then its loss and replacement.
+    The job saves the step in progress before the node goes, restarts from exactly that step and
+    trains no step twice."""
+    from orchestrator.ledger.report import cost_report
+
+    job = plane.submit(str(V3_SPEC), "local", ["phases.0.tokens=30000", "checkpoint.interval={steps: 50}"])
+    wait_for(plane, job["id"], {"running"})
+    deadline = time.time() + 120
+    while plane.store.get_job(job["id"])["step"] < 6 and time.time() < deadline:
+        time.sleep(0.3)
+    drill = orch("nodes", "preempt", "node-2", "--notice", "20", "--replace", home=plane.home)
+    assert drill.returncode == 0, drill.stderr
+    assert "told to checkpoint within 20 s" in drill.stdout
+    done = wait_for(plane, job["id"], {"succeeded", "failed"}, timeout=400)
+    assert done["state"] == "succeeded", done["message"]
+    assert done["restarts"] == 1 and "recovering" in states_of(plane, job["id"])
+    events = plane.store.events(job["id"])
+    emergency = [e for e in events if e["kind"] == "checkpoint.emergency"]
+    assert emergency and "committed in time" in emergency[0]["message"]
+    saved_at = emergency[0]["data"]["step"]
+    metrics = plane.store.metrics(job["id"])
+    first_attempt = [m["step"] for m in metrics if m["attempt"] == 1]
+    second_attempt = [m["step"] for m in metrics if m["attempt"] == 2]
+    assert first_attempt[-1] == saved_at and second_attempt[0] == saved_at + 1  # no step trained twice
+    assert [m["step"] for m in metrics] == list(range(1, done["total_steps"] + 1))
+    hours = cost_report(plane.store, job["id"])["gpu_hours"]
+    assert hours["lost"] == 0 and hours["recovery"] > 0
+    recovering = [t for t in plane.store.transitions(job["id"]) if t["to_state"] == "recovering"][0]
+    assert "on notice" in recovering["reason"]
+    assert "node-2" not in plane.store.cordoned_nodes()  # the replacement is a fresh node

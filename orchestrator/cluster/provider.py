@@ -49,3 +49,19 @@ class RayNodeProvider:
         import ray
 
         return node_views_from_ray(ray.nodes(), self.store.cordoned_nodes())
+
+
+class EmbeddedNodeProvider(RayNodeProvider):
+    """The embedded cluster: Ray's view of its raylets, plus provisioning (a new raylet per node)."""
+
+    def __init__(self, store: StateStore, home):
+        super().__init__(store)
+        from orchestrator.cluster.embedded import EmbeddedCluster
+
+        self.cluster = EmbeddedCluster(home)
+
+    def coming(self) -> dict[str, int]:
+        return {}  # 'ray start' returns once the raylet is registered: nothing is ever on its way
+
+    def provision(self, pool: str, kind: str, count: int, devices: int) -> list[str]:
+        return [self.cluster.add_node(pool, kind, devices).name for _ in range(count)]

@@ -17,14 +17,17 @@ NAMESPACE = "orch"
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)
 class ControllerActor:
     def __init__(self, state_url: str, home: str, interval: float = 1.0):
-        from orchestrator.cluster.provider import RayNodeProvider
+        from orchestrator.cluster.embedded import EmbeddedCluster
+        from orchestrator.cluster.provider import EmbeddedNodeProvider, RayNodeProvider
         from orchestrator.control.controller import ControllerCore, ControllerLoop
         from orchestrator.control.launcher import RayLauncher
         from orchestrator.state.store import StateStore
 
         os.environ["ORCH_HOME"] = home
         self.store = StateStore(state_url)
-        core = ControllerCore(self.store, RayNodeProvider(self.store), RayLauncher(state_url, home))
+        embedded = EmbeddedCluster(home).load() is not None  # this controller runs in orch's own local cluster
+        provider = EmbeddedNodeProvider(self.store, home) if embedded else RayNodeProvider(self.store)
+        core = ControllerCore(self.store, provider, RayLauncher(state_url, home))
         self.store.add_event("controller.started", f"controller started (pid {os.getpid()})",
                              data={"pid": os.getpid()})
         self.loop = ControllerLoop(core, interval)

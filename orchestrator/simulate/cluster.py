@@ -45,10 +45,39 @@ class SimulatedCluster:
             self.nodes_by_name.update((n.name, n) for n in members)
         self._index = {name: i for i, name in enumerate(self.nodes_by_name)}
         self._views = [n.view() for n in self.nodes_by_name.values()]
+        self.pending: dict[str, str] = {}  # node -> pool: a replacement or a new node on its way
+        self.on_provision = None  # set by the engine: schedules a new node's arrival
+        self.provisioned = 0
 
     # the NodeProvider protocol
     def nodes(self) -> list[NodeView]:
         return list(self._views)
+
+    def coming(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for pool in self.pending.values():
+            counts[pool] = counts.get(pool, 0) + 1
+        return counts
+
+    def provision(self, pool: str, kind: str, count: int, devices: int) -> list[str]:
+        """New nodes for ``pool`` (hot spares); they join after the provisioning delay."""
+        template = self.pools[pool][0] if self.pools.get(pool) else None
+        names = []
+        for _ in range(count):
+            self.provisioned += 1
+            node = SimNode(f"{pool}-p{self.provisioned:04d}", pool, kind, devices,
+                           template.price_per_device_hour if template else 0.0,
+                           template.interruptions_per_day if template else 0.0,
+                           template.notice_seconds if template else None, alive=False)
+            self.pools.setdefault(pool, []).append(node)
+            self.nodes_by_name[node.name] = node
+            self._index[node.name] = len(self._views)
+            self._views.append(node.view())
+            self.pending[node.name] = pool
+            names.append(node.name)
+            if self.on_provision is not None:
+                self.on_provision(node.name)
+        return names
 
     def _changed(self, node: SimNode) -> None:
         self._views[self._index[node.name]] = node.view()
@@ -67,6 +96,7 @@ class SimulatedCluster:
         """A replacement joins under the same name, uncordoned."""
         node = self.nodes_by_name[name]
         node.alive, node.cordoned, node.up_since = True, False, now
+        self.pending.pop(name, None)
         self._changed(node)
 
     def cordon(self, name: str) -> None:

@@ -62,6 +62,8 @@ class Simulation:
         # in memory by default; a file keeps the simulated run for `orch list`, `orch cost`, the dashboard
         self.store = StateStore(state_url, clock=self.clock, share_decoded_specs=state_url == "sqlite://")
         self.cluster = SimulatedCluster(self.spec, start_at)
+        self.cluster.on_provision = lambda name: self._push(self.clock.now() + self.scenario.provision_delay_s,
+                                                            "replace", node=name)
         self.launcher = SimulatedLauncher(self.store, self.clock, self.spec, self.timeline, self.costs, self._ready,
                                           lambda at: self._push(at, "stopped"))
         self.controller = ControllerCore(self.store, self.cluster, self.launcher, self.clock, ledger_by_pool=True)
@@ -156,6 +158,7 @@ class Simulation:
             self.counts["interruptions"] += 1
             self.store.add_event("node.lost", f"{event.node}: interrupted", data={"node": event.node})
             self._push(now + self.scenario.provision_delay_s, "replace", node=event.node)
+            self.cluster.pending[event.node] = self.cluster.nodes_by_name[event.node].pool
             for run in self.launcher.running():
                 if event.node in run.nodes and run.outcome is None:  # (a stop under way is lost too)
                     self.counts["hit_job"] += 1

@@ -236,8 +236,12 @@ def test_losing_a_node_mid_training_recovers_on_a_spare_from_the_checkpoint(plan
             assert m["loss"] == pytest.approx(want, rel=1e-4), f"step {m['step']}"
         hours = cost_report(plane.store, job["id"])["gpu_hours"]
         assert hours["recovery"] > 0 and hours["productive"] > 0
-        kinds = [e["kind"] for e in plane.store.events()]
+        kinds = [e["kind"] for e in plane.store.events(limit=100_000)]
         assert "node.lost" in kinds and "job.recovering" in kinds
+        # the spare was used: the hot-spare policy started a new one in the spare pool
+        provisioned = [e for e in plane.store.events(limit=100_000) if e["kind"] == "node.provisioned"]
+        assert provisioned and provisioned[0]["data"]["pool"] == "local-spare"
+        assert any(n.name == provisioned[0]["data"]["nodes"][0] for n in plane.cluster.load().nodes)
     finally:
         plane.cluster.start_node("node-2")
 

@@ -195,6 +195,29 @@ class KubernetesNodeProvider:
                              actor=actor)
 
 
+    # hot spares (the controller's policy): a worker group per pool, named like the pool
+
+    def coming(self) -> dict[str, int]:
+        """Worker pods not running yet, by group (= pool): nodes on their way."""
+        try:
+            pods = self.core.list_namespaced_pod(self.namespace, label_selector="ray.io/node-type=worker").items
+        except Exception as exc:
+            raise explain(exc, "listing the Ray worker pods") from None
+        counts: dict[str, int] = {}
+        for pod in pods:
+            if pod.status is not None and pod.status.phase == "Pending":
+                group = (pod.metadata.labels or {}).get("ray.io/group", "")
+                counts[group] = counts.get(group, 0) + 1
+        return counts
+
+    def provision(self, pool: str, kind: str, count: int, devices: int) -> list[str]:
+        replicas = next((g.get("replicas", 0) for g in self._worker_groups() if g.get("groupName") == pool), None)
+        if replicas is None:
+            raise KubernetesError(f"no worker group '{pool}' in RayCluster {self.ray_cluster} for the hot spares")
+        self.scale_group(pool, replicas + count, "orch")
+        return [f"{pool} +{count}"]
+
+
 class InterruptionResponder:
     """What orch does with a node signal: a notice cordons and checkpoints (once per node), a
     rebalance recommendation only cordons, ``NotReady`` is recorded (the runner's loss drives the

@@ -127,6 +127,9 @@ def test_replace_and_scale_patch_the_raycluster(store):
                                                     "value": 6}]
         with pytest.raises(KubernetesError, match="no worker group 'gpu-h200'"):
             provider.scale_group("gpu-h200", 1, "orch")
+        assert provider.provision("gpu-spare", "spare", 2, 8) == ["gpu-spare +2"]  # hot spares: 4 -> 6
+        assert api.sent("PATCH", path)[-1].body == [{"op": "replace", "path": "/spec/workerGroupSpecs/2/replicas",
+                                                     "value": 6}]
 
 
 def test_watched_signals_cordon_and_checkpoint_the_jobs_on_the_node(store):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.harness import git_commit, machine_description
 
-BENCHMARKS = ["planner", "overhead", "checkpoint", "simulate"]
+BENCHMARKS = ["planner", "overhead", "checkpoint", "simulate", "recovery"]
 RESULTS = Path(__file__).parent / "RESULTS.md"
 SECTIONS = Path(__file__).parent / "results"
 

@@ -22,6 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_spec_arguments(p)
     add_cluster_arguments(p)
     p.add_argument("--detach", "-d", action="store_true", help="print the job id and return at once")
+    p.add_argument("--target", choices=("local", "k8s"), default="local",
+                   help="local: the embedded or --address Ray cluster; k8s: a RayJob through the Kubernetes API")
+    from orchestrator.cli.k8s_commands import add_k8s_arguments
+
+    add_k8s_arguments(p)
+    p.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("list", help="jobs, newest last")
@@ -51,6 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    if args.target == "k8s":
+        from orchestrator.cli.k8s_commands import submit_k8s
+
+        return submit_k8s(args)
     plane = ControlPlane(address=args.address)
     job = plane.submit(args.file, args.profile, args.overrides)
     print(f"submitted {job['id']}: {job['world_size']} devices, {job['total_steps']} steps")

@@ -17,12 +17,13 @@ from orchestrator.state.store import orch_home
 prime_auth_env(orch_home())  # before anything imports Ray: Ray reads its auth settings at import
 
 from orchestrator import __version__  # noqa: E402
-from orchestrator.cli import (checkpoint_commands, cluster_commands, cost_commands, dashboard_command, data_commands,
-                              job_commands, node_commands, simulate_command, spec_commands)
+from orchestrator.cli import (checkpoint_commands, cluster_commands, controller_command, cost_commands,
+                              dashboard_command, data_commands,
+                              job_commands, k8s_commands, node_commands, simulate_command, spec_commands)
 from orchestrator.errors import OrchError
 
 COMMAND_MODULES = [spec_commands, job_commands, cost_commands, node_commands, cluster_commands, checkpoint_commands,
-                   data_commands, simulate_command, dashboard_command]
+                   data_commands, simulate_command, dashboard_command, k8s_commands, controller_command]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `orch k8s render ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def entrypoint() -> None:

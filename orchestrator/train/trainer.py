@@ -86,8 +86,15 @@ class Trainer:
         self.stopped_by: str | None = None
         self.emergency: dict | None = None
         self.checkpointer, self.policy, self.resumed_from = None, None, None
+        self.restore_s = 0.0
         if checkpoints is not None:
+            started = time.perf_counter()
             self._setup_checkpoints(checkpoints)
+            self.restore_s = time.perf_counter() - started
+        # when this worker was ready to step (engine built, checkpoint loaded): the recovery benchmark
+        # splits a restart into start-up, restore and first-step warm-up with it
+        self.ready_at = time.time()
+        self.first_step_reported = False
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -170,7 +177,11 @@ class Trainer:
             "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
             "expert_imbalance": imbalance,
             "data_position": self.progress.data_position,
+            "wall_time": time.time(),  # when the step ended: the ledger's clock for it
         }
+        if not self.first_step_reported:  # an attempt's first step says how it started
+            self.first_step_reported = True
+            metrics.update(ready_at=self.ready_at, restore_s=self.restore_s, resumed_from=self.resumed_from)
         self._maybe_checkpoint(metrics)
         self.report(metrics)
         return metrics

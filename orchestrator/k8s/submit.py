@@ -1,0 +1,111 @@
+"""Create a rendered job on a Kubernetes cluster and follow it.
+
+Objects are created through the ``kubernetes`` client (the ConfigMap, then the RayJob); a refusal
+becomes a message that says what to do (403: RBAC; 409: it exists; 422: the fields the API server
+rejected). Following reads the RayJob's status and moves the job's row in orch's state store through
+the same states as a local job, so `orch list`, `orch status` and the dashboard show it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Callable
+
+from orchestrator.cluster.kubernetes import KubernetesError, explain
+from orchestrator.control.states import JobState
+from orchestrator.state.store import EventRecord, StateStore
+
+RAY_GROUP, RAY_VERSION, RAYJOBS = "ray.io", "v1", "rayjobs"
+
+
+def _rejected_fields(exc) -> str:
+    try:
+        causes = json.loads(exc.body or "{}").get("details", {}).get("causes", [])
+    except (ValueError, AttributeError):
+        return ""
+    return "; ".join(f"{c.get('field', '?')}: {c.get('message', '')}" for c in causes)
+
+
+def create(api_client, manifests: list[dict]) -> list[str]:
+    """Create each manifest (ConfigMap, RayJob); the 'Kind/name' of each, or a clear error."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+    created = []
+    for manifest in manifests:
+        kind, meta = manifest["kind"], manifest["metadata"]
+        what = f"{kind}/{meta['name']} in namespace {meta['namespace']}"
+        try:
+            if kind == "ConfigMap":
+                core.create_namespaced_config_map(meta["namespace"], manifest)
+            elif kind == "RayJob":
+                custom.create_namespaced_custom_object(RAY_GROUP, RAY_VERSION, meta["namespace"], RAYJOBS, manifest)
+            else:
+                raise KubernetesError(f"cannot submit a {kind}")
+        except ApiException as exc:
+            error = explain(exc, f"creating {what}")
+            fields = _rejected_fields(exc) if exc.status == 422 else ""
+            raise KubernetesError(str(error) + (f": {fields}" if fields else "")) from None
+        created.append(f"{kind}/{meta['name']}")
+    return created
+
+
+def job_state_of(status: dict) -> JobState:
+    """A RayJob's status as orch's job state."""
+    deployment = status.get("jobDeploymentStatus", "")
+    job = status.get("jobStatus", "")
+    if deployment in ("Complete",) or job == "SUCCEEDED":
+        return JobState.SUCCEEDED if job in ("SUCCEEDED", "") else JobState.FAILED
+    if deployment == "Failed" or job in ("FAILED", "STOPPED"):
+        return JobState.FAILED
+    if deployment == "Running" and job == "RUNNING":
+        return JobState.RUNNING
+    if deployment in ("Initializing", "Running", "Waiting"):
+        return JobState.PLACING
+    return JobState.QUEUED
+
+
+PATH = {JobState.QUEUED: [], JobState.PLACING: [JobState.PLACING], JobState.RUNNING: [JobState.PLACING, JobState.RUNNING],
+        JobState.SUCCEEDED: [JobState.PLACING, JobState.RUNNING, JobState.SUCCEEDED],
+        JobState.FAILED: [JobState.FAILED]}
+
+
+def follow(api_client, store: StateStore, job_id: str, namespace: str, name: str,
+           on_change: Callable[[JobState, dict], None] = lambda s, st: None, poll_s: float = 5.0,
+           timeout_s: float | None = None, sleep: Callable[[float], None] = time.sleep) -> JobState:
+    """Poll the RayJob until it ends, moving the job's row through the states it passes."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    custom = client.CustomObjectsApi(api_client)
+    started = time.time()
+    while True:
+        try:
+            obj = custom.get_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAYJOBS, name)
+        except ApiException as exc:
+            raise explain(exc, f"reading RayJob {namespace}/{name}") from None
+        status = obj.get("status") or {}
+        target = job_state_of(status)
+        current = JobState(store.get_job(job_id)["state"])
+        for step in PATH[target]:
+            if current == step or current.is_terminal:
+                continue
+            if target == JobState.FAILED or step in _after(current):
+                message = status.get("message") or status.get("jobStatus") or status.get("jobDeploymentStatus", "")
+                store.transition(job_id, current, step, f"RayJob {name}: {message}",
+                                 events=[EventRecord(f"job.{step.value}", f"{job_id}: RayJob {name} {message}")],
+                                 updates={"message": message} if step == JobState.FAILED else {})
+                on_change(step, status)
+                current = step
+        if current.is_terminal:
+            return current
+        if timeout_s is not None and time.time() - started > timeout_s:
+            return current
+        sleep(poll_s)
+
+
+def _after(state: JobState) -> list[JobState]:
+    order = [JobState.QUEUED, JobState.PLACING, JobState.RUNNING, JobState.SUCCEEDED]
+    return order[order.index(state) + 1:] if state in order else []

@@ -1,0 +1,82 @@
+"""Check manifests before they reach an API server: built-in kinds against the Kubernetes API's own
+schemas (kubernetes-validate, strict: unknown fields are errors), KubeRay kinds against the CRDs'
+OpenAPI schemas (copied from KubeRay into ``crds/``), and the Prometheus operator's ServiceMonitor
+against the fields orch uses (its CRD is not vendored here)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+KUBERNETES_VERSION = "1.32.0"
+CRDS = Path(__file__).parent / "crds"
+
+
+@lru_cache(maxsize=None)
+def crd_schemas() -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> openAPIV3Schema for every vendored CRD version."""
+    schemas = {}
+    for path in sorted(CRDS.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+SERVICE_MONITOR = {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "properties": {
+    "spec": {"type": "object", "required": ["selector", "endpoints"], "additionalProperties": False, "properties": {
+        "selector": {"type": "object"}, "namespaceSelector": {"type": "object"}, "jobLabel": {"type": "string"},
+        "endpoints": {"type": "array", "minItems": 1, "items": {"type": "object", "additionalProperties": False,
+                                                                 "properties": {"port": {"type": "string"},
+                                                                                "path": {"type": "string"},
+                                                                                "interval": {"type": "string"},
+                                                                                "scheme": {"type": "string"}}}}}}}}
+
+
+def _structural(schema: dict) -> dict:
+    """A CRD schema as JSON Schema: objects without ``properties`` (free-form) stay open; objects with
+    them reject unknown fields, as the API server prunes or refuses them."""
+    schema = dict(schema)
+    if schema.get("type") == "object" and "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        schema.setdefault("additionalProperties", False)
+    if schema.get("x-kubernetes-int-or-string"):
+        schema.pop("type", None)
+        schema["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    for key in ("properties", "patternProperties"):
+        if key in schema:
+            schema[key] = {k: _structural(v) for k, v in schema[key].items()}
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            schema[key] = _structural(schema[key])
+    for key in ("allOf", "anyOf", "oneOf"):
+        if key in schema:
+            schema[key] = [_structural(s) for s in schema[key]]
+    return schema
+
+
+def problems(manifest: dict) -> list[str]:
+    """Everything wrong with one manifest (empty when it is valid)."""
+    import jsonschema
+    import kubernetes_validate
+
+    api, kind = manifest.get("apiVersion", ""), manifest.get("kind", "")
+    where = f"{kind}/{manifest.get('metadata', {}).get('name', '?')}"
+    if (api, kind) in crd_schemas():
+        schema = {**_structural(crd_schemas()[(api, kind)]), "additionalProperties": True}
+        validator = jsonschema.Draft7Validator(schema)
+        return [f"{where}: {'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
+                for e in sorted(validator.iter_errors(manifest), key=lambda e: list(e.absolute_path))]
+    if api.startswith("monitoring.coreos.com/"):
+        validator = jsonschema.Draft7Validator(SERVICE_MONITOR)
+        return [f"{where}: {e.message}" for e in validator.iter_errors(manifest)]
+    try:
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        path = ".".join(str(p) for p in exc.path) or "<root>"
+        return [f"{where}: {path}: {exc.message}"]
+    except kubernetes_validate.SchemaNotFoundError as exc:
+        return [f"{where}: no schema for {api} {kind} in Kubernetes {KUBERNETES_VERSION}: {exc}"]
+    return []

@@ -36,7 +36,7 @@ class Request:
     path: str
     query: dict
     body: object
-    headers: dict = field(default_factory=dict)
+    headers: dict = field(default_factory=dict)  # lower-case names
 
 
 def status_body(code: int, reason: str, message: str, details: dict | None = None) -> dict:
@@ -65,7 +65,7 @@ class ReplayServer:
                 body = json.loads(raw) if raw else None
                 with server.lock:
                     server.requests.append(Request(self.command, parts.path, parse_qs(parts.query), body,
-                                                   dict(self.headers)))
+                                                   {k.lower(): v for k, v in self.headers.items()}))
                     rule = server._match(self.command, parts.path, parse_qs(parts.query))
                 if rule is None:
                     return self._json(404, status_body(404, "NotFound", f"no replayed response for {self.command} "

@@ -118,7 +118,7 @@ def test_replace_and_scale_patch_the_raycluster(store):
         provider = KubernetesNodeProvider(api.api_client(), store)
         provider.replace_worker("gpu-spot", "orch-gpu-spot-worker-7xk2p", "orch")
         patch = api.sent("PATCH", path)[0]
-        assert patch.headers["Content-Type"] == "application/json-patch+json"
+        assert patch.headers["content-type"] == "application/json-patch+json"
         assert patch.body == [{"op": "replace", "path": "/spec/workerGroupSpecs/1/replicas", "value": 128},
                               {"op": "add", "path": "/spec/workerGroupSpecs/1/scaleStrategy",
                                "value": {"workersToDelete": ["orch-gpu-spot-worker-7xk2p"]}}]

@@ -106,7 +106,10 @@ class FileObjectStore:
             if path.is_file() and not path.name.endswith(".partial"):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
-                    stat = path.stat()
+                    try:
+                        stat = path.stat()
+                    except FileNotFoundError:  # deleted meanwhile (another rank's retention): not listed
+                        continue
                     found.append(ObjectInfo(key, stat.st_size, stat.st_mtime))
         return sorted(found, key=lambda o: o.key)
 

@@ -149,3 +149,33 @@ def test_an_emergency_save_reports_whether_it_beat_its_deadline(tmp_path):
     assert ckpt.save_sync(1, state, 0.0, {}, deadline=time.time() + 60) is True
     assert ckpt.save_sync(2, {"w": torch.randn(20_000_000)}, 0.0, {}, deadline=time.time() - 1) is False
     ckpt.wait()
+
+
+def test_listing_a_file_store_while_another_rank_deletes(tmp_path):
+    # seen in CI: one rank listed checkpoints while another's retention deleted a step, and the
+    # listing crashed on a file that vanished between finding it and reading its size
+    import threading
+    import time
+
+    store = FileObjectStore(tmp_path / "ckpt")
+    stop = threading.Event()
+
+    def churn():
+        n = 0
+        while not stop.is_set():
+            keys = [f"step_{n % 3:08d}/rank_{r:05d}.pt" for r in range(20)]
+            for key in keys:
+                store.put(key, b"x")
+            store.delete(keys)
+            n += 1
+
+    thread = threading.Thread(target=churn, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 3.0
+        while time.time() < deadline:
+            for info in store.list("step_"):
+                assert info.size == 1
+    finally:
+        stop.set()
+        thread.join(timeout=10)

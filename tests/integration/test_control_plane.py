@@ -18,19 +18,6 @@ pytestmark = pytest.mark.slow
 SHORT = ["phases.0.tokens=12000"]  # about 14 steps of the local miniature
 
 
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory):
-    home = tmp_path_factory.mktemp("orch_home")
-    os.environ["ORCH_HOME"] = str(home)
-    plane = ControlPlane(home=home)
-    plane.connect(start=True)
-    yield plane
-    import ray
-
-    ray.shutdown()
-    plane.cluster.down()
-
-
 def wait_for(plane: ControlPlane, job_id: str, states: set[str], timeout: float = 300) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.control.client import ControlPlane
 from tests.conftest import ROOT, V3_SPEC
 from tests.helpers.dashboard_server import free_port
 
@@ -31,19 +30,6 @@ if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
         raise RuntimeError("Debian's chromium is missing: .ci/run installs it (apt-get install chromium)")
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory):
-    home = tmp_path_factory.mktemp("orch_home")
-    os.environ["ORCH_HOME"] = str(home)
-    plane = ControlPlane(home=home)
-    plane.connect(start=True)
-    yield plane
-    import ray
-
-    ray.shutdown()
-    plane.cluster.down()
 
 
 @pytest.fixture(scope="module")

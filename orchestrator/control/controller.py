@@ -60,15 +60,15 @@ class ControllerCore:
         # each move updated its job's row in place, so the list is current unless something was stale
         active = self.store.list_jobs(ACTIVE) if stale else [j for j in jobs if not JobState(j["state"]).is_terminal]
         self._schedule(active, nodes)
-        self._keep_spares(active)
+        self._keep_spares(active, nodes)
 
-    def _keep_spares(self, jobs: list[dict]) -> None:
+    def _keep_spares(self, jobs: list[dict], nodes: list[NodeView]) -> None:
         """Ask the provider for the hot spares the jobs are short of (providers that can provision)."""
         provision = getattr(self.provider, "provision", None)
         if provision is None or not jobs:
             return
         coming = self.provider.coming() if hasattr(self.provider, "coming") else {}
-        for pool, (kind, count) in spare_shortfall(jobs, self.provider.nodes(), coming).items():
+        for pool, (kind, count) in spare_shortfall(jobs, nodes, coming).items():
             devices = max(j["devices_per_node"] for j in jobs)
             names = provision(pool, kind, count, devices)
             self.store.add_event("node.provisioned", f"{pool}: {count} hot spare(s) requested ({', '.join(names)})",

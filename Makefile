@@ -11,7 +11,7 @@ QUIET := 2>&1 | { grep -v '^WARNING: Location' || true; }
 export DS_ACCELERATOR ?= cpu
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test test-fast bench plan clean
+.PHONY: install run test test-fast bench gpu-check plan clean
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ test-fast: install
 
 bench: install
 	$(PY) -m bench.run_all
+
+# one CUDA GPU: a V3-shaped model filling most of it, a few hundred steps; refuses (exit 2) without CUDA
+gpu-check: install
+	DS_ACCELERATOR=cuda $(PY) -m bench.gpu_check --json bench/results/gpu_check.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

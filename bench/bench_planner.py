@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench.harness import Section, median_ms, time_repeated
 from orchestrator.plan.planner import make_plan
-from orchestrator.spec import load_spec
+from orchestrator.spec.loader import load_spec
 
 COMMAND = "make bench  (bench/bench_planner.py)"
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from bench.harness import git_commit, machine_description
 
-BENCHMARKS = ["planner", "overhead", "checkpoint", "simulate", "recovery"]
+BENCHMARKS = ["planner", "overhead", "checkpoint", "simulate", "restart_budget", "recovery", "forecast", "activations",
+              "failover", "startup"]
 RESULTS = Path(__file__).parent / "RESULTS.md"
 SECTIONS = Path(__file__).parent / "results"
 

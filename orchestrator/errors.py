@@ -7,6 +7,7 @@ field path, the offending value and the fix, so a user can act on them without r
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 
 
@@ -35,10 +36,17 @@ class FieldProblem:
         return text
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 2, 4, 4, 4, 4
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 70, 70, 40
+
+
 def _short(value: object) -> str | None:
+    """At most 80 characters, built without ever rendering the whole value: a YAML alias bomb is a
+    small file whose value is billions of items, and ``repr`` of it would never finish."""
     if value is None:
         return None
-    text = repr(value)
+    text = _REPR.repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 

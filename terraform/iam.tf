@@ -1,7 +1,11 @@
-# IAM roles for service accounts: the Ray pods (orch-ray) and the controller (orch-controller) may
-# read and write the checkpoint bucket and describe EC2 instances (spot interruption details,
-# instance types); nothing else.
-data "aws_iam_policy_document" "orch" {
+# One IAM role per service account that calls AWS (IRSA), each with only what its pods call:
+# - orch-ray (Ray pods): read and write the checkpoint bucket.
+# - orch-controller (the controller Deployment): read the checkpoint bucket (resume points).
+# - kube-system/ebs-csi-controller-sa: the EBS CSI driver's managed policy.
+# - kube-system/aws-node-termination-handler: the NTH queue and instance lookups (nth.tf).
+# The dashboard's service account gets no role. The roles exist before `kubectl apply`, and
+# k8s/base service accounts carry the annotation from `terraform output service_account_roles`.
+data "aws_iam_policy_document" "checkpoints_rw" {
   statement {
     sid       = "CheckpointBucket"
     actions   = ["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"]
@@ -13,30 +17,69 @@ data "aws_iam_policy_document" "orch" {
     "s3:ListMultipartUploadParts"]
     resources = ["${aws_s3_bucket.checkpoints.arn}/*"]
   }
+}
+
+data "aws_iam_policy_document" "checkpoints_ro" {
   statement {
-    sid       = "DescribeInstances"
-    actions   = ["ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeSpotInstanceRequests"]
-    resources = ["*"]
+    sid       = "CheckpointBucket"
+    actions   = ["s3:ListBucket", "s3:GetBucketLocation"]
+    resources = [aws_s3_bucket.checkpoints.arn]
+  }
+  statement {
+    sid       = "CheckpointObjects"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.checkpoints.arn}/*"]
   }
 }
 
-resource "aws_iam_policy" "orch" {
-  name   = "${var.cluster_name}-orch"
-  policy = data.aws_iam_policy_document.orch.json
+resource "aws_iam_policy" "orch_ray" {
+  name   = "${var.cluster_name}-orch-ray"
+  policy = data.aws_iam_policy_document.checkpoints_rw.json
 }
 
-module "orch_irsa" {
+resource "aws_iam_policy" "orch_controller" {
+  name   = "${var.cluster_name}-orch-controller"
+  policy = data.aws_iam_policy_document.checkpoints_ro.json
+}
+
+module "orch_ray_irsa" {
   source  = "terraform-aws-modules/iam/aws//modules/iam-role-for-service-accounts-eks"
   version = "~> 5.44"
 
-  role_name = "${var.cluster_name}-orch"
-  role_policy_arns = {
-    orch = aws_iam_policy.orch.arn
-  }
+  role_name        = "${var.cluster_name}-orch-ray"
+  role_policy_arns = { checkpoints = aws_iam_policy.orch_ray.arn }
   oidc_providers = {
     main = {
       provider_arn               = module.eks.oidc_provider_arn
-      namespace_service_accounts = ["orch:orch-ray", "orch:orch-controller"]
+      namespace_service_accounts = ["orch:orch-ray"]
+    }
+  }
+}
+
+module "orch_controller_irsa" {
+  source  = "terraform-aws-modules/iam/aws//modules/iam-role-for-service-accounts-eks"
+  version = "~> 5.44"
+
+  role_name        = "${var.cluster_name}-orch-controller"
+  role_policy_arns = { checkpoints = aws_iam_policy.orch_controller.arn }
+  oidc_providers = {
+    main = {
+      provider_arn               = module.eks.oidc_provider_arn
+      namespace_service_accounts = ["orch:orch-controller"]
+    }
+  }
+}
+
+module "ebs_csi_irsa" {
+  source  = "terraform-aws-modules/iam/aws//modules/iam-role-for-service-accounts-eks"
+  version = "~> 5.44"
+
+  role_name             = "${var.cluster_name}-ebs-csi"
+  attach_ebs_csi_policy = true
+  oidc_providers = {
+    main = {
+      provider_arn               = module.eks.oidc_provider_arn
+      namespace_service_accounts = ["kube-system:ebs-csi-controller-sa"]
     }
   }
 }

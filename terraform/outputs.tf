@@ -18,9 +18,22 @@ output "checkpoint_uri" {
   value       = "s3://${aws_s3_bucket.checkpoints.bucket}"
 }
 
-output "orch_role_arn" {
-  description = "Annotate the orch-ray and orch-controller service accounts with eks.amazonaws.com/role-arn = this"
-  value       = module.orch_irsa.iam_role_arn
+output "service_account_roles" {
+  description = "IRSA role per service account: annotate each with eks.amazonaws.com/role-arn (docs/kubernetes.md)"
+  value = {
+    "orch-ray"        = module.orch_ray_irsa.iam_role_arn
+    "orch-controller" = module.orch_controller_irsa.iam_role_arn
+  }
+}
+
+output "orch_image_repository" {
+  description = "Push the orch image (docker/Dockerfile) here; kustomize edit set image orch=<this>:<tag>"
+  value       = aws_ecr_repository.orch.repository_url
+}
+
+output "scale_commands" {
+  description = "EKS ignores desired_size after creation: scale a GPU group with this (the group's real name from the console or aws eks list-nodegroups)"
+  value       = "aws eks update-nodegroup-config --cluster-name ${module.eks.cluster_name} --region ${var.region} --nodegroup-name <gpu-on-demand-...> --scaling-config minSize=0,maxSize=<n>,desiredSize=<n>"
 }
 
 output "gpu_pools" {

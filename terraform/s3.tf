@@ -52,3 +52,36 @@ resource "aws_s3_bucket_lifecycle_configuration" "checkpoints" {
     }
   }
 }
+
+# TLS only: any request over plain HTTP is refused, whoever makes it.
+data "aws_iam_policy_document" "checkpoints_tls_only" {
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["s3:*"]
+    resources = [aws_s3_bucket.checkpoints.arn, "${aws_s3_bucket.checkpoints.arn}/*"]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "checkpoints" {
+  bucket = aws_s3_bucket.checkpoints.id
+  policy = data.aws_iam_policy_document.checkpoints_tls_only.json
+}
+
+# The orch image (docker/Dockerfile); manifests name it `orch` and Kustomize sets this repository.
+resource "aws_ecr_repository" "orch" {
+  name                 = "${var.cluster_name}/orch"
+  image_tag_mutability = "IMMUTABLE"
+  image_scanning_configuration {
+    scan_on_push = true
+  }
+}

@@ -11,9 +11,31 @@ variable "cluster_name" {
 }
 
 variable "kubernetes_version" {
-  description = "EKS Kubernetes version"
+  description = "EKS Kubernetes version (one in standard support: 1.32 went to extended support, at extra cost)"
   type        = string
-  default     = "1.32"
+  default     = "1.34"
+}
+
+variable "api_allowed_cidrs" {
+  description = "CIDRs that may reach the public EKS API endpoint; empty: private endpoint only (VPN/bastion)"
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = !contains(var.api_allowed_cidrs, "0.0.0.0/0")
+    error_message = "api_allowed_cidrs: 0.0.0.0/0 opens the Kubernetes API to the internet; give your office/VPN CIDRs."
+  }
+}
+
+variable "gpu_capacity_reservation_id" {
+  description = "An EC2 On-Demand Capacity Reservation or Capacity Block id for the on-demand GPU group (\"\": none)"
+  type        = string
+  default     = ""
+}
+
+variable "gpu_capacity_block" {
+  description = "The reservation is an EC2 Capacity Block for ML (capacity_type CAPACITY_BLOCK)"
+  type        = bool
+  default     = false
 }
 
 variable "availability_zone" {
@@ -29,15 +51,15 @@ variable "gpu_instance_type" {
 }
 
 variable "gpu_on_demand_nodes" {
-  description = "On-demand GPU nodes (orch pool gpu-on-demand)"
+  description = "On-demand GPU nodes (orch pool gpu-on-demand; jobs/v3_pretrain.yaml needs 256)"
   type        = number
-  default     = 128
+  default     = 256
 }
 
 variable "gpu_spot_nodes" {
-  description = "Spot GPU nodes (orch pool gpu-spot)"
+  description = "Spot GPU nodes (orch pool gpu-spot; self-managed, capacity rebalancing off)"
   type        = number
-  default     = 128
+  default     = 0
 }
 
 variable "gpu_spare_nodes" {
@@ -89,13 +111,31 @@ variable "checkpoint_noncurrent_days" {
 }
 
 variable "kuberay_version" {
-  description = "KubeRay operator Helm chart version"
+  description = "KubeRay operator Helm chart version: the CRDs in orchestrator/k8s/crds are this version's (a test checks)"
   type        = string
-  default     = "1.4.2"
+  default     = "1.7.0"
 }
 
 variable "node_termination_handler_version" {
-  description = "AWS Node Termination Handler Helm chart version"
+  description = "AWS Node Termination Handler Helm chart version (0.27.6 = NTH v1.25.6)"
   type        = string
-  default     = "0.21.0"
+  default     = "0.27.6"
+}
+
+variable "nvidia_device_plugin_version" {
+  description = "NVIDIA k8s-device-plugin Helm chart version (advertises nvidia.com/gpu)"
+  type        = string
+  default     = "0.17.4"
+}
+
+variable "efa_device_plugin_version" {
+  description = "aws-efa-k8s-device-plugin Helm chart version (advertises vpc.amazonaws.com/efa)"
+  type        = string
+  default     = "v0.5.13"
+}
+
+variable "kueue_version" {
+  description = "Kueue Helm chart version (gang admission, team quotas, topology-aware placement)"
+  type        = string
+  default     = "0.14.4"
 }

@@ -31,3 +31,30 @@ def orch_home(tmp_path, monkeypatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("ORCH_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throw-away PostgreSQL server for the whole session (started on first use, ~1 s).
+
+    Where the binaries are missing the PostgreSQL variants are skipped, except in CI (``CI`` set),
+    where ``.ci/run`` installs them and a missing server is a failure."""
+    from tests.pgserver import PostgresServer
+
+    try:
+        server = PostgresServer().start()
+    except FileNotFoundError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_url(request, tmp_path) -> str:
+    """A fresh, empty state database: SQLite in a file, or a new database on the session's
+    PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return request.getfixturevalue("postgres").new_database()

@@ -14,13 +14,13 @@ import io
 import os
 import shutil
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Callable, Protocol
 from urllib.parse import urlparse
 
 from orchestrator.errors import OrchError
+from orchestrator.paths import orch_home
 
 MB = 1024 * 1024
 
@@ -48,7 +48,10 @@ class ObjectStore(Protocol):
     def open(self, key: str) -> BinaryIO: ...
     def list(self, prefix: str = "") -> list[ObjectInfo]: ...
     def delete(self, keys: list[str]) -> None: ...
-    def abort_incomplete_uploads(self, prefix: str = "", older_than_s: float = 0.0) -> int: ...
+    def abort_incomplete_uploads(self, prefix: str = "", select: "Select | None" = None) -> int: ...
+
+
+Select = Callable[[str, float], bool]  # (key being uploaded, when the upload started) -> abort it?
 
 
 def _check_key(key: str) -> str:
@@ -102,8 +105,8 @@ class FileObjectStore:
         if not start.exists():
             return []
         found = []
-        for path in start.rglob("*"):
-            if path.is_file() and not path.name.endswith(".partial"):
+        for path in _walk_files(start):  # a directory removed meanwhile by another rank is skipped
+            if not path.name.endswith(".partial"):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     try:
@@ -117,17 +120,42 @@ class FileObjectStore:
         for key in keys:
             self._path(key).unlink(missing_ok=True)
 
-    def abort_incomplete_uploads(self, prefix: str = "", older_than_s: float = 0.0) -> int:
-        """Remove partial files left by writers that died (the file analogue of multipart uploads)."""
+    def abort_incomplete_uploads(self, prefix: str = "", select: Select | None = None) -> int:
+        """Remove partial files of writers that died (the file analogue of multipart uploads) for
+        which ``select(key, modified)`` says so (all, without ``select``). A partial file renamed
+        or removed meanwhile by its writer is skipped."""
         start = self.root / prefix if prefix else self.root
-        if not start.exists():
+        base = start if start.is_dir() else start.parent
+        if not base.exists():
             return 0
         removed = 0
-        for path in (start if start.is_dir() else start.parent).rglob("*.partial"):
-            if time.time() - path.stat().st_mtime >= older_than_s:
+        for path in (p for p in _walk_files(base) if p.name.endswith(".partial")):
+            key = _partial_key(path.relative_to(self.root))
+            if key is None or not key.startswith(prefix):
+                continue
+            try:
+                modified = path.stat().st_mtime
+            except FileNotFoundError:  # its writer renamed it into place meanwhile
+                continue
+            if select is None or select(key, modified):
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+
+def _walk_files(start: Path):
+    """Files under ``start``; unlike ``rglob``, ``os.walk`` skips directories deleted while walking."""
+    for folder, _, names in os.walk(start):
+        for name in names:
+            yield Path(folder) / name
+
+
+def _partial_key(relative: Path) -> str | None:
+    """The key a partial file ``.<name>.<pid>.<thread>.partial`` is being written for."""
+    parts = relative.name.split(".")
+    if len(parts) < 5 or parts[0] != "":
+        return None
+    return (relative.parent / ".".join(parts[1:-3])).as_posix().removeprefix("./")
 
 
 class S3ObjectStore:
@@ -172,7 +200,7 @@ class S3ObjectStore:
             return fn(*args, **kwargs)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "404", "NotFound"):
+            if code in ("NoSuchKey", "NoSuchUpload", "404", "NotFound"):
                 raise ObjectNotFound(f"{self.uri}: {what}: not found") from None
             raise StorageError(f"{self.uri}: {what}: {code or exc}") from exc
         except BotoCoreError as exc:
@@ -194,7 +222,9 @@ class S3ObjectStore:
         return buffer.getvalue()
 
     def open(self, key: str) -> BinaryIO:
-        return io.BytesIO(self.get(key))
+        """A stream of the object's bytes (read as it is consumed, not downloaded whole first)."""
+        response = self._call(f"open {key}", self.client.get_object, Bucket=self.bucket, Key=self._key(key))
+        return response["Body"]
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
@@ -213,14 +243,20 @@ class S3ObjectStore:
                 self._call("delete", self.client.delete_objects, Bucket=self.bucket,
                            Delete={"Objects": batch, "Quiet": True})
 
-    def abort_incomplete_uploads(self, prefix: str = "", older_than_s: float = 0.0) -> int:
+    def abort_incomplete_uploads(self, prefix: str = "", select: Select | None = None) -> int:
+        """Abort multipart uploads under ``prefix`` that ``select(key, initiated)`` picks (all without it)."""
         full = self._key(prefix) if prefix else self.prefix
-        response = self._call("list uploads", self.client.list_multipart_uploads, Bucket=self.bucket, Prefix=full)
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        pages = self._call("list uploads", lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=full)))
         aborted = 0
-        for upload in response.get("Uploads", []):
-            if time.time() - upload["Initiated"].timestamp() >= older_than_s:
-                self._call("abort upload", self.client.abort_multipart_upload, Bucket=self.bucket,
-                           Key=upload["Key"], UploadId=upload["UploadId"])
+        for upload in (u for page in pages for u in page.get("Uploads", [])):
+            key = upload["Key"][len(self.prefix) + 1:] if self.prefix else upload["Key"]
+            if select is None or select(key, upload["Initiated"].timestamp()):
+                try:
+                    self._call("abort upload", self.client.abort_multipart_upload, Bucket=self.bucket,
+                               Key=upload["Key"], UploadId=upload["UploadId"])
+                except ObjectNotFound:  # completed or aborted meanwhile
+                    continue
                 aborted += 1
         return aborted
 
@@ -244,7 +280,5 @@ def open_object_store(uri: str, home: Path | None = None, endpoint_url: str | No
         return FileObjectStore(uri.removeprefix("file://"))
     path = Path(uri)
     if not path.is_absolute():
-        from orchestrator.state.store import orch_home
-
         path = (home or orch_home()) / path
     return FileObjectStore(path)

@@ -1,16 +1,21 @@
 """One rank's checkpointing during training: asynchronous saves, emergency saves, and resume.
 
-A save snapshots the rank's state into host memory (the step waits only for that copy, and for the
-previous save if one is still in flight), then serialises and uploads it in a background thread.
-Rank 0 commits the step (manifest) once every rank's receipt is in, then applies retention and
-collects garbage. Nothing is gathered to rank 0: each rank writes and reads only its own shard.
-Resume picks the newest committed step whose shards every rank can read and verify; a corrupt or
-missing shard is named and the previous committed step is tried.
+A save hands the rank's state to a background thread, which copies it into host memory, encodes
+it (``codec``: tensors plus JSON, nothing pickled), uploads it under this attempt's keys and, on
+rank 0, commits the step once every rank's receipt of this attempt is in, then applies retention
+and collects garbage. The training step does not wait for the copy: a pre-step hook on the
+optimizer (``guard``) holds the next parameter update until the copy is done, so the copy overlaps
+the next step's forward and backward passes, which do not change the state. Without a guard the
+copy is made before ``save_async`` returns.
+
+Nothing is gathered to rank 0: each rank writes and reads only its own shard. Resume picks the
+newest committed step whose shards every rank can read and verify; a corrupt or missing shard is
+named, the step is rejected (uncommitted) and the previous committed step is tried. A storage
+outage or a refused format stops the resume on every rank alike (a collective verdict).
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -18,12 +23,22 @@ from typing import Callable
 
 import torch
 
-from orchestrator.checkpoint.store import CheckpointError, CheckpointStore, Manifest
+from orchestrator.checkpoint.codec import CheckpointFormatError, decode, encode_parts
+from orchestrator.checkpoint.memory import MEMORY, OBJECT_STORE, ShardCopies
 from orchestrator.checkpoint.objects import StorageError
+from orchestrator.checkpoint.store import (
+    GC_MARGIN_S,
+    CheckpointError,
+    CheckpointStore,
+    CommitFailed,
+    Manifest,
+    sha256_of,
+)
 
 log = logging.getLogger(__name__)
 
-Agree = Callable[[bool], bool]  # True only if every rank passes True (an all-reduce MIN)
+ReduceMax = Callable[[list[float]], list[float]]  # element-wise MAX over every rank
+OK, DAMAGED, UNREADABLE, REFUSED = 0, 1, 2, 3  # a rank's verdict on a checkpoint, worst wins
 
 
 def to_host(obj):
@@ -31,8 +46,7 @@ def to_host(obj):
     if isinstance(obj, torch.Tensor):
         return obj.detach().to("cpu", copy=True)
     if isinstance(obj, dict):
-        return type(obj)((k, to_host(v)) for k, v in obj.items()) if not hasattr(obj, "default_factory") \
-            else {k: to_host(v) for k, v in obj.items()}
+        return {k: to_host(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [to_host(v) for v in obj]
     if isinstance(obj, tuple):
@@ -40,53 +54,118 @@ def to_host(obj):
     return obj
 
 
-def serialize(state: dict) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
 class RankCheckpointer:
     def __init__(self, store: CheckpointStore, rank: int, world_size: int, mesh: dict,
-                 keep_last: int = 3, keep_every: int = 0, commit_timeout_s: float = 300.0):
+                 keep_last: int = 3, keep_every: int = 0, commit_timeout_s: float = 300.0,
+                 attempt: int = 0, gc_margin_s: float = GC_MARGIN_S, copies: ShardCopies | None = None):
+        """``copies``: the optional in-memory tier (``checkpoint/memory.py``): each uploaded shard is
+        also kept there, and resume reads it from there first."""
         self.store, self.rank, self.world_size, self.mesh = store, rank, world_size, mesh
+        self.copies = copies
+        self.restored_from: str | None = None  # MEMORY or OBJECT_STORE, once resumed
         self.keep_last, self.keep_every = keep_last, keep_every
-        self.commit_timeout_s = commit_timeout_s
+        self.commit_timeout_s, self.attempt, self.gc_margin_s = commit_timeout_s, attempt, gc_margin_s
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._copied = threading.Event()
+        self._copied.set()
+        self.guarded = False
         self.in_flight: int | None = None
         self.last_committed: int | None = None
         self.last_duration_s: float | None = None
+        self.last_stall_s: float | None = None  # of the latest save: save_async plus guard waits
+        self.stalled_s = 0.0  # stall not yet reported (``take_stall``)
         self.last_bytes = 0
+        self.skipped: list[str] = []
 
     # ------------------------------------------------------------------ saving
 
-    def save_async(self, step: int, state: dict, tokens: float, progress: dict) -> float:
-        """Start saving ``state`` as ``step``; returns the seconds the training step was stalled."""
+    def guard(self, optimizer) -> bool:
+        """Hold every step of ``optimizer`` (the innermost torch optimizer found through
+        ``.optimizer`` attributes, e.g. under DeepSpeed's ZeRO wrapper) until a save's copy is done.
+        Returns False (and saves copy before returning) when there is no torch optimizer to hook."""
+        inner = optimizer
+        while not isinstance(inner, torch.optim.Optimizer) and hasattr(inner, "optimizer"):
+            inner = inner.optimizer
+        if not isinstance(inner, torch.optim.Optimizer):
+            return False
+        inner.register_step_pre_hook(lambda *_: self.hold_until_copied())
+        self.guarded = True
+        return True
+
+    def hold_until_copied(self) -> None:
+        if not self._copied.is_set():
+            started = time.perf_counter()
+            self._copied.wait()
+            waited = time.perf_counter() - started
+            self.stalled_s += waited
+            self.last_stall_s = (self.last_stall_s or 0.0) + waited
+
+    def save_async(self, step: int, state: dict, tokens: float, progress: dict,
+                   deadline: float | None = None) -> float:
+        """Start saving ``state`` as ``step``; returns the seconds the caller was held (the previous
+        save still in flight, and the copy when there is no guard)."""
         started = time.perf_counter()
         self.wait()
-        snapshot = to_host(state)
+        self._copied = threading.Event()
+        if not self.guarded:
+            state = to_host(state)
+            self._copied.set()
         self.in_flight = step
-        self._thread = threading.Thread(target=self._write, args=(step, snapshot, tokens, progress, time.perf_counter()),
-                                        name=f"checkpoint-{step}", daemon=True)
+        self._thread = threading.Thread(target=self._write, name=f"checkpoint-{step}", daemon=True,
+                                        args=(step, state, tokens, progress, deadline, time.perf_counter()))
         self._thread.start()
-        return time.perf_counter() - started
+        held = time.perf_counter() - started
+        self.stalled_s += held
+        self.last_stall_s = held
+        return held
 
-    def _write(self, step: int, snapshot: dict, tokens: float, progress: dict, started: float) -> None:
+    def take_stall(self) -> float:
+        """The stall since the last call (what the step just taken waited for)."""
+        stalled, self.stalled_s = self.stalled_s, 0.0
+        return stalled
+
+    def _write(self, step: int, state: dict, tokens: float, progress: dict, deadline: float | None,
+               started: float) -> None:
         try:
-            payload = serialize(snapshot)
-            self.last_bytes = len(payload)
-            self.store.put_shard(step, self.rank, payload)
+            try:
+                snapshot = state if self._copied.is_set() else to_host(state)
+            finally:
+                self._copied.set()
+            payload = encode_parts(snapshot)
+            self.last_bytes = payload.size
+            self._keep_copy(step, payload)  # first: a rank whose receipt is in has its copy kept too
+            self.store.put_shard(step, self.rank, payload, self.attempt)
             if self.rank == 0:
-                self.store.commit(step, self.world_size, self.mesh, tokens, progress, self.commit_timeout_s)
+                self.store.commit(step, self.world_size, self.mesh, tokens, progress, self.commit_timeout_s,
+                                  attempt=self.attempt, deadline=deadline)
                 self.last_committed = step
-                self.store.apply_retention(self.keep_last, self.keep_every)
-                self.store.collect_garbage(in_flight={step})
+                self._tidy()
             self.last_duration_s = time.perf_counter() - started
+        except CommitFailed as exc:
+            if deadline is None:
+                self._error = exc
+            else:  # an emergency save that missed its deadline: abandoned, the previous checkpoint stands
+                log.warning("rank 0: emergency checkpoint at step %s abandoned: %s", step, exc)
         except BaseException as exc:  # reported to the training thread by wait()
             self._error = exc
         finally:
             self.in_flight = None
+
+    def _keep_copy(self, step: int, payload) -> None:
+        """A copy into peer memory, used on resume only if this step commits (best effort: never fails
+        the save; the durable upload follows)."""
+        if self.copies is not None:  # (the tier's own failures are its to log: it never raises)
+            self.copies.keep(step, self.rank, self.attempt, payload.tobytes(), payload.sha256())
+
+    def _tidy(self) -> None:
+        """Retention and garbage collection after a commit: best effort (a failure leaves garbage
+        that the next commit's pass removes; it never fails the save that just committed)."""
+        try:
+            self.store.apply_retention(self.keep_last, self.keep_every)
+            self.store.collect_garbage(self.attempt, self.gc_margin_s)
+        except StorageError as exc:
+            log.warning("step %s committed; retention or garbage collection failed: %s", self.last_committed, exc)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the save in flight; False if it is still running after ``timeout``."""
@@ -97,49 +176,112 @@ class RankCheckpointer:
             self._thread = None
         if self._error is not None:
             error, self._error = self._error, None
+            if isinstance(error, CheckpointError):
+                raise error
+            if isinstance(error, StorageError):
+                raise error
             raise CheckpointError(f"rank {self.rank}: checkpoint failed: {error}") from error
         return True
 
+    def save_fits(self, deadline: float, agree: Callable[[list[float]], list[float]] | None = None) -> bool:
+        """Whether a save started now is expected to commit by ``deadline``: the latest, over the gang,
+        of now + the rank's last measured save (``agree``: a max all-reduce across the ranks, so every
+        rank decides the same and none starts a save the others skip). True before any measurement.
+        A preempted job asked to save first does so only when this holds; otherwise it stops at once:
+        a save that cannot commit would only hold the nodes until the deadline and then be abandoned."""
+        mine = time.time() + (self.last_duration_s or 0.0)
+        latest = agree([mine])[0] if agree is not None else mine
+        return latest <= deadline
+
     def save_sync(self, step: int, state: dict, tokens: float, progress: dict,
                   deadline: float | None = None) -> bool:
-        """Save and wait until the step is committed; False if ``deadline`` (epoch seconds) passed first."""
-        self.save_async(step, state, tokens, progress)
-        remaining = None if deadline is None else max(0.0, deadline - time.time())
-        if not self.wait(remaining):
+        """Save and wait until the step is committed. With ``deadline`` (epoch seconds; an
+        interruption notice) the save is abandoned if it cannot commit in time: False, nothing is
+        committed, the previous checkpoint stands, and the objects it left are garbage of this
+        attempt for the next attempt's collection."""
+        if deadline is None:
+            self.save_async(step, state, tokens, progress)
+            self.wait()
+            return True
+        try:
+            if not self.wait(_remaining(deadline)):
+                log.warning("rank %s: the save in flight did not finish before the deadline", self.rank)
+                return False
+            self.save_async(step, state, tokens, progress, deadline)
+            if not self.wait(_remaining(deadline)):
+                return False
+        except (CheckpointError, StorageError) as exc:
+            log.warning("rank %s: emergency checkpoint at step %s abandoned: %s", self.rank, step, exc)
             return False
-        while step not in self.store.committed():
-            if deadline is not None and time.time() > deadline:
+        return self.rank == 0 or self._committed_by(step, deadline)
+
+    def _committed_by(self, step: int, deadline: float) -> bool:
+        while True:
+            if step in self.store.committed() and self.store.manifest(step).attempt == self.attempt:
+                return True
+            if time.time() > deadline:
                 return False
             time.sleep(0.05)
-        return True
 
     # ------------------------------------------------------------------ resuming
 
-    def load_latest(self, agree: Agree) -> tuple[Manifest, dict] | None:
-        """The newest committed step for this mesh that every rank can verify, and this rank's state."""
-        candidates = [s for s in reversed(self.store.committed())]
-        for step in candidates:
+    def load_latest(self, reduce_max: ReduceMax) -> tuple[Manifest, dict] | None:
+        """The newest committed step for this mesh that every rank can verify, and this rank's state.
+        Collective: every rank walks the same steps and agrees on each."""
+        for step in reversed(self.store.committed()):
             manifest = self.store.manifest(step)
             if not _mesh_matches(manifest.mesh, self.mesh):
                 log.warning("step %s was saved for mesh %s, not %s; skipped", step, manifest.mesh, self.mesh)
                 continue
-            state, problem = None, ""
-            try:
-                state = torch.load(io.BytesIO(self.store.read_shard(manifest, self.rank)), weights_only=False)
-            except (CheckpointError, StorageError) as exc:
-                problem = str(exc)
-                log.warning("rank %s: %s; falling back to the previous checkpoint", self.rank, problem)
-            if agree(state is not None):
+            verdict, state, problem = self._read(manifest)
+            worst = int(reduce_max([float(verdict)])[0])
+            if worst == OK:
                 return manifest, state
-            if problem:
-                self.skipped.append(problem)
+            if worst == DAMAGED:
+                self.skipped.append(problem or f"step {step}: another rank found a damaged shard")
+                if self.rank == 0:
+                    self.store.reject(step, problem or "a damaged shard on another rank (named in its log)")
+                continue
+            if worst == REFUSED:
+                raise CheckpointFormatError(problem or f"step {step}: another rank refused its shard's format")
+            raise StorageError(problem or f"step {step}: another rank could not read its shard")
         return None
 
-    @property
-    def skipped(self) -> list[str]:
-        if not hasattr(self, "_skipped"):
-            self._skipped: list[str] = []
-        return self._skipped
+    def _read(self, manifest: Manifest) -> tuple[int, dict | None, str]:
+        if not manifest.loadable:
+            return REFUSED, None, (f"step {manifest.step} was written in orch checkpoint format "
+                                   f"{manifest.format_version} (pickled shards), which orch no longer loads "
+                                   "because unpickling runs code from the bucket; see docs/checkpoints.md")
+        try:
+            payload = self._from_memory(manifest)
+            self.restored_from = MEMORY
+            if payload is None:
+                payload = self.store.read_shard(manifest, self.rank)
+                self.restored_from = OBJECT_STORE
+        except CheckpointError as exc:
+            log.warning("rank %s: %s; falling back to the previous checkpoint", self.rank, exc)
+            return DAMAGED, None, str(exc)
+        except StorageError as exc:
+            return UNREADABLE, None, f"step {manifest.step}: {exc}"
+        try:
+            return OK, decode(payload, f"step {manifest.step} rank {self.rank}"), ""
+        except CheckpointFormatError as exc:
+            return REFUSED, None, str(exc)
+
+
+    def _from_memory(self, manifest: Manifest) -> bytes | None:
+        """This rank's shard from peer memory when a holder has exactly the committed bytes."""
+        record = manifest.files[self.rank] if self.rank < len(manifest.files) else None
+        if self.copies is None or record is None:
+            return None
+        payload = self.copies.fetch(manifest.step, self.rank, record.sha256)
+        if payload is None or len(payload) != record.size or sha256_of(payload) != record.sha256:
+            return None
+        return payload
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.time())
 
 
 def _mesh_matches(saved: dict, current: dict) -> bool:

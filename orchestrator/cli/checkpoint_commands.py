@@ -6,6 +6,7 @@ import argparse
 import time
 
 from orchestrator.cli.common import add_json_argument, print_json
+from orchestrator.control.client import ControlPlane
 from orchestrator.errors import OrchError
 
 
@@ -14,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="checkpoint_command", metavar="ACTION")
     actions.required = True
     a = actions.add_parser("list", help="committed checkpoints, oldest first")
-    a.add_argument("job")
+    a.add_argument("job", help="the job id")
     add_json_argument(a)
     a.set_defaults(func=cmd_list)
     a = actions.add_parser("verify", help="check every shard's size and sha256 against the manifest")
@@ -23,14 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=cmd_verify)
     a = actions.add_parser("rm", help="delete one committed checkpoint")
     a.add_argument("job")
-    a.add_argument("step", type=int)
+    a.add_argument("step", type=int, help="the checkpoint's step")
     a.set_defaults(func=cmd_rm)
 
 
 def _store(job_ref: str):
     from orchestrator.checkpoint.locate import open_job_checkpoints
-    from orchestrator.control.client import ControlPlane
-
     plane = ControlPlane()
     job = plane.store.get_job(job_ref)
     return job, open_job_checkpoints(job["spec"]["checkpoint"], job["id"], plane.home)
@@ -41,7 +40,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     manifests = [store.manifest(step) for step in store.committed()]
     if args.json:
         print_json([{"step": m.step, "tokens": m.tokens, "bytes": m.total_bytes, "files": len(m.files),
-                     "created_at": m.created_at, "mesh": m.mesh} for m in manifests])
+                     "created_at": m.created_at, "mesh": m.mesh, "attempt": m.attempt,
+                     "format_version": m.format_version} for m in manifests])
         return 0
     if not manifests:
         print(f"no committed checkpoints for {job['id']} at {store.objects.uri}")

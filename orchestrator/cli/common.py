@@ -7,7 +7,8 @@ import json
 import sys
 
 from orchestrator.plan.planner import Plan, make_plan
-from orchestrator.spec import JobSpec, load_spec
+from orchestrator.spec.loader import load_spec
+from orchestrator.spec.schema import JobSpec
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:

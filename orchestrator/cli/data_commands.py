@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="text files")
     p.add_argument("--out", required=True, help="output folder (empty)")
     p.add_argument("--shard-tokens", type=int, default=1 << 24, help="tokens per shard file")
-    p.add_argument("--dtype", choices=["uint16", "uint32"], default="uint16")
+    p.add_argument("--dtype", choices=["uint16", "uint32"], default="uint16", help="token dtype of the shards")
     p.set_defaults(func=cmd_prepare)
 
 

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import yaml
 
 from orchestrator.cli.common import add_spec_arguments, spec_from_args
+from orchestrator.control.client import ControlPlane
 from orchestrator.errors import OrchError
+from orchestrator.k8s.kueue import resource_flavors, team_queues, topology
+from orchestrator.k8s.render import K8sSettings, cluster_manifest, dns_name, job_manifests
+from orchestrator.k8s.submit import create, follow, record
+from orchestrator.k8s.validate import problems
+from orchestrator.plan.planner import make_plan
 
 
 def add_k8s_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", default="orch", help="Kubernetes namespace (default: orch)")
-    parser.add_argument("--image", default=None, help="the orch image for the Ray pods")
+    parser.add_argument("--image", default=None,
+                        help="the orch image for the Ray pods (default: $ORCH_IMAGE; built from docker/Dockerfile)")
     parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: KUBECONFIG or ~/.kube/config)")
     parser.add_argument("--context", default=None, help="kubeconfig context")
 
@@ -25,26 +33,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = actions.add_parser("render", help="the ConfigMap + RayJob (or a RayCluster) for the spec, as YAML")
     add_spec_arguments(r)
     add_k8s_arguments(r)
-    r.add_argument("--kind", choices=("rayjob", "raycluster"), default="rayjob")
+    r.add_argument("--kind", choices=("rayjob", "raycluster"), default="rayjob", help="what to render")
     r.add_argument("--name", help="object name (default: the job name)")
     r.add_argument("--no-validate", action="store_true", help="skip the schema check")
     r.set_defaults(func=cmd_render)
+    q = actions.add_parser("kueue", help="Kueue flavors, topology and a ClusterQueue + LocalQueue per team (from the "
+                                         "state store's quotas), as YAML")
+    q.add_argument("--namespace", default="orch")
+    q.add_argument("--team", action="append", default=[], metavar="NAME=DEVICES",
+                   help="a team not in the state store, with its device quota (repeatable)")
+    q.set_defaults(func=cmd_kueue)
 
 
 def settings_from_args(args: argparse.Namespace):
-    from orchestrator.k8s.render import K8sSettings
-
-    base = K8sSettings(namespace=args.namespace)
-    if args.image:
-        base = K8sSettings(**{**base.__dict__, "image": args.image})
-    return base
+    image = args.image or os.environ.get("ORCH_IMAGE") or K8sSettings.image
+    return K8sSettings(namespace=args.namespace, image=image)
 
 
 def render_objects(spec, job_id: str, args: argparse.Namespace) -> list[dict]:
-    from orchestrator.k8s.render import cluster_manifest, job_manifests
-    from orchestrator.k8s.validate import problems
-    from orchestrator.plan.planner import make_plan
-
     settings = settings_from_args(args)
     if getattr(args, "kind", "rayjob") == "raycluster":
         objects = [cluster_manifest(spec, getattr(args, "name", None) or spec.name, settings)]
@@ -78,27 +84,22 @@ def api_client(args: argparse.Namespace):
 
 
 def _in_cluster() -> bool:
-    import os
-
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
 
 def submit_k8s(args: argparse.Namespace) -> int:
     """`orch submit FILE --target k8s`: render, create, record, follow."""
-    from orchestrator.control.client import ControlPlane
-    from orchestrator.k8s.render import dns_name
-    from orchestrator.k8s.submit import create, follow
-    from orchestrator.state.store import EventRecord
-
+    if settings_from_args(args).image == K8sSettings.image:
+        raise OrchError(f"--image: no orch image given (the manifests' '{K8sSettings.image}' is a name for "
+                        "Kustomize to replace); pass --image REGISTRY/orch:TAG or set ORCH_IMAGE "
+                        "(build it from docker/Dockerfile)")
     plane = ControlPlane()
     plan, row = plane.prepare(args.file, args.profile, args.overrides)
     row["source"] = {**row["source"], "target": "k8s", "namespace": args.namespace}
     objects = render_objects(plan.spec, row["id"], args)
     api = api_client(args)
     created = create(api, objects)
-    plane.store.insert_job(row, [EventRecord("job.submitted", f"{row['id']}: submitted to Kubernetes "
-                                                              f"({', '.join(created)} in {args.namespace})",
-                                             {"objects": created, "namespace": args.namespace})])
+    record(plane.store, row, created, args.namespace)
     print(f"submitted {row['id']} to Kubernetes: {', '.join(created)} in namespace {args.namespace}")
     if args.detach:
         return 0
@@ -107,3 +108,18 @@ def submit_k8s(args: argparse.Namespace) -> int:
                    poll_s=float(getattr(args, "poll", 5.0)))
     print(f"{row['id']}: {final.value}")
     return 0 if final.value == "succeeded" else 1
+
+
+def cmd_kueue(args: argparse.Namespace) -> int:
+    quotas = dict(ControlPlane().store.team_quotas())
+    for item in args.team:
+        name, _, devices = item.partition("=")
+        if not name or not devices.isdigit():
+            raise OrchError(f"--team {item!r}: give NAME=DEVICES, e.g. --team pretrain=2048")
+        quotas[name] = int(devices)
+    if not quotas:
+        raise OrchError("no team has a device quota: set one (orch budget TEAM --quota-devices N) or give "
+                        "--team NAME=DEVICES")
+    yaml.safe_dump_all(resource_flavors() + [topology()] + team_queues(quotas, args.namespace), sys.stdout,
+                       sort_keys=False)
+    return 0

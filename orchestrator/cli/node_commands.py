@@ -33,11 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, helptext in (("cordon", "keep new gangs off the node"), ("uncordon", "allow the node again"),
                            ("drain", "cordon, then checkpoint and move the jobs on it elsewhere")):
         a = actions.add_parser(name, help=helptext)
-        a.add_argument("node")
-        a.add_argument("--reason", default="operator request")
+        a.add_argument("node", help="the node's name (orch nodes lists them)")
+        a.add_argument("--reason", default="operator request", help="recorded in the event log")
         a.set_defaults(func=cmd_cordon, action=name)
     a = actions.add_parser("preempt", help="drill: take the node away like a spot reclaim (embedded cluster)")
-    a.add_argument("node")
+    a.add_argument("node", help="the node's name (orch nodes lists them)")
     a.add_argument("--notice", type=float, default=0.0, help="seconds of warning before the node goes")
     a.add_argument("--replace", action="store_true", help="start a replacement raylet with the same labels")
     a.set_defaults(func=cmd_preempt)

@@ -5,8 +5,15 @@ slots, resource ``orch_device``) and node labels (``orch-node``, ``orch-pool``, 
 Killing a raylet is a real node loss; starting one with the same labels is a real replacement.
 Token authentication is on (the token lives in ORCH_HOME, mode 0600). Ray advertises the machine's
 own interface address even when given 127.0.0.1 (``ray._private.services.resolve_ip_for_localhost``),
-so the raylets talk over that address; no traffic leaves the machine. ``cluster.json`` under ORCH_HOME records the address and the nodes, so every command
-reuses the running cluster.
+so the raylets talk over that address; no traffic leaves the machine. ``cluster.json`` under ORCH_HOME
+records the address and the nodes, so every command reuses the running cluster.
+
+Processes are owned by session, never matched by command line (Ray's agents rename themselves to
+``ray::DashboardAgent`` and the like, and an unrelated ``ssh -L ...:PORT`` matches a port): each
+``ray start`` runs as the leader of a new Unix session, which every daemon, agent and worker it starts
+inherits. ``cluster.json`` records each session's id and start time; stopping a node or the cluster
+kills exactly the processes of its sessions that started after it (a recycled id cannot match).
+Ray's temporary folder lives under ORCH_HOME (``ray/``) and is removed by ``down``.
 """
 
 from __future__ import annotations
@@ -14,16 +21,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
 
 from orchestrator.cluster.auth import cluster_token_path, token_path
+from orchestrator.cluster.redis_store import RedisServer
 from orchestrator.errors import OrchError
+from orchestrator.private import private_dir
 
 # Ray starts worker processes at nice 15 so that its own daemons win any contention. On a training
 # node the workers are the workload: run them at normal priority (measured in bench/RESULTS.md).
@@ -35,6 +46,15 @@ HOST = "127.0.0.1"
 NAMESPACE = "orch"
 DEFAULT_LAYOUT = "local-on-demand:on-demand:1,local-spot:spot:1,local-spare:spare:1"
 OBJECT_STORE_BYTES = 150_000_000
+# Ray puts its Unix sockets at <temp>/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store (about
+# 70 characters after <temp>); a socket path may hold 107. A longer ORCH_HOME gets a short folder in
+# the system temp directory instead, removed by 'down' like the one under ORCH_HOME.
+MAX_TEMP_DIR_CHARS = 36
+
+
+# `ray start`'s words when its raylet did not register within Ray's hard-coded 30 s (ray/_private/node.py)
+RAYLET_TIMEOUT = "The current node timed out during startup"
+LATE_REGISTRATION_S = 90.0  # how much longer orch waits for such a raylet before giving up
 
 
 class ClusterError(OrchError):
@@ -55,12 +75,25 @@ class VirtualNode:
 
 
 @dataclass
+class Session:
+    """One ``ray start``: the Unix session it leads, when it started, and which node it is (or 'head')."""
+
+    sid: int
+    started: float
+    node: str
+
+
+@dataclass
 class ClusterInfo:
     address: str
     dashboard_port: int
     temp_dir: str
     token_path: str
     nodes: list[VirtualNode] = field(default_factory=list)
+    sessions: list[Session] = field(default_factory=list)
+    redis_port: int | None = None  # `orch up --ha`: the GCS's external storage (GCS fault tolerance)
+    storage_namespace: str | None = None  # RAY_external_storage_namespace: this cluster's keys in Redis
+    retired_upto: int = 0  # the highest node number retired: new nodes are numbered after it
 
     @property
     def gcs_port(self) -> int:
@@ -114,10 +147,11 @@ class EmbeddedCluster:
             return None
         data = json.loads(self.info_path.read_text())
         data["nodes"] = [VirtualNode(**n) for n in data["nodes"]]
+        data["sessions"] = [Session(**s) for s in data.get("sessions", [])]
         return ClusterInfo(**data)
 
     def save(self, info: ClusterInfo) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
         _write_atomic(self.info_path, json.dumps(asdict(info), indent=2))
 
     def running(self) -> ClusterInfo | None:
@@ -138,24 +172,38 @@ class EmbeddedCluster:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def up(self, layout: str = DEFAULT_LAYOUT, devices_per_node: int = 2) -> ClusterInfo:
-        """Start the cluster unless it runs; return its description."""
+    def up(self, layout: str = DEFAULT_LAYOUT, devices_per_node: int = 2, ha: bool = False) -> ClusterInfo:
+        """Start the cluster unless it runs; return its description. ``ha``: back the GCS with a
+        real Redis (Ray's GCS fault tolerance), so the GCS or the whole head can be restarted
+        while the worker raylets, their workers and actors carry on."""
         info = self.running()
         if info is not None:
             return info
         self._cleanup_stale()
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
         token = cluster_token_path(self.home)
-        digest = hashlib.sha1(str(self.home.resolve()).encode()).hexdigest()[:10]
         info = ClusterInfo(address=f"{HOST}:{_free_port()}", dashboard_port=_free_port(),
-                           temp_dir=f"/tmp/orch-ray-{digest}", token_path=str(token))
+                           temp_dir=str(self.temp_dir()), token_path=str(token))
         for i, (pool, kind, devices) in enumerate(parse_layout(layout, devices_per_node), start=1):
             info.nodes.append(VirtualNode(f"node-{i}", pool, kind, devices, _free_port(), _free_port()))
+        if ha:
+            digest = hashlib.sha1(str(self.home.resolve()).encode()).hexdigest()[:10]
+            info.redis_port, info.storage_namespace = _free_port(), f"orch-{digest}"
         self.save(info)  # first, so 'orch down' can clean up a half-started cluster
+        if ha:
+            RedisServer(self.home).start(info.redis_port)
         self._ray_start(info, head=True)
         for node in info.nodes:  # one at a time: each 'ray start' waits for its node by IP, all share 127.0.0.1
             self._ray_start(info, node=node)
         return info
+
+    def temp_dir(self) -> Path:
+        """Ray's temporary folder: ``ORCH_HOME/ray`` when its socket paths fit, else a short private one."""
+        inside = self.home.resolve() / "ray"
+        if len(str(inside)) <= MAX_TEMP_DIR_CHARS:
+            return inside
+        digest = hashlib.sha1(str(self.home.resolve()).encode()).hexdigest()[:10]
+        return Path("/tmp") / f"orch-ray-{digest}"
 
     def _ray_binary(self) -> str:
         return str(Path(sys.executable).with_name("ray"))
@@ -167,15 +215,73 @@ class EmbeddedCluster:
                     "--labels", "orch-node=head,orch-pool=control,orch-pool-kind=control",
                     "--temp-dir", info.temp_dir, "--include-dashboard", "true", "--dashboard-host", HOST,
                     "--dashboard-port", str(info.dashboard_port), "--object-store-memory", str(OBJECT_STORE_BYTES)]
+            args += self._gcs_storage_args(info)
         else:
             args = ["--address", info.address, "--num-cpus", str(node.devices),
                     "--resources", json.dumps({"orch_device": node.devices}), "--labels", node.labels(),
                     "--node-manager-port", str(node.node_manager_port),
                     "--object-manager-port", str(node.object_manager_port),
                     "--object-store-memory", str(OBJECT_STORE_BYTES)]
-        proc = subprocess.Popen([self._ray_binary(), "start", *args, *common], env={**os.environ, **self.env(info)},
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self._finish(proc, "head raylet" if head else f"worker raylet {node.name}")
+        private_dir(Path(info.temp_dir))
+        started = time.time()
+        # a new session: every process this 'ray start' leaves behind carries its id (see the module doc)
+        env = {**os.environ, **self.env(info), **(self._gcs_storage_env(info) if head else {})}
+        proc = subprocess.Popen([self._ray_binary(), "start", *args, *common], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        info.sessions.append(Session(proc.pid, started, "head" if head else node.name))
+        self.save(info)  # before waiting: a half-started node is still stopped by 'down'
+        try:
+            self._finish(proc, "head raylet" if head else f"worker raylet {node.name}")
+        except ClusterError as exc:
+            if head or RAYLET_TIMEOUT not in str(exc) or not self._registers_late(info, node, env):
+                raise
+
+    def _registers_late(self, info: ClusterInfo, node: VirtualNode, env: dict[str, str],
+                        wait_s: float = LATE_REGISTRATION_S) -> bool:
+        """After `ray start` gave up on a worker raylet (it waits a hard-coded 30 s for the raylet to
+        register: ``raylet_start_wait_time_s`` in ray/_private/node.py), whether that raylet, which
+        `ray start` leaves running, registers with the GCS within ``wait_s`` more. On 2 busy cores
+        a raylet can take longer than 30 s; Ray's own wait (``get_node_with_retry``, in a process with
+        the cluster's auth environment) decides. Any doubt: False (the original error stands)."""
+        try:
+            flag = f"--node_manager_port={node.node_manager_port}"
+            ids = [arg.split("=", 1)[1] for p in psutil.process_iter(["cmdline"])
+                   if flag in (p.info["cmdline"] or []) for arg in p.info["cmdline"] if arg.startswith("--node_id=")]
+            if len(ids) != 1:
+                return False
+            check = ("import sys; from ray._private.services import get_node_with_retry; "
+                     "get_node_with_retry(sys.argv[1], sys.argv[2], timeout_s=float(sys.argv[3]))")
+            done = subprocess.run([sys.executable, "-c", check, info.address, ids[0], str(wait_s)], env=env,
+                                  capture_output=True, timeout=wait_s + 60)
+            return done.returncode == 0
+        except (OSError, subprocess.SubprocessError, psutil.Error):
+            return False
+
+    def _gcs_storage_env(self, info: ClusterInfo) -> dict[str, str]:
+        """Ray's documented GCS fault tolerance for `ray start`: RAY_REDIS_ADDRESS, and (as KubeRay sets
+        it per RayCluster) RAY_external_storage_namespace."""
+        if not info.redis_port:
+            return {}
+        return {"RAY_REDIS_ADDRESS": f"{HOST}:{info.redis_port}",
+                "RAY_external_storage_namespace": info.storage_namespace or "orch"}
+
+    def _gcs_storage_args(self, info: ClusterInfo) -> list[str]:
+        if not info.redis_port:
+            return []
+        return ["--redis-password", RedisServer(self.home).password(), "--redis-username", "default"]
+
+    def start_head(self) -> None:
+        """(Re)start the head (GCS, head raylet, dashboard) at the same address: after a head loss on
+        a cluster with GCS fault tolerance, the worker raylets rejoin it and Ray restores the detached
+        actors (the controller) from Redis."""
+        info = self.load()
+        if info is None:
+            raise ClusterError("no embedded cluster is recorded; start one with 'orch up --ha'")
+        # `ray start --head` refuses to start where its last head's address file names an address that a
+        # local raylet still points at (the surviving worker raylets do); forget it, as `ray stop` does
+        # (ray._common.utils.reset_ray_address)
+        (Path(info.temp_dir) / "ray_current_cluster").unlink(missing_ok=True)
+        self._ray_start(info, head=True)
 
     @staticmethod
     def _finish(proc: subprocess.Popen, what: str) -> None:
@@ -187,38 +293,52 @@ class EmbeddedCluster:
     def start_node(self, name: str) -> None:
         """(Re)start a virtual node's raylet with its labels: a replacement after a loss."""
         info = self._require()
-        self._ray_start(info, node=info.node(name))
+        self._ray_start(info, node=info.node(name))  # records and saves the new session
 
     def add_node(self, pool: str, kind: str, devices: int) -> VirtualNode:
         info = self._require()
-        node = VirtualNode(f"node-{len(info.nodes) + 1}", pool, kind, devices, _free_port(), _free_port())
+        # after the highest number ever used: a retired node's name is never given to a new one
+        used = [int(n.name.rsplit("-", 1)[1]) for n in info.nodes if n.name.rsplit("-", 1)[-1].isdigit()]
+        number = max([*used, info.retired_upto, 0]) + 1
+        node = VirtualNode(f"node-{number}", pool, kind, devices, _free_port(), _free_port())
         info.nodes.append(node)
         self._ray_start(info, node=node)
-        self.save(info)
         return node
+
+    def remove_node(self, name: str, wait_s: float = 10.0) -> int:
+        """Forget a retired node: its raylet was drained and is shutting down; whatever of its sessions
+        is left after ``wait_s`` (Ray's agents ignore SIGTERM) is killed. How many processes were left."""
+        info = self._require()
+        node = info.node(name)
+        sessions = [s for s in info.sessions if s.node == node.name]
+        deadline = time.time() + wait_s
+        while self.processes(info, sessions) and time.time() < deadline:
+            time.sleep(0.2)
+        left = _kill(self.processes(info, sessions))
+        info.nodes = [n for n in info.nodes if n.name != name]
+        info.sessions = [s for s in info.sessions if s.node != name]
+        number = name.rsplit("-", 1)[-1]
+        info.retired_upto = max(info.retired_upto, int(number) if number.isdigit() else 0)
+        self.save(info)
+        return left
 
     def kill_node(self, name: str) -> int:
         """Kill a virtual node's raylet and its workers at once (SIGKILL): an abrupt node loss."""
         info = self._require()
         node = info.node(name)
-        victims = [p for p in self._processes(info) if f"--node_manager_port={node.node_manager_port}" in p[1]]
-        killed = 0
-        for proc, _ in victims:
-            for child in proc.children(recursive=True) + [proc]:
-                try:
-                    child.kill()
-                    killed += 1
-                except psutil.NoSuchProcess:
-                    pass
+        victims = self.processes(info, [s for s in info.sessions if s.node == node.name])
         if not victims:
             raise ClusterError(f"node {name} has no running raylet")
-        return killed
+        return _kill(victims)
 
     def down(self) -> int:
         info = self.load()
         if info is None:
             return 0
-        stopped = self._kill_all(info)
+        stopped = _kill(self.processes(info))
+        if info.redis_port:
+            stopped += int(RedisServer(self.home).stop())
+        self._remove_temp(info)
         self.info_path.unlink(missing_ok=True)
         return stopped
 
@@ -228,29 +348,39 @@ class EmbeddedCluster:
             raise ClusterError("the embedded cluster is not running; start it with 'orch up'")
         return info
 
-    def _processes(self, info: ClusterInfo) -> list[tuple[psutil.Process, str]]:
+    @staticmethod
+    def processes(info: ClusterInfo, sessions: list[Session] | None = None) -> list[psutil.Process]:
+        """The live processes of these sessions (default: the whole cluster's) that started after them."""
+        wanted = {s.sid: s.started for s in (info.sessions if sessions is None else sessions)}
         found = []
-        for proc in psutil.process_iter(["cmdline"]):
+        for proc in psutil.process_iter(["create_time"]):
             try:
-                cmd = " ".join(proc.info["cmdline"] or [])
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                sid = os.getsid(proc.pid)
+            except (ProcessLookupError, PermissionError):
                 continue
-            if info.temp_dir in cmd or f":{info.gcs_port}" in cmd:
-                found.append((proc, cmd))
+            # a second of slack: create_time is rounded to clock ticks
+            if sid in wanted and (proc.info["create_time"] or 0.0) >= wanted[sid] - 1.0 and proc.pid != os.getpid():
+                found.append(proc)
         return found
 
-    def _kill_all(self, info: ClusterInfo) -> int:
-        procs = [p for p, _ in self._processes(info) if p.pid != os.getpid()]
-        for proc in procs:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(procs, timeout=10)
-        return len(procs)
+    def _remove_temp(self, info: ClusterInfo) -> None:
+        """Ray's temporary folder, if it is one orch made (under ORCH_HOME or its own /tmp/orch-ray-*)."""
+        temp = Path(info.temp_dir)
+        if temp == self.home.resolve() / "ray" or temp.name.startswith("orch-ray-"):
+            shutil.rmtree(temp, ignore_errors=True)
 
     def _cleanup_stale(self) -> None:
         info = self.load()
         if info is not None:
-            self._kill_all(info)
-            self.info_path.unlink(missing_ok=True)
+            self.down()
+
+
+def _kill(procs: list[psutil.Process]) -> int:
+    """SIGKILL each (Ray's agents ignore SIGTERM) and wait until they are gone; how many there were."""
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+    return len(procs)

@@ -5,20 +5,25 @@ Conventions shared with the manifests in ``k8s/``: GPU nodes carry ``orch.dev/po
 ``orch.dev/pool-kind`` labels (and ``orch.dev/rack`` for topology); each Ray worker pod takes a whole
 node and labels its raylet ``orch-node=<node name>``, so the node names here are the ones the
 scheduler and the ledger use. Interruption signals (the AWS Node Termination Handler's taints and
-events, GKE's termination taint, ``NotReady``) come from ``notice_windows.yaml``, not from code.
+events, ``NotReady``) come from ``notice_windows.yaml``, not from code. A node's topology is EKS's
+network topology labels (``topology.k8s.aws/network-node-layer-1..3``, set on p5 and other
+instance types that support them), the same labels Kueue's topology-aware placement uses.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from orchestrator.cluster.notices import ProviderNotices, handle_notice
-from orchestrator.control.scheduler import NodeView
+from orchestrator.cluster.notices import ProviderNotices
+from orchestrator.cluster.provider import Draining, NodeView, Notices, Provisioning, Retiring
 from orchestrator.errors import OrchError
 from orchestrator.state.store import StateStore
 
-POOL_LABEL, KIND_LABEL, RACK_LABEL = "orch.dev/pool", "orch.dev/pool-kind", "orch.dev/rack"
+POOL_LABEL, KIND_LABEL = "orch.dev/pool", "orch.dev/pool-kind"
+NETWORK_LAYERS = ("topology.k8s.aws/network-node-layer-1", "topology.k8s.aws/network-node-layer-2",
+                  "topology.k8s.aws/network-node-layer-3")
 GPU_RESOURCE = "nvidia.com/gpu"
 RAY_GROUP, RAY_VERSION, RAY_PLURAL = "ray.io", "v1", "rayclusters"
 
@@ -33,8 +38,6 @@ def explain(exc: Exception, doing: str) -> KubernetesError:
 
     if not isinstance(exc, ApiException):
         return KubernetesError(f"{doing}: {exc}")
-    import json
-
     try:
         message = json.loads(exc.body or "{}").get("message") or exc.reason
     except ValueError:
@@ -77,7 +80,12 @@ def node_view(node: Any, cordons: dict[str, str]) -> NodeView | None:
                 for c in _get(node, "status", "conditions", default=[]) or [])
     cordoned = bool(_get(node, "spec", "unschedulable", default=False)) or name in cordons
     return NodeView(name=name, pool=pool, pool_kind=labels.get(KIND_LABEL, "on-demand"), devices=devices,
-                    alive=ready, cordoned=cordoned, topology=labels.get(RACK_LABEL, ""))
+                    alive=ready, cordoned=cordoned, topology=topology_of(labels))
+
+
+def topology_of(labels: dict[str, str]) -> str:
+    """The node's place in the network: its EKS network-node layers, spine to leaf ('' if unknown)."""
+    return "/".join(labels[k] for k in NETWORK_LAYERS if labels.get(k))
 
 
 @dataclass(frozen=True)
@@ -107,15 +115,22 @@ def signal_from_event(event: Any, notices: ProviderNotices) -> NodeSignal | None
     return None
 
 
-class KubernetesNodeProvider:
-    """Nodes of the cluster orch may use, and the operations on them."""
+class KubernetesNodeProvider(Provisioning, Retiring, Draining, Notices):
+    """Nodes of the cluster orch may use, and the operations on them (hot spares by scaling a worker
+    group up, and back down by naming the pod to go; cordon and drain). Notices come from
+    ``watch_signals``; ``control/notices.py`` acts on them."""
 
-    def __init__(self, api_client, store: StateStore, namespace: str = "orch", ray_cluster: str = "orch"):
+    def __init__(self, api_client, store: StateStore, namespace: str = "orch", ray_cluster: str = "orch",
+                 notices: ProviderNotices | None = None):
         from kubernetes import client
 
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.store, self.namespace, self.ray_cluster = store, namespace, ray_cluster
+        self.notices = notices  # the cloud's window (notice_windows.yaml), when known
+
+    def notice_seconds(self, node: str) -> float:
+        return float(self.notices.notice_seconds) if self.notices is not None else 0.0
 
     def nodes(self) -> list[NodeView]:
         try:
@@ -125,22 +140,29 @@ class KubernetesNodeProvider:
         cordons = self.store.cordoned_nodes()
         return [v for v in (node_view(n, cordons) for n in listed.items) if v is not None]
 
-    def cordon(self, node: str, reason: str, actor: str, cordoned: bool = True) -> None:
-        """Mark the Kubernetes node (un)schedulable and record orch's cordon with its reason."""
+    def cordon(self, node: str, reason: str, actor: str, cordoned: bool = True, record: bool = True) -> None:
+        """Mark the Kubernetes node (un)schedulable and record orch's cordon with its reason (unless
+        ``record`` is false: the notice path has recorded its own, which the controller reads)."""
         try:
             self.core.patch_node(node, {"spec": {"unschedulable": cordoned}})
         except Exception as exc:
             raise explain(exc, f"{'cordoning' if cordoned else 'uncordoning'} node {node}") from None
-        self.store.set_cordon(node, cordoned, reason, actor)
+        if record:
+            self.store.set_cordon(node, cordoned, reason, actor)
 
     def drain(self, node: str, reason: str, actor: str, grace_seconds: int = 120) -> list[str]:
         """Cordon, then evict the node's Ray pods with their grace period (PodDisruptionBudgets apply)."""
+        self.cordon(node, f"drain: {reason}", actor)
+        return [f"{self.namespace}/{name}" for name, _ in self.evict_ray_pods(node, actor, grace_seconds)]
+
+    def evict_ray_pods(self, node: str, actor: str, grace_seconds: int = 120) -> list[tuple[str, str]]:
+        """Evict the Ray pods of orch's namespace on ``node``: (pod, worker group) of each. Only this
+        namespace: the controller's Role is namespaced, and other namespaces' pods are not orch's."""
         from kubernetes import client
 
-        self.cordon(node, f"drain: {reason}", actor)
         try:
-            pods = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}",
-                                                         label_selector="ray.io/is-ray-node=yes").items
+            pods = self.core.list_namespaced_pod(self.namespace, field_selector=f"spec.nodeName={node}",
+                                                 label_selector="ray.io/is-ray-node=yes").items
         except Exception as exc:
             raise explain(exc, f"listing the pods on {node}") from None
         evicted = []
@@ -152,9 +174,9 @@ class KubernetesNodeProvider:
                 self.core.create_namespaced_pod_eviction(name, namespace, body)
             except Exception as exc:
                 raise explain(exc, f"evicting pod {namespace}/{name} from {node}") from None
-            evicted.append(f"{namespace}/{name}")
-        self.store.add_event("node.drain", f"{node}: evicted {len(evicted)} Ray pod(s)", data={"pods": evicted},
-                             actor=actor)
+            evicted.append((name, (pod.metadata.labels or {}).get("ray.io/group", "")))
+        self.store.add_event("node.drain", f"{node}: evicted {len(evicted)} Ray pod(s)",
+                             data={"pods": [name for name, _ in evicted]}, actor=actor)
         return evicted
 
     def _worker_groups(self) -> list[dict]:
@@ -172,7 +194,8 @@ class KubernetesNodeProvider:
             raise KubernetesError(f"{doing}: RayCluster {self.ray_cluster} has no worker group '{group}' "
                                   f"(groups: {', '.join(g.get('groupName', '?') for g in groups)})")
         patch = [{"op": "add" if field not in groups[index] else "replace",
-                  "path": f"/spec/workerGroupSpecs/{index}/{field}", "value": value} for field, value in changes.items()]
+                  "path": f"/spec/workerGroupSpecs/{index}/{field}", "value": value}
+                 for field, value in changes.items()]
         try:
             self.custom.patch_namespaced_custom_object(RAY_GROUP, RAY_VERSION, self.namespace, RAY_PLURAL,
                                                        self.ray_cluster, patch,
@@ -187,6 +210,33 @@ class KubernetesNodeProvider:
                           f"replacing worker {pod} of group {group}")
         self.store.add_event("node.replace", f"{pod}: replacement requested in worker group {group}",
                              data={"group": group, "pod": pod}, actor=actor)
+
+    def retire(self, node: str, reason: str) -> bool:
+        """Scale the worker group of ``node``'s Ray pod down by that very pod, as the Ray autoscaler
+        does (``replicas`` one less and ``scaleStrategy.workersToDelete: [pod]`` in one patch): KubeRay
+        deletes the named pods whatever ``replicas`` says, and would otherwise pick pods at random to
+        meet a smaller count (or none at all with in-tree autoscaling on)."""
+        pods = self._ray_pods_on(node)
+        if not pods:
+            return True  # no Ray pod there: nothing of orch's to remove
+        for pod, group in pods:
+            groups = self._worker_groups()
+            replicas = next((g.get("replicas", 0) for g in groups if g.get("groupName") == group), None)
+            if replicas is None:
+                raise KubernetesError(f"retiring node {node}: RayCluster {self.ray_cluster} has no worker group "
+                                      f"'{group}' for pod {pod}")
+            self._patch_group(group, {"replicas": max(0, replicas - 1), "scaleStrategy": {"workersToDelete": [pod]}},
+                              f"retiring worker {pod} of group {group} ({reason})")
+        return True
+
+    def _ray_pods_on(self, node: str) -> list[tuple[str, str]]:
+        """(pod, worker group) of orch's Ray worker pods on ``node``."""
+        try:
+            pods = self.core.list_namespaced_pod(self.namespace, field_selector=f"spec.nodeName={node}",
+                                                 label_selector="ray.io/node-type=worker").items
+        except Exception as exc:
+            raise explain(exc, f"listing the Ray pods on {node}") from None
+        return [(p.metadata.name, (p.metadata.labels or {}).get("ray.io/group", "")) for p in pods]
 
     def scale_group(self, group: str, replicas: int, actor: str) -> None:
         """Keep ``replicas`` pods in a worker group (hot spares: the spare group's size)."""
@@ -216,45 +266,3 @@ class KubernetesNodeProvider:
             raise KubernetesError(f"no worker group '{pool}' in RayCluster {self.ray_cluster} for the hot spares")
         self.scale_group(pool, replicas + count, "orch")
         return [f"{pool} +{count}"]
-
-
-class InterruptionResponder:
-    """What orch does with a node signal: a notice cordons and checkpoints (once per node), a
-    rebalance recommendation only cordons, ``NotReady`` is recorded (the runner's loss drives the
-    restart)."""
-
-    def __init__(self, store: StateStore, notices: ProviderNotices, ask_runner: Callable[[dict, str, float], None],
-                 actor: str = "kubernetes"):
-        self.store, self.notices, self.ask_runner, self.actor = store, notices, ask_runner, actor
-        self.handled: set[tuple[str, str]] = set()
-
-    def __call__(self, signal: NodeSignal) -> list[str]:
-        key = (signal.node, signal.kind)
-        if key in self.handled:
-            return []
-        self.handled.add(key)
-        if signal.kind == "interruption":
-            deadline = self.store.clock.now() + self.notices.notice_seconds
-            return handle_notice(self.store, signal.node, deadline, f"{self.notices.provider} {signal.source}",
-                                 self.actor, self.ask_runner)
-        if signal.kind in ("rebalance", "maintenance"):
-            self.store.set_cordon(signal.node, True, f"{signal.kind}: {signal.source}", self.actor)
-            return [f"{signal.node}: cordoned ({signal.source})"]
-        self.store.add_event("node.lost", f"{signal.node}: {signal.source}", data={"node": signal.node},
-                             actor=self.actor)
-        return [f"{signal.node}: not ready"]
-
-
-def watch_signals(api_client, notices: ProviderNotices, timeout_seconds: int = 60) -> Iterator[NodeSignal]:
-    """Node and event watches merged into signals (one pass of each, ``timeout_seconds`` long)."""
-    from kubernetes import client, watch
-
-    core = client.CoreV1Api(api_client)
-    for change in watch.Watch().stream(core.list_node, label_selector=POOL_LABEL, timeout_seconds=timeout_seconds):
-        if change["type"] in ("ADDED", "MODIFIED"):
-            yield from signals_from_node(change["object"], notices)
-    for change in watch.Watch().stream(core.list_event_for_all_namespaces, field_selector="involvedObject.kind=Node",
-                                       timeout_seconds=timeout_seconds):
-        signal = signal_from_event(change["object"], notices)
-        if signal is not None:
-            yield signal

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 from orchestrator.cluster.embedded import NAMESPACE, EmbeddedCluster
+from orchestrator.cluster.placement import JobView, capacity_problem
 from orchestrator.cluster.provider import RayNodeProvider
-from orchestrator.control.controller import job_view
+from orchestrator.control.controller import allowed_pools
 from orchestrator.control.job_ops import cancel_job
 from orchestrator.control.rows import job_row
-from orchestrator.control.scheduler import capacity_problem
 from orchestrator.errors import FieldProblem, OrchError, PlanError
+from orchestrator.paths import orch_home
 from orchestrator.plan.planner import Plan, make_plan
-from orchestrator.spec import load_spec
-from orchestrator.state.store import EventRecord, StateStore, orch_home
+from orchestrator.spec.loader import load_spec
+from orchestrator.state.store import EventRecord, StateStore
+from orchestrator.train.support import check_runnable
 
 
 class NotConnected(OrchError):
@@ -73,12 +76,19 @@ class ControlPlane:
         source = {"file": str(file), "profile": profile, "overrides": list(overrides)}
         return plan, job_row(self.store.new_job_id(spec.name), plan, source)
 
-    def submit(self, file: str, profile: str | None = None, overrides: list[str] | None = None) -> dict:
-        """Validate, plan, check the gang can ever fit, then enqueue. Nothing is written on error."""
+    def submit(self, file: str, profile: str | None = None, overrides: list[str] | None = None,
+               announce: Callable[[str], None] | None = None) -> dict:
+        """Validate, plan, check the runtime can run it and the gang can ever fit, then enqueue. Nothing
+        is written on error. ``announce(text)`` hears about a cluster start-up before it begins."""
         plan, row = self.prepare(file, profile, overrides or [])
+        check_runnable(plan.spec)  # planned but not executed (fp8, TP, DualPipe): refused before a cluster starts
+        if announce is not None:
+            announce(self._connect_note())
         self.connect(start=True)
         nodes = RayNodeProvider(self.store).nodes()
-        problem = capacity_problem(job_view({**row, "submitted_at": 0.0, "assignment": None}), nodes)
+        gang = JobView(row["id"], row["team"], row["priority"], 0.0, plan.mesh.nodes, plan.mesh.devices_per_node,
+                       allowed_pools(plan.spec))
+        problem = capacity_problem(gang, nodes)
         if problem:
             raise PlanError([FieldProblem(
                 "resources", f"{problem}: the plan needs {plan.mesh.world_size} devices "
@@ -88,6 +98,13 @@ class ControlPlane:
                                                                  f"devices, {plan.total_steps} steps)",
                                                 {"file": str(file), "profile": profile}, actor=_user())])
         return self.store.get_job(row["id"])
+
+    def _connect_note(self) -> str:
+        if self.address is not None:
+            return f"cluster: connecting to {self.address}"
+        if self.cluster.running() is not None:
+            return "cluster: the embedded cluster is up; connecting"
+        return f"cluster: starting the embedded Ray cluster and controller (ORCH_HOME {self.home})"
 
     def cancel(self, job_id: str) -> dict:
         return cancel_job(self.store, job_id, _user())

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator.control.states import JobState
 from orchestrator.errors import OrchError
+from orchestrator.lifecycle import JobState
 from orchestrator.state.store import StateStore
 
 
@@ -12,6 +12,5 @@ def cancel_job(store: StateStore, job_id: str, actor: str) -> dict:
     job = store.get_job(job_id)
     if JobState(job["state"]).is_terminal:
         raise OrchError(f"job {job['id']} already {job['state']}")
-    store.update_job(job["id"], cancel_requested=True, cancel_requested_at=store.clock.now())
-    store.add_event("job.cancel_requested", f"{job['id']}: cancel requested", job["id"], actor=actor)
+    store.request_cancel(job["id"], actor)
     return store.get_job(job["id"])

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from orchestrator.lifecycle import Directive
+from orchestrator.paths import runner_name
+from orchestrator.state.records import JobRecord, RunnerStatus
+
 
 class Launcher(Protocol):
-    def start(self, job: dict, attempt: int) -> None:
-        """Start attempt ``attempt`` of ``job`` on ``job['assignment']`` (returns at once)."""
+    def start(self, job: JobRecord, attempt: int) -> None:
+        """Start attempt ``attempt`` of ``job`` on ``job.assignment`` (returns at once)."""
 
-    def status(self, job: dict) -> dict | None:
+    def status(self, job: JobRecord) -> RunnerStatus | None:
         """The attempt's runner status, or None if no runner is alive for it."""
 
-    def request(self, job: dict, directive: str, deadline: float | None = None) -> None:
+    def request(self, job: JobRecord, directive: Directive, deadline: float | None = None) -> None:
         """Ask the attempt to stop (``stop``) or to checkpoint and stop (``checkpoint_stop``), the
         checkpoint bounded by ``deadline`` (epoch seconds) when given."""
 
-    def release(self, job: dict) -> None:
+    def release(self, job: JobRecord) -> None:
         """Forget the attempt (its outcome is recorded); kills whatever is left of it."""
 
 
@@ -28,25 +32,23 @@ class RayLauncher:
     def __init__(self, state_url: str, home: str):
         self.state_url, self.home = state_url, home
 
-    def _actor(self, job: dict):
+    def _actor(self, job: JobRecord):
         import ray
 
-        from orchestrator.control.runner import runner_name
-
         try:
-            return ray.get_actor(runner_name(job["id"], job["attempt"]), namespace="orch")
+            return ray.get_actor(runner_name(job.id, job.attempt), namespace="orch")
         except ValueError:
             return None
 
-    def start(self, job: dict, attempt: int) -> None:
-        from orchestrator.control.runner import JobRunner, runner_name
+    def start(self, job: JobRecord, attempt: int) -> None:
+        from orchestrator.control.runner import JobRunner  # a Ray actor class: importing it imports Ray
 
-        runner = JobRunner.options(name=runner_name(job["id"], attempt), namespace="orch", lifetime="detached",
+        runner = JobRunner.options(name=runner_name(job.id, attempt), namespace="orch", lifetime="detached",
                                    resources={"orch_head": 0.001}, max_restarts=0, get_if_exists=True).remote(
-            job["id"], attempt, self.state_url, self.home)
+            job.id, attempt, self.state_url, self.home)
         runner.run.remote()
 
-    def status(self, job: dict) -> dict | None:
+    def status(self, job: JobRecord) -> RunnerStatus | None:
         import ray
 
         actor = self._actor(job)
@@ -57,12 +59,12 @@ class RayLauncher:
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
             return None
 
-    def request(self, job: dict, directive: str, deadline: float | None = None) -> None:
+    def request(self, job: JobRecord, directive: Directive, deadline: float | None = None) -> None:
         actor = self._actor(job)
         if actor is not None:
             actor.request.remote(directive, deadline)
 
-    def release(self, job: dict) -> None:
+    def release(self, job: JobRecord) -> None:
         import ray
 
         actor = self._actor(job)

@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable
 
 from orchestrator.cluster.provider import NodeProvider
-from orchestrator.control.states import HOLDING, JobState
+from orchestrator.control.notices import handle_notice
 from orchestrator.errors import OrchError
+from orchestrator.paths import runner_name
 from orchestrator.state.store import StateStore
 
 NODE_ACTIONS = ("cordon", "uncordon", "drain")
@@ -24,15 +25,11 @@ class UnknownNode(OrchError):
     pass
 
 
-def holding_jobs(store: StateStore) -> list[dict]:
-    return store.list_jobs([s for s in JobState if s in HOLDING])
-
-
 def node_rows(store: StateStore, provider: NodeProvider) -> list[dict]:
     """Every node with its pool, devices used and free, health, cordon and the jobs on it
     (the rows of `orch nodes list --json` and `/api/nodes`)."""
     holders: dict[str, list[dict]] = {}
-    for job in holding_jobs(store):
+    for job in store.holding_jobs():
         for name in job["assignment"] or []:
             holders.setdefault(name, []).append(job)
     cordons = store.cordoned_nodes()
@@ -45,10 +42,6 @@ def node_rows(store: StateStore, provider: NodeProvider) -> list[dict]:
                      "health": "alive" if node.alive else "dead", "cordoned": node.cordoned,
                      "cordon_reason": cordons.get(node.name), "jobs": [j["id"] for j in jobs]})
     return rows
-
-
-def jobs_on(store: StateStore, node: str) -> list[dict]:
-    return [j for j in holding_jobs(store) if node in (j["assignment"] or [])]
 
 
 def check_known(provider: NodeProvider, node: str) -> None:
@@ -64,10 +57,8 @@ def set_node(store: StateStore, provider: NodeProvider, node: str, action: str, 
     store.set_cordon(node, action != "uncordon", f"{action}: {reason}", actor)
     done = []
     if action == "drain":
-        for job in jobs_on(store, node):
-            store.update_job(job["id"], preempt_requested=True)
-            store.add_event("job.preempting", f"{job['id']}: node {node} drained", job["id"], {"node": node},
-                            actor=actor)
+        for job in store.holding_jobs(node):
+            store.request_preempt(job["id"], f"node {node} drained", actor, data={"node": node})
             done.append(f"{job['id']}: checkpointing and moving off {node}")
     done.append(f"{node}: cordoned and draining" if action == "drain" else f"{node}: {action}ed")
     return done
@@ -79,8 +70,6 @@ def preempt_drill(store: StateStore, provider: NodeProvider, cluster, node: str,
     """Take ``node`` away like a spot reclaim: notice (the jobs on it checkpoint by the deadline), kill
     its raylet, optionally start a replacement. ``ask_runner(job, directive, deadline)`` reaches the
     attempt's runner."""
-    from orchestrator.cluster.notices import handle_notice
-
     check_known(provider, node)
     store.add_event("node.preempt", f"{node}: preemption drill" + (f" with {notice:.0f} s notice" if notice
                                                                    else " without notice"),
@@ -104,8 +93,6 @@ def preempt_drill(store: StateStore, provider: NodeProvider, cluster, node: str,
 def ask_ray_runner(job: dict, directive: str, deadline: float | None) -> None:
     """Send a directive to the job attempt's runner actor, if it is alive."""
     import ray
-
-    from orchestrator.control.runner import runner_name
 
     try:
         runner = ray.get_actor(runner_name(job["id"], job["attempt"]), namespace="orch")

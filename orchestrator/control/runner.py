@@ -11,22 +11,18 @@ import json
 import threading
 import time
 import traceback
-from pathlib import Path
 
 import ray
 
+from orchestrator.control.failures import RESTART, classify
+from orchestrator.control.step_log import StepLog
+from orchestrator.ledger.exposure import gang_exposure
+from orchestrator.lifecycle import Directive
+from orchestrator.paths import job_dir, runner_name  # noqa: F401 (runner_name: its older import path)
+from orchestrator.plan.planner import make_plan
+from orchestrator.private import open_private, private_dir
+from orchestrator.state.records import RunnerOutcome, RunnerStatus
 from orchestrator.state.store import StateStore
-from orchestrator.control.directives import CHECKPOINT_STOP, CONTINUE, DIRECTIVES, STOP
-
-FLUSH_SECONDS = 1.0
-
-
-def runner_name(job_id: str, attempt: int) -> str:
-    return f"orch-job-{job_id}-a{attempt}"
-
-
-def job_dir(home: str | Path, job_id: str) -> Path:
-    return Path(home) / "jobs" / job_id
 
 
 @ray.remote(num_cpus=0, max_concurrency=8)
@@ -35,28 +31,37 @@ class JobRunner:
         self.job_id, self.attempt = job_id, attempt
         self.store = StateStore(state_url)
         self.home = home
-        self.directive, self.deadline = CONTINUE, None
+        self.directive, self.deadline = Directive.CONTINUE, None
         self.phase = "starting"
         self.step = 0
-        self.pending: list[dict] = []
+        self.steps = StepLog(self.store, job_id, attempt)  # metric rows, written before each commit is recorded
         self.lock = threading.Lock()
-        self.last_flush = time.time()
         self.dir = job_dir(home, job_id)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.log_file = open(self.dir / "job.log", "a", buffering=1)
+        private_dir(self.dir)
+        self.log_file = open_private(self.dir / "job.log", "a", buffering=1)  # 0600: logs are the owner's
 
     def log(self, line: str) -> None:
         self.log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
+    def startup(self, phase: str, detail: str = "") -> None:
+        """One start-up phase began (workers, data, engine build, restore, first step): a line in the job
+        log and a ``job.startup`` event, with the seconds since submission, so `orch submit` can show
+        where a cold start spends its minutes."""
+        job = self.store.get_job(self.job_id)
+        elapsed = time.time() - job["submitted_at"]
+        text = f"start-up: {phase}" + (f" ({detail})" if detail else "") + f" at +{elapsed:.1f} s"
+        self.log(f"attempt {self.attempt} {text}")
+        self.store.add_event("job.startup", f"{self.job_id}: attempt {self.attempt} {text}", self.job_id,
+                             {"phase": phase, "detail": detail, "attempt": self.attempt, "elapsed_s": elapsed})
+
     # ------------------------------------------------------------------ called by the controller
 
-    def status(self) -> dict:
-        return {"phase": self.phase, "step": self.step, "directive": self.directive, "attempt": self.attempt}
+    def status(self) -> RunnerStatus:
+        return RunnerStatus(phase=self.phase, attempt=self.attempt, step=self.step, directive=self.directive)
 
     def request(self, directive: str, deadline: float | None = None) -> None:
         """``deadline`` (epoch seconds) bounds an emergency checkpoint, e.g. an interruption notice."""
-        if directive not in DIRECTIVES:
-            raise ValueError(directive)
+        directive = Directive(directive)  # a ValueError for anything else
         if deadline is None and directive == self.directive:
             deadline = self.deadline  # a later request without a deadline (the controller's) keeps a notice's
         if self.directive != directive or deadline != self.deadline:
@@ -67,49 +72,53 @@ class JobRunner:
         """Rank 0 reports how the emergency checkpoint went: committed before the deadline or not."""
         verdict = "committed in time" if result["committed"] else "NOT committed before the deadline"
         self.log(f"emergency checkpoint at step {result['step']}: {verdict}")
+        if result["committed"]:
+            # the newest committed step: what `status` shows and what the ledger keeps (nothing lost)
+            self.steps.commit(result["step"], announce=False)
         self.store.add_event("checkpoint.emergency", f"{self.job_id}: checkpoint at step {result['step']} {verdict}",
                              self.job_id, result)
 
     def run(self) -> dict:
         """Run the attempt to its end and record the outcome (blocking; an actor task)."""
-        from orchestrator.plan.planner import make_plan
-        from orchestrator.spec import validate_mapping
-        from orchestrator.train.ray_worker import run_with_ray_train
+        from orchestrator.train.ray_worker import run_with_ray_train  # torch and DeepSpeed: only in the runner
 
         with self.lock:
             if self.phase != "starting" or getattr(self, "_started", False):
                 return {"attempt": self.attempt, "status": "already running"}
             self._started = True
-        job = self.store.get_job(self.job_id)
+        job = self.store.job(self.job_id)
         outcome: dict = {"attempt": self.attempt}
         try:
-            spec = validate_mapping(job["spec"], job["id"])
-            plan = make_plan(spec)
-            assignment = list(job["assignment"])
+            plan = make_plan(job.spec)
+            assignment = list(job.assignment)
             selectors = [{"orch-node": assignment[p.node]} for p in plan.mesh.placements()]
             self.log(f"attempt {self.attempt}: {plan.mesh.world_size} workers on {', '.join(assignment)} "
                      f"(PP{plan.mesh.pipeline} x DP{plan.mesh.data} EP{plan.mesh.expert})")
+            self.startup("workers starting", f"a gang of {plan.mesh.world_size} Ray Train workers")
+            seen = gang_exposure(self.store, self.job_id, plan.mesh.world_size)
+            self.log(f"attempt {self.attempt}: the checkpoint interval policy starts from {seen.interruptions} "
+                     f"infrastructure interruption(s) over {seen.held_s:.0f} s of holding the gang")
             handle = ray.get_runtime_context().current_actor
             result = run_with_ray_train(
-                job["spec"], plan.mesh.world_size, str(self.dir / "ray"), f"{self.job_id}-a{self.attempt}",
+                job.spec_data, plan.mesh.world_size, str(self.dir / "ray"), f"{self.job_id}-a{self.attempt}",
                 label_selectors=selectors, runner=handle, assignment=assignment,
-                extra_resources={"orch_device": 1}, cpus_per_worker=0.5, job_id=self.job_id, home=self.home)
+                extra_resources={"orch_device": 1}, cpus_per_worker=0.5, job_id=self.job_id, home=self.home,
+                interruptions=seen.as_tuple())
             if result.error is not None:
-                outcome.update(status="failed", error=_describe(result.error),
-                               infrastructure=_is_infrastructure(result.error))
-            elif self.directive in (STOP, CHECKPOINT_STOP):
+                outcome.update(status="failed", error=_describe(result.error), **_failure(result.error))
+            elif self.directive in (Directive.STOP, Directive.CHECKPOINT_STOP):
                 outcome.update(status="stopped", directive=self.directive)
             else:
                 outcome.update(status="succeeded")
         except Exception as exc:  # the outcome must be recorded whatever went wrong
-            outcome.update(status="failed", error=_describe(exc), infrastructure=_is_infrastructure(exc))
+            outcome.update(status="failed", error=_describe(exc), **_failure(exc))
         outcome["step"] = self.step
-        self._flush(force=True)
+        self.steps.flush(force=True)
         self.log(f"attempt {self.attempt} ended: {outcome['status']}"
                  + (f": {outcome['error'].splitlines()[-1]}" if outcome.get("error") else ""))
         if outcome.get("error"):
             self.log(outcome["error"])
-        self.store.update_job(self.job_id, outcome=outcome)
+        self.store.record_outcome(self.job_id, RunnerOutcome.from_row(outcome))
         self.phase = "done"
         return outcome
 
@@ -117,27 +126,22 @@ class JobRunner:
 
     def on_step(self, metrics: dict) -> str:
         with self.lock:
-            self.pending.append(metrics)
+            first = self.phase != "running"
+            self.steps.add(metrics)
             self.step = metrics["step"]
             self.phase = "running"
             committed = metrics.get("checkpoint_step")
-        if committed is not None and committed != getattr(self, "_committed", None):
-            self._committed = committed
-            self.store.update_job(self.job_id, last_checkpoint_step=committed)
-            self.store.add_event("checkpoint.committed", f"{self.job_id}: checkpoint at step {committed}",
-                                 self.job_id, {"step": committed})
+        if first:
+            self.startup("training", f"step {metrics['step']} took {metrics.get('step_time_s', 0.0):.1f} s")
+        if committed is not None:
+            # the checkpoint this attempt restored was committed (and logged) by an earlier attempt
+            restored = committed == metrics.get("resumed_from")
+            if self.steps.commit(committed, announce=not restored) and not restored:  # rows written first
+                self.log(f"checkpoint committed at step {committed}")
         self.log(json.dumps({k: metrics[k] for k in ("step", "loss", "tokens_per_s", "step_time_s",
                                                       "expert_imbalance", "global_batch") if k in metrics}))
-        self._flush()
+        self.steps.flush()
         return [self.directive, self.deadline or 0.0]
-
-    def _flush(self, force: bool = False) -> None:
-        with self.lock:
-            if not self.pending or (not force and time.time() - self.last_flush < FLUSH_SECONDS):
-                return
-            rows, self.pending = self.pending, []
-            self.last_flush = time.time()
-        self.store.add_metrics(self.job_id, self.attempt, rows)
 
 
 def _describe(error: BaseException) -> str:
@@ -145,13 +149,7 @@ def _describe(error: BaseException) -> str:
     return text[-8000:]
 
 
-INFRASTRUCTURE_MARKERS = ("ActorDiedError", "ActorUnavailableError", "NodeDiedError", "node died",
-                          "WorkerGroupStartupTimeoutError", "ray.exceptions.RayActorError", "OwnerDiedError",
-                          "Connection closed by peer", "Connection reset by peer")
-
-
-def _is_infrastructure(error: BaseException) -> bool:
-    """Whether a failure came from lost nodes or workers (retry from a checkpoint) rather than from
-    the training code itself (fail: retrying a deterministic bug only burns device-hours)."""
-    text = _describe(error)
-    return any(marker in text for marker in INFRASTRUCTURE_MARKERS)
+def _failure(error: BaseException) -> dict:
+    """The outcome's failure class (``control/failures.py``): its reason, and whether it restarts."""
+    reason = classify(_describe(error))
+    return {"failure_reason": reason.value, "infrastructure": reason in RESTART}

@@ -10,6 +10,14 @@ import os
 
 import ray
 
+from orchestrator.cluster.embedded import EmbeddedCluster
+from orchestrator.cluster.provider import EmbeddedNodeProvider, RayNodeProvider
+from orchestrator.control.controller import ControllerCore, ControllerLoop
+from orchestrator.control.launcher import RayLauncher
+from orchestrator.forecast.alerts import ForecastWatch  # budget.forecast_over events
+from orchestrator.state.lease import Lease
+from orchestrator.state.store import StateStore
+
 CONTROLLER_NAME = "orch-controller"
 NAMESPACE = "orch"
 
@@ -17,12 +25,6 @@ NAMESPACE = "orch"
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)
 class ControllerActor:
     def __init__(self, state_url: str, home: str, interval: float = 1.0):
-        from orchestrator.cluster.embedded import EmbeddedCluster
-        from orchestrator.cluster.provider import EmbeddedNodeProvider, RayNodeProvider
-        from orchestrator.control.controller import ControllerCore, ControllerLoop
-        from orchestrator.control.launcher import RayLauncher
-        from orchestrator.state.store import StateStore
-
         os.environ["ORCH_HOME"] = home
         self.store = StateStore(state_url)
         embedded = EmbeddedCluster(home).load() is not None  # this controller runs in orch's own local cluster
@@ -30,8 +32,12 @@ class ControllerActor:
         core = ControllerCore(self.store, provider, RayLauncher(state_url, home))
         self.store.add_event("controller.started", f"controller started (pid {os.getpid()})",
                              data={"pid": os.getpid()})
-        self.loop = ControllerLoop(core, interval)
+        # the same lease as controllers run outside the head (`orch controller --in-process`): only one
+        # acts; a restart of this actor (same holder name) takes the lease back at once
+        lease = Lease(self.store, holder=f"ray-actor:{CONTROLLER_NAME}")
+        self.loop = ControllerLoop(core, interval, lease=lease)
         self.loop.start()
+        self.forecasts = ForecastWatch(self.store, float(os.environ.get("ORCH_FORECAST_PERIOD_S", "600"))).start()
 
     def ping(self) -> dict:
         return {**self.loop.stats(), "pid": os.getpid()}

@@ -1,7 +1,9 @@
 """The subset of ``kustomize build`` that k8s/ uses, so the manifests can be built and validated
 where neither kubectl nor kustomize is installed (CI). Supported: ``resources`` (files and
 directories), ``namespace``, ``images``, ``configMapGenerator`` with files and
-``disableNameSuffixHash``, and ``patches`` with a target and an inline JSON 6902 patch. Anything
+``disableNameSuffixHash``, ``patches`` with a target and an inline JSON 6902 patch, and ``replacements``
+(after the patches, as kustomize orders them) from one source field, optionally a ``delimiter``/``index``
+part of it, into target field paths of dotted names, list indices and ``[key=value]`` selectors. Anything
 else is refused rather than silently ignored; where kubectl exists, a test checks that this and
 ``kubectl kustomize`` agree.
 """
@@ -16,8 +18,9 @@ import yaml
 from orchestrator.errors import OrchError
 
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "CustomResourceDefinition",
-                  "StorageClass", "PersistentVolume"}
-SUPPORTED = {"apiVersion", "kind", "resources", "namespace", "images", "configMapGenerator", "patches"}
+                  "StorageClass", "PersistentVolume", "ResourceFlavor", "ClusterQueue", "Topology"}
+SUPPORTED = {"apiVersion", "kind", "resources", "namespace", "images", "configMapGenerator", "patches",
+             "replacements"}
 
 
 class KustomizeError(OrchError):
@@ -66,7 +69,63 @@ def build(directory: str | Path) -> list[dict]:
         for obj in targets:
             for op in ops:
                 _apply(obj, op)
+    for replacement in config.get("replacements", []):
+        _replace(root, objects, replacement)
     return objects
+
+
+def _replace(root: Path, objects: list[dict], replacement: dict) -> None:
+    """kustomize's ReplacementTransformer for one source: copy a field's value into the targets' fields."""
+    source = replacement["source"]
+    found = [o for o in objects if _matches(o, source)]
+    if len(found) != 1:
+        raise KustomizeError(f"{root}: a replacement source must match one object, not {len(found)}: {source}")
+    value = _field(found[0], source["fieldPath"])
+    options = source.get("options", {})
+    if "delimiter" in options:
+        value = str(value).split(options["delimiter"])[options.get("index", 0)]
+    for target in replacement["targets"]:
+        selected = [o for o in objects if _matches(o, target["select"])]
+        if not selected:
+            raise KustomizeError(f"{root}: a replacement target matches no object: {target['select']}")
+        for obj in selected:
+            for path in target["fieldPaths"]:
+                *parents, last = _path_parts(path)
+                parent = _field(obj, ".".join(parents)) if parents else obj
+                key = int(last) if isinstance(parent, list) else last
+                if isinstance(parent, dict) and last not in parent:
+                    raise KustomizeError(f"{root}: replacement target field {path} is missing in {obj['kind']}")
+                parent[key] = copy.deepcopy(value)
+
+
+def _path_parts(path: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in path:  # dots inside [key=value] selectors belong to the value
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "." and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
+
+
+def _field(obj, path: str):
+    node = obj
+    for part in _path_parts(path):
+        if part.startswith("[") and part.endswith("]"):
+            key, _, wanted = part[1:-1].partition("=")
+            matches = [item for item in node if isinstance(item, dict) and str(item.get(key)) == wanted]
+            if len(matches) != 1:
+                raise KustomizeError(f"field path {path}: {part} matches {len(matches)} items")
+            node = matches[0]
+        elif isinstance(node, list):
+            node = node[int(part)]
+        else:
+            if part not in node:
+                raise KustomizeError(f"field path {path}: no field {part!r}")
+            node = node[part]
+    return node
 
 
 def _matches(obj: dict, target: dict) -> bool:

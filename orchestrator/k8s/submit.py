@@ -13,7 +13,7 @@ import time
 from typing import Callable
 
 from orchestrator.cluster.kubernetes import KubernetesError, explain
-from orchestrator.control.states import JobState
+from orchestrator.lifecycle import JobState, Owner
 from orchestrator.state.store import EventRecord, StateStore
 
 RAY_GROUP, RAY_VERSION, RAYJOBS = "ray.io", "v1", "rayjobs"
@@ -67,9 +67,23 @@ def job_state_of(status: dict) -> JobState:
     return JobState.QUEUED
 
 
-PATH = {JobState.QUEUED: [], JobState.PLACING: [JobState.PLACING], JobState.RUNNING: [JobState.PLACING, JobState.RUNNING],
+PATH = {JobState.QUEUED: [], JobState.PLACING: [JobState.PLACING],
+        JobState.RUNNING: [JobState.PLACING, JobState.RUNNING],
         JobState.SUCCEEDED: [JobState.PLACING, JobState.RUNNING, JobState.SUCCEEDED],
         JobState.FAILED: [JobState.FAILED]}
+
+
+def record(store: StateStore, row: dict, created: list[str], namespace: str) -> str:
+    """Enqueue the job's row as the Kubernetes control plane's (``Owner.KUBERNETES``): ``follow`` moves
+    it, and no Ray controller sharing the state store acts on it (it would train the job a second time)."""
+    return store.insert_job(row, [EventRecord("job.submitted", f"{row['id']}: submitted to Kubernetes "
+                                                                f"({', '.join(created)} in {namespace})",
+                                              {"objects": created, "namespace": namespace})],
+                            owner=Owner.KUBERNETES)
+
+
+class NotOurs(KubernetesError):
+    """The job row belongs to another control plane."""
 
 
 def follow(api_client, store: StateStore, job_id: str, namespace: str, name: str,
@@ -79,6 +93,9 @@ def follow(api_client, store: StateStore, job_id: str, namespace: str, name: str
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
+    owner = store.job_owner(job_id)
+    if owner != Owner.KUBERNETES:
+        raise NotOurs(f"job {job_id} is run by orch's {owner.value} controller, not by a RayJob; see 'orch status'")
     custom = client.CustomObjectsApi(api_client)
     started = time.time()
     while True:

@@ -2,7 +2,9 @@
 
 An estimate with its assumptions written down, good enough to reject layouts that cannot fit:
 - weights in the training precision (bf16: 2 bytes; fp8 keeps bf16 master copies: 2; fp32: 4);
-- gradients in the same precision;
+- gradients accumulated in fp32 (4 bytes) whatever the training precision: the runtime sets
+  DeepSpeed's ``grad_accum_dtype`` to fp32 under bf16 (``train/pipeline.py``), whose
+  ``BF16_Optimizer`` keeps a full fp32 gradient buffer per rank (not partitioned by ZeRO-1);
 - AdamW with fp32 master weights and two fp32 moments (12 bytes/param, 8 in fp32 training),
   partitioned by ZeRO-1 over the data-parallel degree of each parameter group: dense parameters
   over ``data``, routed experts over ``data / expert`` (their expert-data-parallel degree);
@@ -25,6 +27,7 @@ from orchestrator.plan.params import block_params, embedding_params, head_params
 from orchestrator.plan.partition import StageLayers
 
 BYTES_WEIGHT = {"bf16": 2, "fp8": 2, "fp32": 4}
+BYTES_GRADIENT = {"bf16": 4, "fp8": 4, "fp32": 4}
 BYTES_OPTIMIZER = {"bf16": 12, "fp8": 12, "fp32": 8}
 GIB = 1024**3
 LOSS_CHUNK_TOKENS = 4096
@@ -116,7 +119,7 @@ def stage_memory(model, spec_parallel, precision: str, layers: StageLayers, para
     wbytes = BYTES_WEIGHT[precision]
     copies = 2 if p.schedule == "dualpipe" else 1
     weights = params.per_device * wbytes * copies
-    gradients = params.per_device * wbytes
+    gradients = params.per_device * BYTES_GRADIENT[precision]
     expert_dp = max(1, data // p.expert)
     optimizer = BYTES_OPTIMIZER[precision] * (params.dense / data + params.experts_per_device / expert_dp)
     tokens = seq_len * p.micro_batch_size

@@ -275,7 +275,8 @@ def make_plan(spec: JobSpec) -> Plan:
     problems += batch_problems
     par, model = spec.parallelism, spec.model
     seq0 = spec.phases[0].seq_len
-    counts = par.layer_partition if isinstance(par.layer_partition, list) else balanced_counts(model, seq0, par.pipeline)
+    counts = (par.layer_partition if isinstance(par.layer_partition, list)
+              else balanced_counts(model, seq0, par.pipeline))
     stages = stage_layers_from_counts(counts, model.mtp_depth)
     sparams = [stage_params(model, s, mesh.expert, mesh.tensor) for s in stages]
     memories = []

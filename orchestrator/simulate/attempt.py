@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 
 from orchestrator.checkpoint.policy import IntervalPolicy
 from orchestrator.clock import ManualClock
-from orchestrator.simulate.costs import RunCosts
-from orchestrator.simulate.timeline import StepTimeline
+from orchestrator.lifecycle import OutcomeStatus
+from orchestrator.plan.costs import RunCosts
+from orchestrator.plan.timeline import StepTimeline
 from orchestrator.spec.schema import CheckpointInterval, JobSpec
+from orchestrator.state.records import RunnerOutcome
 
 
 @dataclass
@@ -28,13 +30,9 @@ class Outcome:
     error: str = ""
     infrastructure: bool = False
 
-    def as_row(self, attempt: int) -> dict:
-        row = {"status": self.status, "attempt": attempt, "step": self.step}
-        if self.error:
-            row["error"] = self.error
-        if self.infrastructure:
-            row["infrastructure"] = True
-        return row
+    def as_outcome(self, attempt: int) -> RunnerOutcome:
+        """What a real runner would record for the attempt."""
+        return RunnerOutcome(attempt, OutcomeStatus(self.status), self.step, self.error or None, self.infrastructure)
 
 
 @dataclass
@@ -48,6 +46,7 @@ class SimulatedAttempt:
     costs: RunCosts
     spec: JobSpec
     measured: dict | None = None  # the policy's save costs as the resumed checkpoint recorded them
+    observed: tuple[int, float] | None = None  # (interruptions of the gang so far, seconds it was exposed)
     step: int = 0
     t: float = 0.0  # when ``step`` (and its save stall) ended
     committed: int = 0
@@ -63,6 +62,8 @@ class SimulatedAttempt:
         self.clock = ManualClock(self.ready_at)
         self.policy = IntervalPolicy(self.spec, self.clock)
         self.policy.resume(self.start_step, self.measured)
+        if self.observed is not None:
+            self.policy.observe_interruptions(*self.observed)
         self.committed_measure = self.measured  # what the newest committed checkpoint recorded
 
     @property

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.control.scheduler import NodeView
+from orchestrator.cluster.provider import NodeProvider, NodeView, Notices, Provisioning, Retiring
 from orchestrator.spec.schema import JobSpec
 
 
@@ -26,13 +26,18 @@ class SimNode:
     cordoned: bool = False
     up_since: float = 0.0
     up_seconds: float = 0.0  # closed spans only
+    born: float | None = None  # when it first belonged to the cluster (a provisioned node: when it joined)
+    gone: float | None = None  # when it was retired (it no longer belongs to the cluster)
 
     def view(self) -> NodeView:
         return NodeView(name=self.name, pool=self.pool, pool_kind=self.pool_kind, devices=self.devices,
                         alive=self.alive, cordoned=self.cordoned)
 
 
-class SimulatedCluster:
+class SimulatedCluster(NodeProvider, Provisioning, Retiring, Notices):
+    """The spec's pools on simulated time: lists, provisions and retires (hot spares) and warns (per
+    pool notice)."""
+
     def __init__(self, spec: JobSpec, start: float = 0.0):
         self.start = start
         self.nodes_by_name: dict[str, SimNode] = {}
@@ -40,13 +45,14 @@ class SimulatedCluster:
         for pool in spec.resources.pools:
             members = [SimNode(f"{pool.name}-{i:04d}", pool.name, pool.kind, spec.resources.gpus_per_node,
                                spec.pool_price(pool), pool.interruptions_per_node_day, pool.notice_seconds,
-                               up_since=start) for i in range(pool.nodes)]
+                               up_since=start, born=start) for i in range(pool.nodes)]
             self.pools[pool.name] = members
             self.nodes_by_name.update((n.name, n) for n in members)
         self._index = {name: i for i, name in enumerate(self.nodes_by_name)}
         self._views = [n.view() for n in self.nodes_by_name.values()]
         self.pending: dict[str, str] = {}  # node -> pool: a replacement or a new node on its way
         self.on_provision = None  # set by the engine: schedules a new node's arrival
+        self.clock_now = None  # set by the engine: the simulated time (when a node is retired)
         self.provisioned = 0
 
     # the NodeProvider protocol
@@ -79,8 +85,26 @@ class SimulatedCluster:
                 self.on_provision(node.name)
         return names
 
+    def notice_seconds(self, node: str) -> float:
+        return float(self.nodes_by_name[node].notice_seconds or 0)
+
+    def retire(self, node: str, reason: str) -> bool:
+        """The node leaves the cluster now: billed up to here, listed no more."""
+        retired = self.nodes_by_name[node]
+        if retired.gone is not None:
+            return True
+        now = self.clock_now() if self.clock_now is not None else retired.up_since
+        if retired.alive:
+            retired.up_seconds += now - retired.up_since
+        retired.alive, retired.gone = False, now
+        self.pending.pop(node, None)
+        self._views = [v for v in self._views if v.name != node]
+        self._index = {v.name: i for i, v in enumerate(self._views)}
+        return True
+
     def _changed(self, node: SimNode) -> None:
-        self._views[self._index[node.name]] = node.view()
+        if node.gone is None:
+            self._views[self._index[node.name]] = node.view()
 
     def fail(self, name: str, now: float) -> bool:
         """The node is gone (False if it already was)."""
@@ -95,13 +119,17 @@ class SimulatedCluster:
     def replace(self, name: str, now: float) -> None:
         """A replacement joins under the same name, uncordoned."""
         node = self.nodes_by_name[name]
+        if node.gone is not None:
+            return  # retired meanwhile: it does not come back
         node.alive, node.cordoned, node.up_since = True, False, now
+        if node.born is None:
+            node.born = now
         self.pending.pop(name, None)
         self._changed(node)
 
-    def cordon(self, name: str) -> None:
+    def cordon(self, name: str, cordoned: bool = True) -> None:
         node = self.nodes_by_name[name]
-        node.cordoned = True
+        node.cordoned = cordoned
         self._changed(node)
 
     def bill(self, now: float) -> dict:
@@ -116,3 +144,26 @@ class SimulatedCluster:
             by_pool[pool] = {"kind": members[0].pool_kind if members else "", "gpu_hours": hours, "cost_usd": cost}
         return {"by_pool": by_pool, "gpu_hours": sum(p["gpu_hours"] for p in by_pool.values()),
                 "cost_usd": sum(p["cost_usd"] for p in by_pool.values())}
+
+    def utilisation(self, now: float, allocated: dict[str, float]) -> dict:
+        """Per pool, like Slurm's ``sreport cluster utilization``: node-hours allocated to jobs (the
+        ledger's device-hours over devices per node), spare (a spare pool's nodes up and not
+        allocated), idle (other nodes up and not allocated), down (lost and waiting for their
+        replacement), each priced; the job's share of the bill is its allocation, the rest is the
+        cluster's idle cost."""
+        out: dict[str, dict] = {}
+        for pool, members in self.pools.items():
+            if not members:
+                continue
+            devices, price, kind = members[0].devices, members[0].price_per_device_hour, members[0].pool_kind
+            up = sum(n.up_seconds + (now - n.up_since if n.alive else 0.0) for n in members) / 3600.0
+            down = sum(max(0.0, (n.gone if n.gone is not None else now) - n.born)
+                       for n in members if n.born is not None) / 3600.0 - up
+            used = min(up, allocated.get(pool, 0.0) / devices)
+            unused = up - used
+            row = {"kind": kind, "allocated": used, "spare": unused if kind == "spare" else 0.0,
+                   "idle": 0.0 if kind == "spare" else unused, "down": max(0.0, down), "up": up}
+            row["allocated_usd"] = used * devices * price
+            row["unused_usd"] = unused * devices * price
+            out[pool] = row
+        return out

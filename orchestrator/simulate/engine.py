@@ -19,19 +19,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator.clock import ManualClock
-from orchestrator.cluster.notices import handle_notice
 from orchestrator.control.controller import ControllerCore
-from orchestrator.control.directives import CHECKPOINT_STOP
+from orchestrator.control.notices import handle_notice
 from orchestrator.control.rows import job_row
-from orchestrator.control.states import JobState
 from orchestrator.ledger.intervals import summarize
+from orchestrator.lifecycle import Directive, JobState
 from orchestrator.plan import reference
+from orchestrator.plan.costs import scenario_costs
 from orchestrator.plan.planner import make_plan
+from orchestrator.plan.scenario import Scenario, apply_scenario
+from orchestrator.plan.storage import GIB, HOURS_PER_MONTH, Checkpointing, get_requests, put_requests
+from orchestrator.plan.timeline import StepTimeline, build_timeline
 from orchestrator.simulate.cluster import SimulatedCluster
-from orchestrator.simulate.costs import run_costs
 from orchestrator.simulate.launcher import SimulatedLauncher
-from orchestrator.simulate.scenario import Scenario, apply_scenario
-from orchestrator.simulate.timeline import StepTimeline, build_timeline
 from orchestrator.spec.schema import JobSpec
 from orchestrator.state.store import EventRecord, StateStore
 
@@ -56,16 +56,17 @@ class Simulation:
         self.spec = apply_scenario(spec, scenario)
         self.plan = make_plan(self.spec)
         self.timeline = timeline or build_timeline(self.plan)
-        self.costs = run_costs(self.plan, scenario.storage_gbps, scenario.snapshot_gbps, scenario.restart_s,
-                               scenario.blocking_saves)
+        self.costs = scenario_costs(self.plan, scenario)
         self.clock = ManualClock(start_at)
         # in memory by default; a file keeps the simulated run for `orch list`, `orch cost`, the dashboard
         self.store = StateStore(state_url, clock=self.clock, share_decoded_specs=state_url == "sqlite://")
         self.cluster = SimulatedCluster(self.spec, start_at)
+        self.cluster.clock_now = self.clock.now
         self.cluster.on_provision = lambda name: self._push(self.clock.now() + self.scenario.provision_delay_s,
                                                             "replace", node=name)
         self.launcher = SimulatedLauncher(self.store, self.clock, self.spec, self.timeline, self.costs, self._ready,
-                                          lambda at: self._push(at, "stopped"))
+                                          lambda at: self._push(at, "stopped"),
+                                          self.cluster.nodes_by_name)
         self.controller = ControllerCore(self.store, self.cluster, self.launcher, self.clock, ledger_by_pool=True)
         self.rng = np.random.default_rng(scenario.seed)
         self.events: list[_Event] = []
@@ -87,7 +88,7 @@ class Simulation:
         rate = members[0].interruptions_per_day * len(members) / DAY
         goes = after + self.rng.exponential(1.0 / rate)
         node = members[int(self.rng.integers(len(members)))]
-        notice = node.notice_seconds or 0
+        notice = self.cluster.notice_seconds(node.name)
         if notice > 0:
             self._push(max(after, goes - notice), "notice", node=node.name, pool=pool, goes_at=goes)
         self._push(goes, "interrupt", node=node.name, pool=pool)
@@ -101,9 +102,9 @@ class Simulation:
                 if where in self.cluster.pools:  # a pool: one of its nodes at random
                     members = self.cluster.pools[where]
                     name = members[int(self.rng.integers(len(members)))].name
-                node = self.cluster.nodes_by_name[name]
-                if node.notice_seconds:
-                    self._push(max(start, at - node.notice_seconds), "notice", node=name, goes_at=at)
+                notice = self.cluster.notice_seconds(name)
+                if notice:
+                    self._push(max(start, at - notice), "notice", node=name, goes_at=at)
                 self._push(at, "interrupt", node=name)
             return
         for pool, members in self.cluster.pools.items():
@@ -135,7 +136,18 @@ class Simulation:
             self._handle(event)
             if event.kind != "replace" or self.store.job_state(job_id) in WAITING:
                 self.controller.reconcile()  # a node joining changes nothing for a job that holds its gang
+            else:
+                self.controller.record_nodes(self.cluster.nodes())  # but the node history records it now
         return self._result(self.store.get_job(job_id), time.perf_counter() - began)
+
+    def flush_running(self) -> None:
+        """After ``run`` stopped at ``max_days``: write what the running attempt has done so far, as a
+        real runner's periodic flush does (the simulator otherwise writes it when the attempt ends),
+        so ``orch forecast`` can read the run mid-way. Not for a simulation that goes on."""
+        for run in self.launcher.running():
+            if run.outcome is None:
+                self.store.add_metrics(run.job_id, run.attempt, run.step_records())
+                self.store.record_checkpoint(run.job_id, run.committed or None, announce=False)
 
     def _advance_attempts(self, until: float) -> bool:
         for run in self.launcher.running():
@@ -190,10 +202,14 @@ class Simulation:
 
     def _save_on_notice(self, job: dict, deadline: float) -> None:
         """The runner's side of a notice: save the step in progress and stop, if it commits in time."""
-        if self.launcher.request(job, CHECKPOINT_STOP, deadline):
+        if self.launcher.request(self.store.job(job["id"]), Directive.CHECKPOINT_STOP, deadline):
             self.counts["saved_on_notice"] += 1
+            self.counts["hit_job"] += 1  # it hit the job, which saved its work (its run stops: not counted twice)
 
     # ------------------------------------------------------------------ the answer
+
+    def _storage(self, job: dict, days: float) -> dict:
+        return storage_figures(self.spec, self.costs.checkpoint_bytes, self.launcher.saves, job["restarts"], days)
 
     def _result(self, job: dict, wall_s: float) -> dict:
         now = self.clock.now()
@@ -210,6 +226,10 @@ class Simulation:
             "cost_usd": ledger["cost_usd"], "by_pool": ledger["by_pool"],
             "cluster_bill": {**bill, "idle_gpu_hours": bill["gpu_hours"] - ledger["gpu_hours"]["total"],
                              "idle_cost_usd": bill["cost_usd"] - ledger["cost_usd"]},
+            "storage": self._storage(job, days),
+            "utilisation": self.cluster.utilisation(now, {p: v["gpu_hours"] for p, v in ledger["by_pool"].items()}),
+            "wall_goodput": (ledger["gpu_hours"]["productive"] / (self.plan.mesh.world_size * days * 24)
+                             if days else 0.0),
             "interruptions": self.counts["interruptions"], "interruptions_hitting_job": self.counts["hit_job"],
             "saved_on_notice": self.counts["saved_on_notice"], "restarts": job["restarts"],
             "checkpoints": {**self.costs.as_dict(), "saves": self.launcher.saves},
@@ -222,6 +242,20 @@ class Simulation:
                       for p in self.spec.resources.pools],
             "simulated_in_s": wall_s,
         }
+
+
+def storage_figures(spec: JobSpec, checkpoint_bytes: float, saves: int, restarts: int, days: float) -> dict:
+    """The run's storage lines (plan/storage.py prices): every save's PUTs, every restore's GETs, and
+    ``keep_last`` checkpoints stored for the whole run (``keep_every`` ones are left out: time-based
+    saves seldom land on its multiples)."""
+    prices = spec.cost.storage
+    ck = Checkpointing(checkpoint_bytes, spec.resources.nodes * spec.resources.gpus_per_node, spec.checkpoint.retention)
+    puts, gets = put_requests(ck, prices) * saves, get_requests(ck, prices) * restarts
+    gib_months = spec.checkpoint.retention.keep_last * checkpoint_bytes / GIB * days * 24 / HOURS_PER_MONTH
+    lines = {"checkpoint_storage": {"gib_months": gib_months, "cost_usd": gib_months * prices.gb_month_usd},
+             "checkpoint_puts": {"requests": puts, "cost_usd": puts / 1000 * prices.put_per_1000_usd},
+             "checkpoint_restores": {"requests": gets, "cost_usd": gets / 1000 * prices.get_per_1000_usd}}
+    return {**lines, "cost_usd": sum(line["cost_usd"] for line in lines.values())}
 
 
 def simulate(spec: JobSpec, scenario: Scenario, timeline: StepTimeline | None = None) -> dict:

@@ -13,12 +13,12 @@ import math
 import statistics
 from dataclasses import replace
 
-from orchestrator.checkpoint.policy import gang_mtbf_seconds, young_daly_interval
+from orchestrator.checkpoint.policy import gang_mtbf_seconds, request_cost_seconds, young_daly_interval
+from orchestrator.plan.costs import scenario_costs
 from orchestrator.plan.planner import make_plan
-from orchestrator.simulate.costs import run_costs
+from orchestrator.plan.scenario import Scenario, apply_scenario
+from orchestrator.plan.timeline import build_timeline
 from orchestrator.simulate.engine import simulate
-from orchestrator.simulate.scenario import Scenario, apply_scenario
-from orchestrator.simulate.timeline import build_timeline
 from orchestrator.spec.schema import JobSpec
 
 FIGURES = {
@@ -49,9 +49,8 @@ def run_seeds(spec: JobSpec, scenario: Scenario, runs: int, timeline=None) -> di
 def young_daly_minutes(spec: JobSpec, scenario: Scenario) -> float | None:
     applied = apply_scenario(spec, scenario)
     plan = make_plan(applied)
-    costs = run_costs(plan, scenario.storage_gbps, scenario.snapshot_gbps, scenario.restart_s,
-                      scenario.blocking_saves)
-    tau = young_daly_interval(costs.stall_s, gang_mtbf_seconds(applied))
+    costs = scenario_costs(plan, scenario)
+    tau = young_daly_interval(costs.stall_s + request_cost_seconds(applied), gang_mtbf_seconds(applied))
     return None if math.isinf(tau) else max(tau, costs.save_s) / 60.0
 
 
@@ -82,10 +81,11 @@ def draw_chart(result: dict, path: str, title: str) -> None:
     numeric = [p for p in result["points"] if _number(p["value"]) is not None]
     xs = [_number(p["value"]) for p in numeric]
     fig, (cost_axis, days_axis) = plt.subplots(2, 1, sharex=True, figsize=(8, 6), dpi=110)
-    panels = ((cost_axis, "cost_usd", 1e6, "cluster bill, $M", "tab:blue"), (days_axis, "days", 1.0, "days", "tab:orange"))
+    panels = ((cost_axis, "cost_usd", 1e6, "cluster bill, $M", "tab:blue"),
+              (days_axis, "days", 1.0, "days", "tab:orange"))
     for axis, figure, scale, label, color in panels:
-        axis.errorbar(xs, [p[figure]["mean"] / scale for p in numeric], yerr=[p[figure]["std"] / scale for p in numeric],
-                      color=color, marker="o", capsize=3, label=label)
+        axis.errorbar(xs, [p[figure]["mean"] / scale for p in numeric],
+                      yerr=[p[figure]["std"] / scale for p in numeric], color=color, marker="o", capsize=3, label=label)
         for p in result["points"]:
             if _number(p["value"]) is None:  # e.g. checkpoint_interval=auto: a reference line
                 best_mark = " (optimum)" if p["value"] == result["best"] else ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+import orchestrator.spec.schema as schema_module
 from orchestrator.errors import FieldProblem, SpecError
-from orchestrator.spec import schema as schema_module
 from orchestrator.spec.schema import JobSpec
 
 MAX_SPEC_BYTES = 1_000_000
+MAX_SPEC_VALUES = 100_000  # after aliases are expanded; a real spec holds a few hundred
 
 
 class _SpecYamlLoader(yaml.SafeLoader):
@@ -49,6 +51,41 @@ def _no_duplicate_keys(loader: _SpecYamlLoader, node: yaml.MappingNode, deep: bo
 _SpecYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
 
 
+def expanded_size(value: Any, limit: int) -> int:
+    """How many values ``value`` holds once YAML aliases are expanded, counted without expanding them
+    (each shared node is measured once); stops counting past ``limit``."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = limit + 1  # a cycle (a recursive alias) counts as too big
+        children = list(node.keys()) + list(node.values()) if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > limit:
+                break
+        sizes[id(node)] = total
+        return total
+
+    try:
+        return size(value)
+    except RecursionError:
+        return limit + 1
+
+
+def check_expanded_size(data: Any, source: str) -> None:
+    """Refuse a "billion laughs": a few kilobytes of anchors and aliases that expand to billions of values."""
+    if expanded_size(data, MAX_SPEC_VALUES) > MAX_SPEC_VALUES:
+        raise SpecError([FieldProblem("", f"the YAML expands to more than {MAX_SPEC_VALUES} values (anchors and "
+                                          "aliases that repeat each other)", fix="write the values out; a spec "
+                                          "holds a few hundred")], source)
+
+
 def parse_yaml_text(text: str, source: str) -> dict:
     """Parse YAML text to a mapping, turning every failure into a ``SpecError``."""
     try:
@@ -62,7 +99,9 @@ def parse_yaml_text(text: str, source: str) -> dict:
             source,
         ) from None
     if data is None:
-        raise SpecError([FieldProblem("", "the file is empty", fix="write a job spec; see jobs/v3_pretrain.yaml")], source)
+        raise SpecError([FieldProblem("", "the file is empty", fix="write a job spec; see jobs/v3_pretrain.yaml")],
+                        source)
+    check_expanded_size(data, source)
     if not isinstance(data, dict):
         raise SpecError(
             [FieldProblem("", f"the top level must be a mapping of sections, not a {type(data).__name__}",
@@ -80,11 +119,22 @@ def read_spec_file(path: str | Path) -> dict:
         raise SpecError([FieldProblem("", "file not found", fix="check the path")], source)
     if path.is_dir():
         raise SpecError([FieldProblem("", "is a directory, not a spec file", fix="name a .yaml file")], source)
-    raw = path.read_bytes()
+    if not path.is_file():  # /dev/zero, a FIFO, a socket: no size to check, maybe no end
+        raise SpecError([FieldProblem("", "is not a regular file", fix="name a .yaml file")], source)
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_SPEC_BYTES:
+                raise SpecError([FieldProblem("", f"file is {size} bytes; specs are at most {MAX_SPEC_BYTES}",
+                                              fix="a spec is a few kilobytes of YAML")], source)
+            raw = handle.read(MAX_SPEC_BYTES + 1)  # never more, even if the file grows meanwhile
+    except OSError as exc:
+        raise SpecError([FieldProblem("", f"cannot read the file: {exc.strerror}")], source) from None
     if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError([FieldProblem("", f"file is {len(raw)} bytes; specs are at most {MAX_SPEC_BYTES}")], source)
+        raise SpecError([FieldProblem("", f"file is over {MAX_SPEC_BYTES} bytes; specs are at most that")], source)
     if b"\x00" in raw:
-        raise SpecError([FieldProblem("", "binary file (contains NUL bytes), not YAML", fix="name a YAML spec")], source)
+        raise SpecError([FieldProblem("", "binary file (contains NUL bytes), not YAML", fix="name a YAML spec")],
+                        source)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -129,7 +179,8 @@ def apply_profile(data: dict, profile: str | None, source: str) -> dict:
         known = ", ".join(sorted(profiles)) or "none defined"
         hint = difflib.get_close_matches(profile, list(profiles), n=1)
         fix = f"did you mean '{hint[0]}'?" if hint else f"use one of: {known}"
-        raise SpecError([FieldProblem("--profile", f"no profile named '{profile}' (profiles: {known})", fix=fix)], source)
+        raise SpecError([FieldProblem("--profile", f"no profile named '{profile}' (profiles: {known})", fix=fix)],
+                        source)
     overlay = profiles[profile]
     if not isinstance(overlay, dict):
         raise SpecError([FieldProblem(f"profiles.{profile}", "a profile must be a mapping", overlay)], source)
@@ -139,15 +190,17 @@ def apply_profile(data: dict, profile: str | None, source: str) -> dict:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``dotted.path=value``; the value is read as YAML (``16`` is an int, ``[1,2]`` a list)."""
     if "=" not in text:
-        raise SpecError([FieldProblem("--set", "expected dotted.path=value", text, fix="e.g. --set parallelism.pipeline=2")])
+        raise SpecError([FieldProblem("--set", "expected dotted.path=value", text,
+                                      fix="e.g. --set parallelism.pipeline=2")])
     key, raw = text.split("=", 1)
-    parts = [p for p in key.strip().split(".")]
+    parts = [p for p in re.sub(r"\[(\d+)\]", r".\1", key.strip()).split(".")]  # phases[0] = phases.0
     if not key.strip() or any(not p for p in parts):
         raise SpecError([FieldProblem("--set", "empty path segment", text, fix="e.g. --set training.seed=7")])
     try:
         value = yaml.load(raw, Loader=_SpecYamlLoader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    check_expanded_size(value, "--set")
     return parts, value
 
 
@@ -266,10 +319,8 @@ def _drop_other_union_branches(errors: list[dict]) -> list[dict]:
 
 def _branch_model(part: str) -> type[BaseModel] | None:
     """The spec model a union-branch marker names (``BatchRamp``, ``function-after[_x(), BatchRamp]``)."""
-    from orchestrator.spec import schema
-
     name = part.rstrip("]").split(", ")[-1] if part.startswith("function-") else part
-    found = getattr(schema, name, None)
+    found = getattr(schema_module, name, None)
     return found if isinstance(found, type) and issubclass(found, BaseModel) else None
 
 
@@ -291,12 +342,13 @@ def _problems_from_pydantic(err: dict, data: dict) -> list[FieldProblem]:
     if kind == "extra_forbidden":
         return [_unknown_key(loc, data)]
     if kind == "missing":
-        return [FieldProblem(path, "required field is missing",
-                             fix=f"add '{loc[-1]}:' to the '{_parent(loc)}' section")]
-    message = err["msg"].removeprefix("Value error, ")
+        where = f"the '{_parent(loc)}' section" if len(loc) > 1 else "the top level of the spec"
+        return [FieldProblem(path, "required field is missing", fix=f"add '{loc[-1]}:' to {where}")]
+    message = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be", 1)
     if message.startswith("@"):
         return [_tagged_problem(line, loc, data) for line in message.splitlines()]
-    return [FieldProblem(path, message, value if not isinstance(value, dict) else None, fix=_fix_for(kind, err))]
+    return [FieldProblem(path, message, value if not isinstance(value, dict) else None,
+                         fix=_fix_for(kind, err) or f"see the field '{path}' in docs/spec.md")]
 
 
 def _tagged_problem(line: str, loc: list, data: dict) -> FieldProblem:
@@ -308,7 +360,17 @@ def _tagged_problem(line: str, loc: list, data: dict) -> FieldProblem:
         value = value.get(part) if isinstance(value, dict) else (
             value[part] if isinstance(value, list) and isinstance(part, int) and part < len(value) else None)
     shown = value if not isinstance(value, (dict, list)) else None
-    return FieldProblem(".".join(str(p) for p in full), message, shown)
+    path = ".".join(str(p) for p in full)
+    wrong, _, fix = message.partition("; ")  # most checks in schema.py write 'what is wrong; how to fix'
+    if fix.split(" ", 1)[0] in _FIX_VERBS:
+        message = wrong
+    else:
+        fix = ""
+    return FieldProblem(path, message, shown, fix=fix or f"see the field '{path}' in docs/spec.md")
+
+
+_FIX_VERBS = frozenset({"use", "raise", "lower", "choose", "remove", "set", "add", "give", "write", "make", "reduce",
+                        "increase", "drop", "pick", "put", "list", "change"})
 
 
 def _parent(loc: list) -> str:
@@ -348,8 +410,36 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+_SUFFIXED = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMbBgGtT])\s*$")
+_SCALE = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+def _number_fix(kind: str, value: object) -> str:
+    """A fix for a number written as text: ``"1"`` -> ``1``; ``4K`` -> ``4096`` (or 4000); ``14.8T`` -> ``14.8e12``."""
+    if not isinstance(value, str):
+        return ""
+    text = value.strip().replace(",", "").replace("_", "")
+    if re.fullmatch(r"[-+]?[0-9]+", text):
+        return f"write {int(text)} without quotes (a number, not a string)"
+    if re.fullmatch(r"[-+]?[0-9]*\.[0-9]+(?:[eE][-+]?[0-9]+)?|[-+]?[0-9]+[eE][-+]?[0-9]+", text):
+        return f"write {text} without quotes (a number, not a string)"
+    match = _SUFFIXED.match(value)
+    if not match:
+        return ""
+    number, unit = float(match[1]), match[2].lower()
+    if kind.startswith("int") and unit == "k" and number.is_integer():
+        return f"write {int(number) * 1024} ({value} as {int(number)} x 1024), or {int(number * 1000)} for thousands"
+    scaled = number * _SCALE[unit]
+    exponent = {"k": 3, "m": 6, "b": 9, "g": 9, "t": 12}[unit]
+    return f"write {int(scaled)}" if kind.startswith("int") and scaled.is_integer() else \
+        f"write {match[1]}e{exponent} ({value} as a number)"
+
+
 def _fix_for(kind: str, err: dict) -> str:
     ctx = err.get("ctx") or {}
+    number = _number_fix(kind, err.get("input")) if kind.startswith(("int_", "float_", "literal_error")) else ""
+    if number:
+        return number
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         bound = next(iter(ctx.values()), None)
         word = {"greater_than": "greater than", "greater_than_equal": "at least",

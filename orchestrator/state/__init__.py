@@ -1,5 +1,2 @@
-"""Durable state: one module over SQLAlchemy (SQLite by default, PostgreSQL by URL)."""
-
-from orchestrator.state.store import StateStore, default_state_url
-
-__all__ = ["StateStore", "default_state_url"]
+"""Durable state: one module over SQLAlchemy (SQLite by default, PostgreSQL by URL), ``state.store``;
+its tables (``state.tables``) and the typed records that cross its boundary (``state.records``)."""

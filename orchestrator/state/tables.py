@@ -39,6 +39,8 @@ jobs = Table(
     Column("outcome", JSON),  # what the runner saw the workload do (written by the runner)
     Column("last_checkpoint_step", Integer),
     Column("holds", JSON),  # per placed node: pool, kind, devices, price (revision 0002)
+    Column("owner", String(20), nullable=False, server_default="ray"),  # the control plane that moves it (0004)
+    Column("preempt_deadline", Float),  # a preemption request's save deadline (a notice's), if any (0004)
 )
 
 transitions = Table(
@@ -79,6 +81,19 @@ node_states = Table(
     Column("cordoned", Boolean, nullable=False, default=False),
     Column("reason", Text),
     Column("updated_at", Float, nullable=False),
+    Column("notice_deadline", Float),  # an interruption notice: when the node goes (0004)
+)
+
+node_history = Table(
+    "node_history", metadata,  # each node's up/down/cordon changes as the controller saw them (0005)
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(120), nullable=False),
+    Column("pool", String(63), nullable=False),
+    Column("pool_kind", String(20), nullable=False),
+    Column("devices", Integer, nullable=False),
+    Column("state", String(20), nullable=False),  # up | cordoned | down | gone (orchestrator.lifecycle.NodeState)
+    Column("at", Float, nullable=False),
+    Index("ix_node_history_name", "name", "id"),
 )
 
 teams = Table(
@@ -106,4 +121,14 @@ ledger_intervals = Table(
     Column("end", Float, nullable=False),
     Column("price_per_device_hour", Float, nullable=False),
     Index("ix_ledger_job", "job_id"),
+)
+
+leases = Table(
+    "leases", metadata,  # leader election: one row per elected role (revision 0003)
+    Column("name", String(63), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("term", Integer, nullable=False),  # +1 at each change of holder: a fencing token
+    Column("acquired_at", Float, nullable=False),
+    Column("renewed_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
 )

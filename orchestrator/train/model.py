@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from orchestrator.plan.params import is_moe_block
 from orchestrator.spec.schema import BalanceSpec, ModelSpec
+from orchestrator.train.activations import checkpoint_layers, chunked_cross_entropy
 from orchestrator.train.layers import MultiHeadLatentAttention, RMSNorm, SwiGLU
 from orchestrator.train.moe import DeepSeekMoE, derived_seed, init_weights
 
@@ -34,13 +34,13 @@ class TransformerBlock(nn.Module):
         self.attn = MultiHeadLatentAttention(m)
         self.ffn_norm = RMSNorm(m.dim, m.norm_eps)
         block_seed = derived_seed(seed, "block", index)
-        init_weights(self.attn, derived_seed(block_seed, "attn"))
+        init_weights(self.attn, derived_seed(block_seed, "attn"), m.init_std)
         moe = is_moe_block(m, index) if moe is None else moe
         if moe:
             self.ffn = DeepSeekMoE(m, balance, ep_size, ep_rank, derived_seed(block_seed, "moe"))
         else:
             self.ffn = SwiGLU(m.dim, m.inter_dim)
-            init_weights(self.ffn, derived_seed(block_seed, "ffn"))
+            init_weights(self.ffn, derived_seed(block_seed, "ffn"), m.init_std)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = h + self.attn(self.attn_norm(h))
@@ -62,7 +62,7 @@ class EmbeddingLayer(nn.Module):
         super().__init__()
         self.mtp_depth = m.mtp_depth
         self.embed = nn.Embedding(m.vocab_size, m.dim)
-        init_weights(self.embed, derived_seed(seed, "embed"))
+        init_weights(self.embed, derived_seed(seed, "embed"), m.init_std)
 
     def forward(self, tokens: torch.Tensor):
         h = self.embed(tokens[:, : main_seq_len(tokens, self.mtp_depth)])
@@ -100,36 +100,49 @@ class MTPModule(nn.Module):
         self.enorm = RMSNorm(m.dim, m.norm_eps)
         self.proj = nn.Linear(2 * m.dim, m.dim, bias=False)
         mtp_seed = derived_seed(seed, "mtp", depth)
-        init_weights(self.proj, mtp_seed)
+        init_weights(self.proj, mtp_seed, m.init_std)
         self.block = TransformerBlock(m, balance, m.n_layers + depth, ep_size, ep_rank, mtp_seed,
                                       moe=m.n_routed_experts > 0)
         self.norm = RMSNorm(m.dim, m.norm_eps)
 
 
 class OutputLayer(nn.Module):
-    """Final norm and head, then the MTP modules (which share the head)."""
+    """Final norm and head, then the MTP modules (which share the head); computes the cross-entropy
+    of the main and MTP predictions in chunks (``chunked_cross_entropy``) from the tokens carried
+    through the pipeline, so the full logits never exist. ``checkpoint_mtp`` recomputes each MTP
+    block in backward, as the pipeline does for the main blocks."""
 
-    def __init__(self, m: ModelSpec, balance: BalanceSpec, ep_size: int, ep_rank: int, seed: int):
+    def __init__(self, m: ModelSpec, balance: BalanceSpec, ep_size: int, ep_rank: int, seed: int,
+                 checkpoint_mtp: bool = False):
         super().__init__()
         self.norm = RMSNorm(m.dim, m.norm_eps)
         self.head = nn.Linear(m.dim, m.vocab_size, bias=False)
-        init_weights(self.head, derived_seed(seed, "head"))
+        init_weights(self.head, derived_seed(seed, "head"), m.init_std)
         self.mtp = nn.ModuleList(MTPModule(m, balance, d, ep_size, ep_rank, seed) for d in range(m.mtp_depth))
+        self.checkpoint_mtp = checkpoint_mtp
+
+    def _mtp_block(self, module: MTPModule, h: torch.Tensor):
+        if self.checkpoint_mtp and torch.is_grad_enabled():
+            return checkpoint_layers(module.block, h)
+        return module.block(h)
 
     def forward(self, inputs):
+        """-> (main loss, MTP losses [depth], balance loss): scalars, ready for ``LanguageModelLoss``."""
         if self.mtp:
             h, aux, tokens, future = inputs
         else:
             h, aux, tokens = inputs
-        logits = self.head(self.norm(h))
-        mtp_logits, prev = [], h
+        S = h.shape[1]
+        lm = chunked_cross_entropy(self.norm(h), self.head.weight, tokens[:, 1: S + 1])
+        mtp_losses, prev = [], h
         for depth, module in enumerate(self.mtp):
             prev = module.proj(torch.cat([module.hnorm(prev), module.enorm(future[depth])], dim=-1))
-            prev, block_aux = module.block(prev)
+            prev, block_aux = self._mtp_block(module, prev)
             aux = aux + block_aux
-            mtp_logits.append(self.head(module.norm(prev)))
-        stacked = torch.stack(mtp_logits) if mtp_logits else logits.new_zeros((0,))
-        return logits, stacked, aux
+            mtp_losses.append(chunked_cross_entropy(module.norm(prev), self.head.weight,
+                                                    tokens[:, depth + 2: depth + 2 + S]))
+        stacked = torch.stack(mtp_losses) if mtp_losses else lm.new_zeros((0,))
+        return lm, stacked, aux
 
 
 @dataclass
@@ -140,33 +153,31 @@ class LossParts:
 
 
 class LanguageModelLoss:
-    """Next-token cross-entropy + weighted MTP cross-entropy + MoE balance losses."""
+    """Next-token cross-entropy + weighted MTP cross-entropy + MoE balance losses. ``mtp_weight``
+    is set each step from the spec's schedule (V3: 0.3, then 0.1 after 10T tokens)."""
 
     def __init__(self, mtp_weight: float):
         self.mtp_weight = mtp_weight
         self.last = LossParts()
 
     def __call__(self, outputs, tokens: torch.Tensor) -> torch.Tensor:
-        logits, mtp_logits, aux = outputs
-        S = logits.shape[1]
-        lm = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1: S + 1].flatten())
+        lm, mtp_losses, aux = outputs
         total = lm + aux
         mtp = lm.new_zeros(())
-        if mtp_logits.numel():
-            depths = mtp_logits.shape[0]
-            mtp = sum(F.cross_entropy(mtp_logits[k].flatten(0, 1).float(), tokens[:, k + 2: k + 2 + S].flatten())
-                      for k in range(depths)) / depths
+        if mtp_losses.numel():
+            mtp = mtp_losses.mean()
             total = total + self.mtp_weight * mtp
         self.last.values = {"lm_loss": lm.detach(), "mtp_loss": mtp.detach(), "balance_loss": aux.detach().reshape(())}
         return total
 
 
-def build_layers(m: ModelSpec, balance: BalanceSpec, seed: int, ep_size: int = 1, ep_rank: int = 0) -> dict:
+def build_layers(m: ModelSpec, balance: BalanceSpec, seed: int, ep_size: int = 1, ep_rank: int = 0,
+                 checkpointing: bool = False) -> dict:
     """Constructors for every layer, in pipeline order (used by both the pipeline and the local model)."""
     return {
         "embed": lambda: EmbeddingLayer(m, seed),
         "blocks": [lambda i=i: BlockLayer(m, balance, i, ep_size, ep_rank, seed) for i in range(m.n_layers)],
-        "output": lambda: OutputLayer(m, balance, ep_size, ep_rank, seed),
+        "output": lambda: OutputLayer(m, balance, ep_size, ep_rank, seed, checkpointing),
     }
 
 
@@ -174,9 +185,11 @@ class LocalModel(nn.Module):
     """The whole model in one process (all experts local): the reference for equivalence tests
     and the model a single-device run trains."""
 
-    def __init__(self, m: ModelSpec, balance: BalanceSpec, seed: int, mtp_weight: float = 0.3):
+    def __init__(self, m: ModelSpec, balance: BalanceSpec, seed: int, mtp_weight: float = 0.3,
+                 checkpointing: bool = False):
         super().__init__()
-        makers = build_layers(m, balance, seed)
+        self.checkpointing = checkpointing
+        makers = build_layers(m, balance, seed, checkpointing=checkpointing)
         self.embedding = makers["embed"]()
         self.blocks = nn.ModuleList(make() for make in makers["blocks"])
         self.output = makers["output"]()
@@ -185,7 +198,8 @@ class LocalModel(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embedding(tokens)
         for block in self.blocks:
-            x = block(x)
+            recompute = self.checkpointing and torch.is_grad_enabled()
+            x = checkpoint_layers(lambda *a, b=block: b(a), *x) if recompute else block(x)
         if self.output.mtp:
             x = embed_future_tokens(self.embedding, x)
         return self.loss_fn(self.output(x), tokens)

@@ -20,16 +20,17 @@ from __future__ import annotations
 import hashlib
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from deepspeed.moe.layer import MoE as DeepSpeedMoE
 from deepspeed.utils import groups
 from torch import nn
 
 from orchestrator.spec.schema import BalanceSpec, ModelSpec
-from orchestrator.train.layers import SwiGLU
+from orchestrator.train import collectives
+from orchestrator.train.activations import recomputing
+from orchestrator.train.layers import SwiGLU, at_least_fp32
 
-INIT_STD = 0.02
+INIT_STD = 0.006  # DeepSeek-V3 report, section 4.2; the spec's model.init_std overrides it
 
 
 def derived_seed(*parts: object) -> int:
@@ -38,14 +39,15 @@ def derived_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def init_weights(module: nn.Module, seed: int) -> None:
+def init_weights(module: nn.Module, seed: int, std: float = INIT_STD) -> None:
     """Deterministic initialisation independent of the global RNG and of which rank builds it:
-    the same layer gets the same weights in a sharded run and in a single process."""
+    the same layer gets the same weights in a sharded run and in a single process. Drawn in fp64
+    and cast, so an fp64 model (the equivalence tests) starts from the same values as an fp32 one."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in module.parameters():
             if param.dim() >= 2:  # matrices; norm gains keep their ones
-                param.copy_(torch.randn(param.shape, generator=gen) * INIT_STD)
+                param.copy_(torch.randn(param.shape, generator=gen, dtype=torch.float64) * std)
 
 
 class _AllToAll(torch.autograd.Function):
@@ -55,14 +57,14 @@ class _AllToAll(torch.autograd.Function):
     def forward(ctx, x, out_splits: list[int], in_splits: list[int], group):
         ctx.splits, ctx.group = (out_splits, in_splits), group
         out = x.new_empty((sum(out_splits),) + tuple(x.shape[1:]))
-        dist.all_to_all_single(out, x.contiguous(), out_splits, in_splits, group=group)
+        collectives.all_to_all_single(out, x.contiguous(), out_splits, in_splits, group=group)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         out_splits, in_splits = ctx.splits
         back = grad.new_empty((sum(in_splits),) + tuple(grad.shape[1:]))
-        dist.all_to_all_single(back, grad.contiguous(), in_splits, out_splits, group=ctx.group)
+        collectives.all_to_all_single(back, grad.contiguous(), in_splits, out_splits, group=ctx.group)
         return back, None, None, None
 
 
@@ -81,7 +83,7 @@ class Router(nn.Module):
     def forward(self, x: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [T, D] -> expert indices [T, k], gate weights [T, k], sequence balance loss (scalar)."""
         m = self.m
-        logits = F.linear(x.float(), self.weight.float())
+        logits = F.linear(at_least_fp32(x), at_least_fp32(self.weight))
         scores = logits.sigmoid() if m.score_func == "sigmoid" else logits.softmax(dim=-1)
         choice = scores.detach() + self.balance_bias
         if m.n_expert_groups > 1 and m.n_limited_groups < m.n_expert_groups:
@@ -91,8 +93,9 @@ class Router(nn.Module):
         if m.score_func == "sigmoid":
             weights = weights / weights.sum(dim=-1, keepdim=True)
         weights = weights * m.route_scale
-        with torch.no_grad():
-            self.load += torch.bincount(indices.flatten(), minlength=m.n_routed_experts).to(self.load.dtype)
+        if not recomputing():  # a checkpointed block's recompute routes the same tokens again
+            with torch.no_grad():
+                self.load += torch.bincount(indices.flatten(), minlength=m.n_routed_experts).to(self.load.dtype)
         return indices, weights.type_as(x), self._sequence_balance_loss(scores, indices, seq_len)
 
     def _limit_groups(self, choice: torch.Tensor) -> torch.Tensor:
@@ -115,16 +118,27 @@ class Router(nn.Module):
         p = (scores / scores.sum(-1, keepdim=True)).view(seqs, seq_len, E).mean(1)
         return alpha * (f * p).sum(-1).mean()
 
+    def _apply(self, fn, recurse=True):
+        """Keep the balance state in fp32 when the module is cast (DeepSpeed's bf16 engine casts the
+        whole model): a 0.001 step on a bias near 1 is below bf16's resolution."""
+        super()._apply(fn, recurse)
+        for name in ("balance_bias", "load"):
+            buffer = getattr(self, name)
+            if buffer.dtype not in (torch.float32, torch.float64):
+                setattr(self, name, buffer.float())
+        return self
+
     @torch.no_grad()
-    def update_bias(self, group=None) -> float:
-        """Move the balance bias against this step's load (summed over the data-parallel group);
-        return the load imbalance max/mean of the step."""
+    def update_bias(self, group=None, speed: float | None = None) -> float:
+        """Move the balance bias against this step's load (summed over the data-parallel group) by
+        ``speed`` (default: the spec's); return the load imbalance max/mean of the step."""
         load = self.load.clone()
-        if group is not None and dist.is_initialized():
-            dist.all_reduce(load, group=group)
+        if group is not None and collectives.is_initialised():
+            collectives.all_reduce(load, group=group)
         mean = load.mean()
         imbalance = float(load.max() / mean) if mean > 0 else 1.0
-        self.balance_bias += self.balance.bias_update_speed * torch.sign(mean - load)
+        speed = self.balance.bias_update_speed if speed is None else speed
+        self.balance_bias += speed * torch.sign(mean - load)
         self.load.zero_()
         return imbalance
 
@@ -143,14 +157,14 @@ class DeepSeekMoE(DeepSpeedMoE):
         self.enable_expert_tensor_parallelism, self.use_residual = False, False
         self.ep_group = None
         self.router = Router(m, balance)
-        init_weights(self.router, derived_seed(seed, "router"))
+        init_weights(self.router, derived_seed(seed, "router"), m.init_std)
         self.shared = SwiGLU(m.dim, m.n_shared_experts * m.moe_inter_dim) if m.n_shared_experts else None
         if self.shared is not None:
-            init_weights(self.shared, derived_seed(seed, "shared"))
+            init_weights(self.shared, derived_seed(seed, "shared"), m.init_std)
         self.experts = nn.ModuleList()
         for local in range(self.num_local_experts):
             expert = SwiGLU(m.dim, m.moe_inter_dim)
-            init_weights(expert, derived_seed(seed, "expert", ep_rank * self.num_local_experts + local))
+            init_weights(expert, derived_seed(seed, "expert", ep_rank * self.num_local_experts + local), m.init_std)
             for param in expert.parameters():
                 param.allreduce = False
                 param.group_name = self.expert_group_name
@@ -185,7 +199,7 @@ class DeepSeekMoE(DeepSpeedMoE):
         L, ep = self.num_local_experts, self.ep_size
         send_per_expert = counts.view(ep, L)
         recv_per_expert = torch.empty_like(send_per_expert)
-        dist.all_to_all_single(recv_per_expert, send_per_expert, group=self.ep_group)
+        collectives.all_to_all_single(recv_per_expert, send_per_expert, group=self.ep_group)
         send_splits = send_per_expert.sum(1).tolist()
         recv_splits = recv_per_expert.sum(1).tolist()
         received = _AllToAll.apply(tokens, recv_splits, send_splits, self.ep_group)
@@ -204,5 +218,5 @@ class DeepSeekMoE(DeepSpeedMoE):
         chunks = tokens.split(per_expert, dim=0)
         return torch.cat([expert(chunk) for expert, chunk in zip(self.experts, chunks)], dim=0)
 
-    def update_balance(self, data_parallel_group=None) -> float:
-        return self.router.update_bias(data_parallel_group)
+    def update_balance(self, data_parallel_group=None, speed: float | None = None) -> float:
+        return self.router.update_bias(data_parallel_group, speed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from orchestrator.plan.schedule import BatchSchedule, learning_rate, phase_tokens
-from orchestrator.spec.schema import JobSpec
+from orchestrator.spec.schema import JobSpec, scheduled
 
 
 @dataclass
@@ -19,7 +19,7 @@ class Progress:
     phase_steps: int = 0
     phase_tokens: float = 0.0
     tokens: float = 0.0  # in all phases
-    data_position: int = 0  # samples consumed
+    data_position: int = 0  # tokens consumed from the data stream, over all phases (windows of sample_len)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -36,6 +36,7 @@ class StepShape:
     seq_len: int
     sample_len: int  # seq_len + 1 + mtp_depth tokens per sample
     lr: float
+    mtp_weight: float  # the MTP loss weight in force (spec: training.mtp_loss_weight_schedule)
 
 
 class Schedule:
@@ -53,7 +54,15 @@ class Schedule:
         phase = self.spec.phases[progress.phase]
         batch = self.batches[progress.phase].batch_at(progress.phase_tokens)
         lr = learning_rate(self.spec.training.lr_schedule, progress.step, progress.tokens)
-        return StepShape(phase.name, batch, phase.seq_len, phase.seq_len + 1 + self.spec.model.mtp_depth, lr)
+        training = self.spec.training
+        mtp_weight = scheduled(training.mtp_loss_weight, training.mtp_loss_weight_schedule, progress.tokens)
+        return StepShape(phase.name, batch, phase.seq_len, phase.seq_len + 1 + self.spec.model.mtp_depth, lr,
+                         mtp_weight)
+
+    def bias_update_speed(self, progress: Progress) -> float:
+        """The balance bias step in force at ``progress`` (spec: training.balance.bias_update_speed_schedule)."""
+        balance = self.spec.training.balance
+        return scheduled(balance.bias_update_speed, balance.bias_update_speed_schedule, progress.tokens)
 
     def advance(self, progress: Progress, shape: StepShape) -> None:
         trained = shape.global_batch * shape.seq_len
@@ -61,7 +70,7 @@ class Schedule:
         progress.phase_steps += 1
         progress.phase_tokens += trained
         progress.tokens += trained
-        progress.data_position += shape.global_batch
+        progress.data_position += shape.global_batch * shape.sample_len
         phase = self.spec.phases[progress.phase]
         done = (progress.phase_steps >= phase.steps) if phase.steps is not None else \
             progress.phase_tokens >= phase_tokens(phase)

@@ -13,11 +13,13 @@ import argparse
 import json
 import sys
 
+from orchestrator.cluster.placement import JobView, schedule
+from orchestrator.cluster.provider import node_views_from_ray
+from orchestrator.plan.planner import make_plan
+from orchestrator.spec.loader import validate_mapping
+
 
 def choose_nodes(spec, plan, ray_nodes: list[dict]) -> list[str]:
-    from orchestrator.cluster.provider import node_views_from_ray
-    from orchestrator.control.scheduler import JobView, schedule
-
     pools = tuple(p.name for p in spec.resources.pools if p.kind != "spare")
     pools += tuple(p.name for p in spec.resources.pools if p.kind == "spare")
     view = JobView("job", spec.team, spec.priority, 0.0, plan.mesh.nodes, plan.mesh.devices_per_node, pools)
@@ -35,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import ray
 
-    from orchestrator.plan.planner import make_plan
-    from orchestrator.spec import validate_mapping
+    from orchestrator.checkpoint.locate import open_job_checkpoints
     from orchestrator.train.ray_worker import run_with_ray_train
 
     with open(args.spec) as handle:
@@ -46,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     ray.init()
     assignment = choose_nodes(spec, plan, ray.nodes())
     selectors = [{"orch-node": assignment[p.node]} for p in plan.mesh.placements()]
+    # no state store here: the interruptions the run has seen come from its checkpoint store's attempts
+    seen = open_job_checkpoints(spec.checkpoint, args.job_id).exposure_since_first_attempt()
     result = run_with_ray_train(mapping, plan.mesh.world_size, args.storage, args.job_id, label_selectors=selectors,
                                 assignment=assignment, extra_resources={"orch_device": 1}, cpus_per_worker=1.0,
-                                job_id=args.job_id)
+                                job_id=args.job_id, interruptions=seen)
     if result.error is not None:
         print(f"orch: training failed: {result.error}", file=sys.stderr)
         return 1

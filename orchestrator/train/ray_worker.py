@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import torch
+
+from orchestrator.checkpoint.locate import open_job_checkpoints
+from orchestrator.clock import SystemClock
+from orchestrator.lifecycle import DIRECTIVES
+from orchestrator.plan.planner import make_plan
+from orchestrator.spec.loader import validate_mapping
+from orchestrator.train import collectives
+from orchestrator.train.warm_workers import prestart_for_next_attempt, worker_runtime_env
 
 # Every step's metrics go to orch's own channel (rank 0 -> the job's metrics sink). Ray Train's
 # report() is a barrier across all workers in Ray Train V2 (it syncs a checkpoint directory name
@@ -22,20 +32,16 @@ RAY_REPORT_EVERY = 25
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point; ``config``: spec (mapping), max_steps, metrics_path, threads."""
-    import deepspeed
     import ray.train
-    import torch.distributed as dist
 
-    from orchestrator.plan.planner import make_plan
-    from orchestrator.spec import validate_mapping
     from orchestrator.train.trainer import Trainer
 
     started = time.time()
     torch.set_num_threads(int(config.get("threads", 1)))
     spec = validate_mapping(config["spec"], "job")
     plan = make_plan(spec)
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-    rank = dist.get_rank()
+    collectives.initialise()
+    rank = collectives.rank()
     metrics_path = config.get("metrics_path")
     sink = open(metrics_path, "a") if metrics_path and rank == 0 else None
 
@@ -44,7 +50,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     def report(metrics: dict) -> None:
         if sink:
-            sink.write(json.dumps({**metrics, "since_launch_s": time.time() - started, "wall_time": time.time()}) + "\n")
+            record = {**metrics, "since_launch_s": time.time() - started, "wall_time": time.time()}
+            sink.write(json.dumps(record) + "\n")
             sink.flush()
         if metrics["step"] % every == 0 or metrics["step"] >= total_steps:
             ray.train.report(metrics)
@@ -54,23 +61,63 @@ def train_loop_per_worker(config: dict) -> None:
         check_node(plan, rank, assignment)
     checkpoints = None
     if config.get("job_id"):
-        from orchestrator.checkpoint.locate import open_job_checkpoints
-        from orchestrator.clock import SystemClock
         from orchestrator.train.trainer import CheckpointSetup
 
+        seen = config.get("interruptions")  # (interruptions, seconds held) of the job so far, from its runner
         checkpoints = CheckpointSetup(open_job_checkpoints(spec.checkpoint, config["job_id"],
                                                            Path(config["home"]) if config.get("home") else None),
-                                      SystemClock())
-    trainer = Trainer(spec, plan, report, checkpoints=checkpoints)
+                                      SystemClock(), tuple(seen) if seen else None,
+                                      peer_copies(spec, config["job_id"], assignment))
+    runner = config.get("runner")
+    on_phase = None
+    warm = warm_ranks(config.get("attempt_started"))
+    if runner is not None and rank == 0:  # each phase in order: the runner is a threaded actor
+        ray.get(runner.startup.remote("workers up", f"torch.distributed over {collectives.backend()}, "
+                                                    f"{time.time() - started:.1f} s in this worker, {warm} of "
+                                                    f"{collectives.world_size()} ranks in warm processes"))
+        on_phase = lambda name: ray.get(runner.startup.remote(name))  # noqa: E731
+    trainer = Trainer(spec, plan, report, checkpoints=checkpoints, on_phase=on_phase)
     if config.get("describe_dir"):
         Path(config["describe_dir"], f"rank{rank}.json").write_text(json.dumps(trainer.describe()))
-    runner = config.get("runner")
+    if on_phase is not None:
+        on_phase("first step")
     control = make_control(runner, rank) if runner is not None else None
+    if rank == 0 and assignment and spec.fault_tolerance.warm_restart:
+        start_warm_workers(assignment, plan.mesh.devices_per_node)
     trainer.train(config.get("max_steps"), control)
-    if trainer.checkpointer is not None:
-        trainer.checkpointer.wait()
+    if trainer.checkpointer is not None and (trainer.emergency is None or trainer.emergency["committed"]):
+        trainer.checkpointer.wait()  # (an emergency save abandoned at its deadline is not waited for)
     if runner is not None and rank == 0 and trainer.emergency is not None:
         ray.get(runner.checkpoint_result.remote(trainer.emergency))
+    if checkpoints is not None and checkpoints.copies is not None and rank == 0 and trainer.finished():
+        checkpoints.copies.forget()  # the job is over: no restart will want its copies
+
+
+def warm_ranks(attempt_started: float | None) -> int:
+    """How many ranks run in a process that existed before this attempt began (a warm worker,
+    ``warm_workers.py``) rather than one Ray started for it: one all-reduce, every rank."""
+    warm = attempt_started is not None and psutil.Process().create_time() < attempt_started
+    return int(collectives.all_reduce(torch.tensor([float(warm)]), "sum")[0])
+
+
+def start_warm_workers(assignment: list[str], per_node: int) -> None:
+    """Warm workers for the next attempt (``warm_workers.py``), asked off the training thread."""
+    threading.Thread(target=prestart_for_next_attempt, args=(assignment, per_node), name="warm-workers",
+                     daemon=True).start()
+
+
+def peer_copies(spec, job_id: str, assignment: list[str] | None):
+    """The in-memory checkpoint tier (``train/peer_memory.py``) for a job placed on named nodes:
+    this worker's node and the gang's assignment say where its copies go. None without a placement
+    (a plain Ray Train run) or with ``fault_tolerance.warm_restart: false``."""
+    import ray
+
+    from orchestrator.train.peer_memory import PeerCopies
+
+    node = ray.get_runtime_context().get_node_labels().get("orch-node")
+    if not assignment or node is None or not spec.fault_tolerance.warm_restart:
+        return None
+    return PeerCopies(job_id, node, assignment)
 
 
 def check_node(plan, rank: int, assignment: list[str]) -> None:
@@ -89,16 +136,13 @@ def make_control(runner, rank: int):
     """Rank 0 hands each step's metrics to the job's runner and receives a directive; a broadcast
     gives every rank the same directive for the same step."""
     import ray
-    import torch.distributed as dist
-
-    from orchestrator.control.directives import DIRECTIVES
 
     def control(metrics: dict) -> tuple[str, float | None]:
         message = torch.zeros(2, dtype=torch.float64)  # directive index, deadline (0: none)
         if rank == 0:
             directive, deadline = ray.get(runner.on_step.remote(metrics))
             message[0], message[1] = DIRECTIVES.index(directive), deadline
-        dist.broadcast(message, src=0)
+        collectives.broadcast(message, src=0)  # on the group's device (NCCL: CUDA)
         return DIRECTIVES[int(message[0])], (float(message[1]) or None)
 
     return control
@@ -108,13 +152,17 @@ def run_with_ray_train(spec_mapping: dict, world_size: int, storage_path: str, n
                        max_steps: int | None = None, metrics_path: str | None = None,
                        cpus_per_worker: float = 0.5, label_selectors: list[dict] | None = None,
                        describe_dir: str | None = None, runner=None, assignment: list[str] | None = None,
-                       extra_resources: dict | None = None, job_id: str | None = None, home: str | None = None):
-    """Run a job's training as a Ray Train TorchTrainer on the connected Ray cluster; returns the Result."""
+                       extra_resources: dict | None = None, job_id: str | None = None, home: str | None = None,
+                       interruptions: tuple[int, float] | None = None):
+    """Run a job's training as a Ray Train TorchTrainer on the connected Ray cluster; returns the Result.
+    ``interruptions``: what the job's gang has seen so far, for the ``auto`` checkpoint interval."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     Path(storage_path).mkdir(parents=True, exist_ok=True)
     use_gpu = spec_mapping["resources"]["accelerator"]["type"].lower() != "cpu"
+    # warm restarts: the workers run warm_workers.preload as they start (prestarted ones already did)
+    warm = job_id is not None and spec_mapping.get("fault_tolerance", {}).get("warm_restart", True)
     scaling = ScalingConfig(
         num_workers=world_size, use_gpu=use_gpu,
         resources_per_worker={**({} if use_gpu else {"CPU": cpus_per_worker}), **(extra_resources or {})} or None,
@@ -124,10 +172,12 @@ def run_with_ray_train(spec_mapping: dict, world_size: int, storage_path: str, n
         train_loop_per_worker,
         train_loop_config={"spec": spec_mapping, "max_steps": max_steps, "metrics_path": metrics_path, "threads": 1,
                            "describe_dir": describe_dir, "runner": runner, "assignment": assignment,
-                           "job_id": job_id, "home": home},
+                           "job_id": job_id, "home": home, "interruptions": interruptions,
+                           "attempt_started": time.time()},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=scaling,
-        run_config=RunConfig(name=name, storage_path=storage_path, failure_config=FailureConfig(max_failures=0)),
+        run_config=RunConfig(name=name, storage_path=storage_path, failure_config=FailureConfig(max_failures=0),
+                             worker_runtime_env=worker_runtime_env() if warm else {}),
     )
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if use_gpu else "cpu")
     return trainer.fit()

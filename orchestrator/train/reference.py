@@ -10,14 +10,14 @@ from __future__ import annotations
 import torch
 
 from orchestrator.spec.schema import JobSpec
+from orchestrator.train.feed import make_source
 from orchestrator.train.model import LocalModel
 from orchestrator.train.progress import Progress, Schedule
-from orchestrator.train.trainer import make_source
 
 
 class ReferenceTrainer:
     def __init__(self, spec: JobSpec, data_parallel: int = 1, balance_speed: float | None = None):
-        self.spec = spec
+        self.spec, self.balance_speed = spec, balance_speed
         balance = spec.training.balance
         if balance_speed is not None:
             balance = balance.model_copy(update={"bias_update_speed": balance_speed})
@@ -37,7 +37,8 @@ class ReferenceTrainer:
         shape = self.schedule.next_step(self.progress)
         for group in self.optimizer.param_groups:
             group["lr"] = shape.lr
-        batch = self.source.samples(self.progress.data_position, shape.global_batch, shape.sample_len)
+        self.model.loss_fn.mtp_weight = shape.mtp_weight
+        batch = self.source.windows(self.progress.data_position, shape.global_batch, shape.sample_len)
         self.optimizer.zero_grad()
         chunks = batch.split(self.micro_batch)
         lm = 0.0
@@ -47,7 +48,8 @@ class ReferenceTrainer:
             lm += float(self.model.loss_fn.last.values["lm_loss"]) / len(chunks)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.training.optimizer.grad_clip)
         self.optimizer.step()
-        imbalance = max((layer.update_balance() for layer in self.model.moe_layers()), default=1.0)
+        speed = self.schedule.bias_update_speed(self.progress) if self.balance_speed is None else self.balance_speed
+        imbalance = max((layer.update_balance(None, speed) for layer in self.model.moe_layers()), default=1.0)
         self.schedule.advance(self.progress, shape)
         return {"step": self.progress.step, "loss": lm, "expert_imbalance": imbalance,
                 "global_batch": shape.global_batch}

@@ -12,13 +12,14 @@ import os
 import sys
 import time
 
-import deepspeed
 import torch
-import torch.distributed as dist
 
+from orchestrator.checkpoint.locate import open_job_checkpoints
+from orchestrator.clock import SystemClock
 from orchestrator.plan.planner import make_plan
-from orchestrator.spec import load_spec
-from orchestrator.train.trainer import Trainer
+from orchestrator.spec.loader import load_spec
+from orchestrator.train import collectives
+from orchestrator.train.trainer import CheckpointSetup, Trainer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,11 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     spec = load_spec(args.file, args.profile, args.overrides)
     plan = make_plan(spec)
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    deepspeed.init_distributed(dist_backend=backend)
-    out = open(args.metrics, "a") if args.metrics and dist.get_rank() == 0 else None
+    collectives.initialise()
+    out = open(args.metrics, "a") if args.metrics and collectives.rank() == 0 else None
 
     def report(metrics: dict) -> None:
         if out:
@@ -48,17 +48,13 @@ def main(argv: list[str] | None = None) -> int:
 
     checkpoints = None
     if args.job_id:
-        from orchestrator.checkpoint.locate import open_job_checkpoints
-        from orchestrator.clock import SystemClock
-        from orchestrator.train.trainer import CheckpointSetup
-
         checkpoints = CheckpointSetup(open_job_checkpoints(spec.checkpoint, args.job_id), SystemClock())
     trainer = Trainer(spec, plan, report, checkpoints=checkpoints)
     trainer.train(args.max_steps)
     if trainer.checkpointer is not None:
         trainer.checkpointer.wait()
-    dist.barrier()
-    dist.destroy_process_group()
+    collectives.barrier()
+    collectives.shutdown()
     return 0
 
 

@@ -7,6 +7,7 @@ import threading
 import time
 from contextlib import contextmanager
 
+import httpx
 import uvicorn
 
 
@@ -32,3 +33,16 @@ def serving(app):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def wait_until_serving(base: str, server, timeout: float = 60.0) -> None:
+    """Poll ``base``/healthz until an `orch dashboard` process (``server``, a Popen) answers "ok"."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if httpx.get(base + "/healthz", timeout=2).text == "ok":
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.time() < deadline and server.poll() is None, "the dashboard did not start"
+        time.sleep(0.2)

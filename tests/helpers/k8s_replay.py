@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -27,6 +28,7 @@ class Rule:
     stream: list[dict] | None = None  # a watch: JSON lines
     times: int | None = None  # None: every time
     query: dict | None = None  # these query parameters must be present with these values
+    hold_s: float = 0.0  # a watch: keep the stream open this long after its lines (chunked, as the API server)
     used: int = 0
 
 
@@ -37,6 +39,7 @@ class Request:
     query: dict
     body: object
     headers: dict = field(default_factory=dict)  # lower-case names
+    caller: str = ""  # whose credentials the request stands for (ReplayServer.caller when it was made)
 
 
 def status_body(code: int, reason: str, message: str, details: dict | None = None) -> dict:
@@ -46,10 +49,17 @@ def status_body(code: int, reason: str, message: str, details: dict | None = Non
 
 
 class ReplayServer:
+    """``caller`` and ``traffic`` (class-wide) let the RBAC test replay other tests' flows under a
+    service account's name and check every request they made against the roles bound to it."""
+
+    caller = ""
+    traffic: list[Request] = []
+
     def __init__(self):
         self.rules: list[Rule] = []
         self.requests: list[Request] = []
         self.lock = threading.Lock()
+        self.open_streams: dict[str, int] = {}  # path -> watch responses still open
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -64,12 +74,16 @@ class ReplayServer:
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
                 with server.lock:
-                    server.requests.append(Request(self.command, parts.path, parse_qs(parts.query), body,
-                                                   {k.lower(): v for k, v in self.headers.items()}))
+                    request = Request(self.command, parts.path, parse_qs(parts.query), body,
+                                      {k.lower(): v for k, v in self.headers.items()}, ReplayServer.caller)
+                    server.requests.append(request)
+                    ReplayServer.traffic.append(request)
                     rule = server._match(self.command, parts.path, parse_qs(parts.query))
                 if rule is None:
                     return self._json(404, status_body(404, "NotFound", f"no replayed response for {self.command} "
                                                                         f"{parts.path}"))
+                if rule.stream is not None and rule.hold_s:
+                    return self._held_stream(parts.path, rule)
                 if rule.stream is not None:
                     payload = b"".join(json.dumps(e).encode() + b"\n" for e in rule.stream)
                     self.send_response(rule.status)
@@ -79,6 +93,24 @@ class ReplayServer:
                     self.wfile.write(payload)
                     return None
                 return self._json(rule.status, rule.body)
+
+            def _held_stream(self, path, rule):
+                self.send_response(rule.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                with server.lock:
+                    server.open_streams[path] = server.open_streams.get(path, 0) + 1
+                try:
+                    for event in rule.stream:
+                        line = json.dumps(event).encode() + b"\n"
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                        self.wfile.flush()
+                    time.sleep(rule.hold_s)
+                    self.wfile.write(b"0\r\n\r\n")
+                finally:
+                    with server.lock:
+                        server.open_streams[path] -= 1
 
             def _json(self, status, body):
                 payload = json.dumps(body if body is not None else {}).encode()
@@ -98,14 +130,15 @@ class ReplayServer:
         for rule in self.rules:
             if rule.query and any(query.get(k, [None])[0] != v for k, v in rule.query.items()):
                 continue
-            if rule.method == method and re.fullmatch(rule.path, path) and (rule.times is None or rule.used < rule.times):
+            if (rule.method == method and re.fullmatch(rule.path, path)
+                    and (rule.times is None or rule.used < rule.times)):
                 rule.used += 1
                 return rule
         return None
 
     def on(self, method: str, path: str, status: int = 200, body: object = None, stream: list[dict] | None = None,
-           times: int | None = None, query: dict | None = None) -> "ReplayServer":
-        self.rules.append(Rule(method, path, status, body, stream, times, query))
+           times: int | None = None, query: dict | None = None, hold_s: float = 0.0) -> "ReplayServer":
+        self.rules.append(Rule(method, path, status, body, stream, times, query, hold_s))
         return self
 
     def sent(self, method: str, path_pattern: str) -> list[Request]:

@@ -1,6 +1,7 @@
 """The dashboard in a real browser (Debian's Chromium driven by Playwright) while a real job trains
 on the embedded cluster: every page loads, the charts are drawn with the job's data, the job page
-updates without a reload, and an operator action goes through the page. Screenshots are saved
+updates without a reload, operator actions (a cordon, the preemption drill) go through the page, and
+the job page shows the plan beside the measured hours and names the unpriced pool. Screenshots are saved
 under tests/artifacts/dashboard/."""
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from orchestrator.humanize import money
+from orchestrator.spec.loader import load_spec
 from tests.conftest import ROOT, V3_SPEC
 from tests.helpers.dashboard_server import free_port
 
@@ -143,9 +146,24 @@ def test_every_page_while_a_real_job_trains(plane, dashboard, browser):
     wait_for(plane, job_id, lambda _j: spare in plane.store.cordoned_nodes(), timeout=30)
     event = [e for e in plane.store.events(limit=10_000) if e["kind"] == "node.cordon"][-1]
     assert event["actor"].startswith("dashboard:admin@127.0.0.1") and spare in event["message"]
+    # while its only spare is cordoned the job is short of one: the controller starts another raylet in
+    # the spare pool; once the cordon lifts, that one is surplus and retired (issue 17: it stayed for good)
+    wait_for(plane, job_id, lambda _j: plane.store.events_of(["node.provisioned"]), timeout=120)
     page.wait_for_selector(f"tr[data-node='{spare}'] button:has-text('Uncordon')")
     page.click(f"tr[data-node='{spare}'] button:has-text('Uncordon')")
     wait_for(plane, job_id, lambda _j: spare not in plane.store.cordoned_nodes(), timeout=30)
+    wait_for(plane, job_id, lambda _j: plane.store.events_of(["node.retired"]), timeout=120)
+    (added,) = [e["data"]["nodes"] for e in plane.store.events_of(["node.provisioned"])]
+    assert [e["data"]["nodes"] for e in plane.store.events_of(["node.retired"])] == [added]
+    assert {r["name"] for r in httpx.get(f"{base}/api/nodes").json()}.isdisjoint(added)
+
+    # the preemption drill through the page on the spot node: the job saves and restarts on the spare
+    spot = next(r["name"] for r in httpx.get(f"{base}/api/nodes").json() if r["kind"] == "spot")
+    page.goto(f"{base}/#/cluster")
+    page.wait_for_selector(f"tr[data-node='{spot}'] button:not([disabled])")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click(f"tr[data-node='{spot}'] button:has-text('Preempt drill')")
+    wait_for(plane, job_id, lambda j: j["attempt"] == 2 and j["state"] == "running", timeout=300)
 
     # the jobs page
     page.goto(f"{base}/#/jobs")
@@ -157,12 +175,31 @@ def test_every_page_while_a_real_job_trains(plane, dashboard, browser):
     page.goto(f"{base}/#/cost")
     page.wait_for_function("() => (document.getElementById('chart-gpu-hours')?.data || []).length >= 5")
     traces = {t["name"]: t for t in chart_data(page, "chart-gpu-hours")}
-    assert set(traces) >= {"productive", "checkpoint", "recovery", "lost", "queued"}
-    assert traces["productive"]["y"][-1] > 0 and traces["queued"]["y"][-1] > 0
+    assert set(traces) >= {"productive", "checkpoint", "recovery", "lost", "startup"}
+    assert traces["productive"]["y"][-1] > 0 and traces["startup"]["y"][-1] > 0
     reference = chart_data(page, "chart-reference")[0]
     assert 2_788_000 in reference["x"]
     assert drawn_paths(page, "chart-gpu-hours") > 0
     page.screenshot(path=str(ARTIFACTS / "cost.png"), full_page=True)
+
+    # the burn-down page: spend so far, the forecast band to the finish, the DeepSeek-V3 lines, the pools
+    page.goto(f"{base}/burndown?job={job_id}")
+    page.wait_for_function("() => document.body.dataset.loaded === '1'", timeout=60_000)
+    usd = {t["name"]: t for t in chart_data(page, "chart-usd")}
+    assert {"spent", "forecast P10", "forecast P50", "forecast P90", "DeepSeek-V3 $5.58M"} <= set(usd)
+    truth = httpx.get(f"{base}/api/jobs/{job_id}/burndown").json()["forecast"]
+    assert usd["forecast P50"]["y"][-1] == pytest.approx(truth["cost_usd"]["p50"], rel=0.2)  # read a moment later
+    assert usd["spent"]["y"][-1] > 0 and drawn_paths(page, "chart-usd") > 0 and drawn_paths(page, "chart-hours") > 0
+    assert page.eval_on_selector_all("#pools tbody tr", "rows => rows.map(r => r.cells[0].innerText)") == \
+        ["local-on-demand", "local-spare", "local-spot"]
+    # the history columns, from the node changes the live controller recorded: the job's nodes were up
+    # and allocated to it; the table shows the API's figures
+    pools = {r["pool"]: r for r in httpx.get(f"{base}/api/jobs/{job_id}/burndown").json()["utilisation"]}
+    on_demand = pools["local-on-demand"]["node_hours"]
+    assert on_demand["up"] > 0 and 0 < on_demand["allocated"] <= on_demand["up"] and on_demand["down"] == 0
+    cells = page.eval_on_selector_all("#pools tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.innerText))")
+    assert float(cells[0][9].replace(",", "")) > 0 and float(cells[0][10].replace(",", "")) > 0
+    page.screenshot(path=str(ARTIFACTS / "burndown.png"), full_page=True)
 
     # the events page
     page.goto(f"{base}/#/events")
@@ -175,6 +212,29 @@ def test_every_page_while_a_real_job_trains(plane, dashboard, browser):
     wait_for(plane, job_id, lambda j: j["state"] == "succeeded", timeout=400)
     page.goto(f"{base}/#/jobs/{job_id}")
     page.wait_for_function("() => document.getElementById('job-state')?.innerText === 'succeeded'", timeout=30_000)
+    # the plan beside the measured hours, start-up apart, and the spare pool, which names no price, named
+    # with the price it was charged at: the figures of `orch cost JOB --json`, in its money format
+    cost = httpx.get(f"{base}/api/cost/{job_id}").json()
+    cells = "rows => rows.map(r => [r.dataset.row, ...[...r.cells].map(c => c.innerText)])"
+    rows = {r[0]: r[1:] for r in page.eval_on_selector_all("#job-accounting tr[data-row]", cells)}
+    assert float(rows["plan"][1]) == pytest.approx(cost["plan"]["gpu_hours"], abs=1e-4)
+    assert rows["plan"][2] == money(cost["plan"]["cost_usd"]) and "excludes start-up" in rows["plan"][3]
+    assert float(rows["startup"][1]) == pytest.approx(cost["gpu_hours"]["startup"], abs=1e-4)
+    assert cost["gpu_hours"]["startup"] > 0
+    g = cost["gpu_hours"]
+    assert float(rows["training"][1]) == pytest.approx(g["productive"] + g["checkpoint"], abs=1e-4)
+    assert rows["total"][2] == money(cost["cost_usd"])
+    assert cost["unpriced_pools"] == ["local-spare"]  # attempt 2 ran on the spare
+    price = load_spec(V3_SPEC, "local").cost.price_per_gpu_hour
+    note = page.inner_text("#job-pools tr[data-pool='local-spare']")
+    assert f"no price_per_gpu_hour: charged cost.price_per_gpu_hour {money(price)}" in note
+    assert "no price" not in page.inner_text("#job-pools tr[data-pool='local-on-demand']")
+    values = [5_353_000.0, 65_787.39, 170_000.0, 2.0, 0.00399, 0.0, 999.6, 1234.5, 5_576_000.0, 12.345]
+    assert page.evaluate("values => values.map(fmt.usd)", values) == [money(v) for v in values]
+    log = plane.log_path(job_id).read_text()  # the restored checkpoint is not announced again
+    commits = [line.split(" at step ")[1].split(":")[0] for line in log.splitlines()
+               if "checkpoint committed at step" in line or "committed in time" in line]
+    assert commits and len(commits) == len(set(commits)), commits
     page.wait_for_selector("#checkpoints tr[data-step]")
     steps = page.eval_on_selector_all("#checkpoints tr[data-step]", "rows => rows.map(r => +r.dataset.step)")
     assert 67 in steps

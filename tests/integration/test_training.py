@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from orchestrator.plan.planner import make_plan
-from orchestrator.spec import load_spec
-from orchestrator.spec.loader import apply_profile, read_spec_file
+from orchestrator.spec.loader import apply_profile, load_spec, read_spec_file
 from orchestrator.train.data import MarkovSource
 from orchestrator.train.reference import ReferenceTrainer
 from tests.conftest import V3_SPEC

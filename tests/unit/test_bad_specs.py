@@ -12,7 +12,7 @@ import yaml
 from orchestrator.cli.main import main
 from orchestrator.errors import OrchError
 from orchestrator.plan.planner import make_plan
-from orchestrator.spec import load_spec
+from orchestrator.spec.loader import load_spec
 
 BAD = Path(__file__).resolve().parents[1] / "specs" / "bad"
 EXPECTED = yaml.safe_load((BAD / "EXPECTED.yaml").read_text())

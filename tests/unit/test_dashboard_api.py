@@ -16,20 +16,22 @@ import pytest
 
 from orchestrator.dashboard.app import DashboardContext, create_app
 from orchestrator.dashboard.tokens import TokenFileError, ensure_tokens, load_tokens
+from orchestrator.plan.scenario import Scenario
 from orchestrator.simulate.engine import Simulation
-from orchestrator.simulate.scenario import Scenario
-from orchestrator.spec import load_spec
+from orchestrator.spec.loader import load_spec
 from orchestrator.state.store import StateStore
 from tests.conftest import V3_SPEC
 from tests.helpers.dashboard_server import serving
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """A state store holding a simulated run of the miniature (one node lost, one restart), the
-    simulated cluster as the node provider, and a served dashboard."""
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def site(request, tmp_path_factory):
+    """A state store (SQLite, or the session's PostgreSQL server) holding a simulated run of the
+    miniature (one node lost, one restart), the simulated cluster as the node provider, and a served
+    dashboard."""
     home = tmp_path_factory.mktemp("orch_home")
-    url = f"sqlite:///{home / 'state.db'}"
+    url = (f"sqlite:///{home / 'state.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres").new_database())
     spec = load_spec(str(V3_SPEC), "local", [])
     sim = Simulation(spec, Scenario(trace=((60.0, "local-spot-0000"),), provision_delay_s=5.0), state_url=url,
                      start_at=time.time() - 3600)
@@ -87,18 +89,20 @@ def test_job_series_checkpoints_nodes_and_cost_series(site):
     ck = get(site, f"/api/jobs/{job}/checkpoints").json()
     assert ck["committed"] == [] and ck["in_flight"] == []  # simulated: no files were written
     nodes = get(site, "/api/nodes").json()
-    assert {n["name"] for n in nodes} == set(site["cluster"].nodes_by_name)
+    # a surplus hot spare the controller retired is listed no more
+    assert {n["name"] for n in nodes} == {name for name, n in site["cluster"].nodes_by_name.items() if n.gone is None}
     assert {n["kind"] for n in nodes} == {"on-demand", "spot", "spare"}
     series = get(site, "/api/cost/series?samples=50").json()
     assert len(series["t"]) == 50 and series["t"] == sorted(series["t"])
     total = get(site, "/api/cost").json()["gpu_hours"]
-    for category in ("productive", "recovery", "lost", "queued"):
+    for category in ("productive", "recovery", "lost", "startup"):
         assert series[category][-1] == pytest.approx(total[category], rel=1e-9, abs=1e-12)
         assert all(a <= b + 1e-12 for a, b in zip(series[category], series[category][1:]))  # cumulative
     summary = get(site, "/api/summary").json()
     assert summary["jobs"] == {"succeeded": 1} and summary["nodes"] == len(nodes)
     assert get(site, "/api/jobs/no-such-job").status_code == 404
-    assert get(site, f"/api/jobs/{job}/checkpoints/5/verify").status_code == 404
+    assert post(site, f"/api/jobs/{job}/checkpoints/5/verify", token=site["admin"]).status_code == 404
+    assert get(site, f"/api/jobs/{job}/checkpoints/5/verify").status_code == 405  # an action, not a read
 
 
 def test_openapi_describes_every_api_route_and_no_cdn_docs(site):
@@ -128,7 +132,8 @@ def test_no_cors_is_granted(site):
     evil = {"Origin": "https://evil.example"}
     assert "access-control-allow-origin" not in get(site, "/api/jobs", headers=evil).headers
     preflight = httpx.options(site["base"] + "/api/nodes/local-spare-0000/cordon", headers={
-        **evil, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"})
+        **evil, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type"})
     assert "access-control-allow-origin" not in preflight.headers
 
 

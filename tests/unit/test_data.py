@@ -1,4 +1,4 @@
-"""Data sources: the Markov chain's known entropy, token shards, and per-replica slicing."""
+"""Data sources: the Markov chain's known entropy, token shards read by ranges, per-replica slicing."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ import torch
 
 from orchestrator.cli.main import main
 from orchestrator.errors import OrchError
-from orchestrator.spec import load_spec
-from orchestrator.train.data import MarkovSource, ShardSource, micro_batches
+from orchestrator.spec.loader import load_spec
+from orchestrator.train.data import MarkovSource, micro_batches
 from orchestrator.train.prepare import prepare_shards
 from orchestrator.train.reference import ReferenceTrainer
+from orchestrator.train.shards import ShardSource
 from tests.conftest import V3_SPEC
 
 
 def test_markov_entropy_rate_matches_the_empirical_rate():
     source = MarkovSource(32, seed=3, branching=3)
-    rows = source.samples(0, 200, 200)
+    rows = source.windows(0, 200, 200)
     counts = np.zeros((32, 32))
     for row in rows.numpy():
         np.add.at(counts, (row[:-1], row[1:]), 1)
@@ -31,18 +32,18 @@ def test_markov_entropy_rate_matches_the_empirical_rate():
     assert 0 < source.entropy_rate() < math.log(3) + 1e-9
 
 
-def test_samples_depend_only_on_their_index():
+def test_windows_depend_only_on_their_start_token():
     source = MarkovSource(64, seed=1)
-    whole = source.samples(10, 6, 20)
-    assert torch.equal(source.samples(13, 2, 20), whole[3:5])
-    assert not torch.equal(MarkovSource(64, seed=2).samples(10, 6, 20), whole)
+    whole = source.windows(200, 6, 20)
+    assert torch.equal(source.windows(260, 2, 20), whole[3:5])
+    assert not torch.equal(MarkovSource(64, seed=2).windows(200, 6, 20), whole)
 
 
 def test_replicas_take_disjoint_slices_of_the_global_batch():
     source = MarkovSource(64, seed=1)
-    r0 = torch.cat(micro_batches(source, 100, 8, 2, 0, 2, 10))
-    r1 = torch.cat(micro_batches(source, 100, 8, 2, 1, 2, 10))
-    assert torch.equal(torch.cat([r0, r1]), source.samples(100, 8, 10))
+    r0 = torch.cat(micro_batches(source, 1000, 8, 2, 0, 2, 10))
+    r1 = torch.cat(micro_batches(source, 1000, 8, 2, 1, 2, 10))
+    assert torch.equal(torch.cat([r0, r1]), source.windows(1000, 8, 10))
 
 
 def test_prepare_shards_and_read_them_back(tmp_path):
@@ -52,10 +53,15 @@ def test_prepare_shards_and_read_them_back(tmp_path):
     assert main(["data", "prepare", str(text), "--out", str(out), "--shard-tokens", "500"]) == 0
     files = sorted(out.glob("*.bin"))
     assert len(files) == 3 and (out / "manifest.json").exists()
-    source = ShardSource(out, "uint16", 256)
+    source = ShardSource(str(out), "uint16", 256)
     assert source.total_tokens == 1300
-    sample = source.samples(1, 1, 13)[0]
+    sample = source.windows(13, 1, 13)[0]
     assert bytes(sample.tolist()) == b"hello world, "
+    across = source.windows(494, 1, 13)[0]  # a window spanning shards 0 and 1
+    assert bytes(across.tolist()) == (b"hello world, " * 100)[494:507]
+    assert source.bytes_read == 2 * 13 * 2  # two windows of 13 uint16 tokens: nothing else was read
+    wrapped = source.windows(1295, 1, 10)[0]  # past the end: the next epoch starts at token 0
+    assert bytes(wrapped.tolist()) == (b"hello world, " * 100)[1295:] + b"hello"
     with pytest.raises(OrchError, match="already holds"):
         prepare_shards([str(text)], str(out))
 
@@ -73,7 +79,7 @@ def test_training_on_shards_learns(tmp_path):
 
 def test_missing_shards_are_a_clear_error(tmp_path):
     with pytest.raises(OrchError, match="no \\*.bin token shards"):
-        ShardSource(tmp_path, "uint16", 256)
+        ShardSource(str(tmp_path), "uint16", 256)
 
 
 def test_shards_from_s3_train_exactly_like_local_ones(tmp_path, monkeypatch):
@@ -94,7 +100,8 @@ def test_shards_from_s3_train_exactly_like_local_ones(tmp_path, monkeypatch):
         torch.set_num_threads(1)
         runs = []
         for path in ("s3://data/bytes", str(tmp_path / "d")):
-            spec = load_spec(V3_SPEC, profile="local", overrides=[f"data={{source: shards, path: {path}, dtype: uint16}}"])
+            spec = load_spec(V3_SPEC, profile="local",
+                             overrides=[f"data={{source: shards, path: {path}, dtype: uint16}}"])
             runs.append([m["loss"] for m in ReferenceTrainer(spec, data_parallel=2).train(3)])
     assert runs[0] == runs[1]
-    assert len(list((tmp_path / "home" / "data-cache").rglob("*.bin"))) == 4
+    assert not (tmp_path / "home" / "data-cache").exists()  # streamed by ranges, never downloaded

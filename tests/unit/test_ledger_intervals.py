@@ -25,7 +25,7 @@ def test_a_clean_run_by_hand():
     # held 0-100 s: gang start 0-20, steps 20-30 .. 70-80 (the one ending at 50 stalls 2 s), final save 80-100
     steps = [step(1, 30), step(2, 40), step(3, 52, stall=2.0), step(4, 62), step(5, 72), step(6, 80, time=8)]
     s = summarize(attempt_intervals(attempt("succeeded", steps)))
-    assert hours(s, "queued") == pytest.approx(4 * 20 / 3600)
+    assert hours(s, "startup") == pytest.approx(4 * 20 / 3600)
     assert hours(s, "checkpoint") == pytest.approx(4 * (2 + 20) / 3600)
     assert hours(s, "productive") == pytest.approx(4 * (80 - 20 - 2) / 3600)
     assert s["gpu_hours"]["total"] == pytest.approx(4 * 100 / 3600)  # exactly devices x held time
@@ -39,11 +39,29 @@ def test_lost_work_since_the_last_checkpoint():
     # checkpoint committed at step 2; the node dies after step 4 (at 60); release at 75
     steps = [step(1, 30), step(2, 40), step(3, 50), step(4, 60)]
     s = summarize(attempt_intervals(attempt("lost", steps, held=(0.0, 75.0), committed=2)))
-    assert hours(s, "lost") == pytest.approx(4 * 20 / 3600)  # steps 3 and 4
+    # steps 3 and 4, and step 5 that was under way (one step's time, 60-70)
+    assert hours(s, "lost") == pytest.approx(4 * 30 / 3600)
     assert hours(s, "productive") == pytest.approx(4 * 20 / 3600)  # steps 1 and 2
-    assert hours(s, "recovery") == pytest.approx(4 * 15 / 3600)  # failure to release
-    assert hours(s, "queued") == pytest.approx(4 * 20 / 3600)
+    assert hours(s, "recovery") == pytest.approx(4 * 5 / 3600)  # the rest until the release
+    assert hours(s, "startup") == pytest.approx(4 * 20 / 3600)
     assert s["gpu_hours"]["total"] == pytest.approx(4 * 75 / 3600)
+
+
+def test_a_folded_record_counts_one_step_under_way():
+    # the simulator folds steps 1-10 (2 s each) into one record ending at 40; released at 50: one step's
+    # time (40-42) is the step under way, lost; the rest (42-50) is recovery
+    folded = StepRecord(10, 40.0, 20.0, 0.0, "pre", steps_folded=10)
+    s = summarize(attempt_intervals(attempt("lost", [folded], held=(0.0, 50.0), committed=10)))
+    assert hours(s, "lost") == pytest.approx(4 * 2 / 3600) and hours(s, "recovery") == pytest.approx(4 * 8 / 3600)
+
+
+def test_an_attempt_lost_before_its_first_commit_loses_every_step():
+    # no checkpoint ever committed (None): the restart trains steps 1-3 again, so none was productive
+    steps = [step(1, 30), step(2, 40), step(3, 50)]
+    s = summarize(attempt_intervals(attempt("lost", steps, held=(0.0, 55.0), committed=None)))
+    assert hours(s, "productive") == 0.0
+    assert hours(s, "lost") == pytest.approx(4 * 35 / 3600)  # and the 5 s of step 4 under way at the loss
+    assert s["gpu_hours"]["total"] == pytest.approx(4 * 55 / 3600)
 
 
 def test_a_restart_counts_its_start_up_as_recovery_and_nothing_twice():
@@ -51,8 +69,8 @@ def test_a_restart_counts_its_start_up_as_recovery_and_nothing_twice():
     again = attempt_intervals(attempt("succeeded", [step(2, 80), step(3, 90)], attempt_no=2, held=(50.0, 95.0),
                                       committed=1))
     s = summarize(lost + again)
-    assert hours(s, "recovery") == pytest.approx(4 * (5 + 20) / 3600)  # 40-45 then 50-70
-    assert hours(s, "lost") == pytest.approx(4 * 10 / 3600)  # step 2 of attempt 1
+    assert hours(s, "recovery") == pytest.approx(4 * 20 / 3600)  # 50-70: the restart's start-up
+    assert hours(s, "lost") == pytest.approx(4 * (10 + 5) / 3600)  # step 2 of attempt 1, and step 3 under way
     assert hours(s, "productive") == pytest.approx(4 * (10 + 20) / 3600)
     assert s["gpu_hours"]["total"] == pytest.approx(4 * (45 + 45) / 3600)  # the 45-50 gap held nothing
     intervals = sorted(lost + again, key=lambda i: (i.node, i.start))
@@ -64,6 +82,23 @@ def test_preemption_with_a_save_loses_nothing():
     steps = [step(1, 30), step(2, 40)]
     s = summarize(attempt_intervals(attempt("checkpointed", steps, held=(0.0, 52.0), committed=2)))
     assert hours(s, "lost") == 0 and hours(s, "checkpoint") == pytest.approx(4 * 12 / 3600)
+
+
+def test_a_notice_stop_whose_save_committed_loses_nothing():
+    # a node's notice: checkpoint at step 2 (save 40-52), then the attempt stops to restart elsewhere
+    steps = [step(1, 30), step(2, 40)]
+    s = summarize(attempt_intervals(attempt("stopped", steps, held=(0.0, 52.0), committed=2)))
+    assert hours(s, "lost") == 0 and hours(s, "recovery") == 0
+    assert hours(s, "checkpoint") == pytest.approx(4 * 12 / 3600)
+
+
+def test_a_notice_stop_whose_save_was_abandoned_loses_the_steps_since_the_last_commit():
+    # the emergency save could not commit before the deadline: steps 3-4 are trained again, none was under way
+    steps = [step(1, 30), step(2, 40), step(3, 50), step(4, 60)]
+    s = summarize(attempt_intervals(attempt("stopped", steps, held=(0.0, 70.0), committed=2)))
+    assert hours(s, "lost") == pytest.approx(4 * 20 / 3600)
+    assert hours(s, "checkpoint") == pytest.approx(4 * 10 / 3600)
+    assert s["gpu_hours"]["total"] == pytest.approx(4 * 70 / 3600)
 
 
 def test_phases_are_kept_apart():
@@ -89,7 +124,7 @@ def test_two_jobs_trading_nodes_through_a_preemption_are_not_double_counted():
     assert s["gpu_hours"]["total"] == pytest.approx(4 * (50 + 45 + 50) / 3600)
     assert s["gpu_hours"]["lost"] == 0  # A saved before giving its nodes up
     assert s["gpu_hours"]["recovery"] == pytest.approx(4 * 10 / 3600)  # A's second start-up, 110-120
-    assert s["gpu_hours"]["queued"] == pytest.approx(4 * (10 + 10) / 3600)  # A 0-10 and B 55-65
+    assert s["gpu_hours"]["startup"] == pytest.approx(4 * (10 + 10) / 3600)  # A 0-10 and B 55-65
     per_node = {}
     for i in sorted(intervals, key=lambda i: i.start):
         assert i.start >= per_node.get(i.node, 0.0) - 1e-9  # nothing overlaps on a node, whichever job

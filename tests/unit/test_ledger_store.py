@@ -10,18 +10,19 @@ import urllib.request
 import pytest
 
 from orchestrator.clock import ManualClock
-from orchestrator.control.states import JobState
+from orchestrator.forecast.prometheus import serve
 from orchestrator.ledger.intervals import Interval
-from orchestrator.ledger.prometheus import serve
 from orchestrator.ledger.report import cost_report
-from orchestrator.spec import load_spec
+from orchestrator.lifecycle import JobState
+from orchestrator.spec.loader import load_spec
 from orchestrator.state.store import StateStore
 from tests.conftest import MINIMAL_SPEC
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", clock=ManualClock(1000.0))
+def store(state_url):
+    """On SQLite and on the session's PostgreSQL server."""
+    store = StateStore(state_url, clock=ManualClock(1000.0))
     spec = load_spec(MINIMAL_SPEC)
     store.insert_job({"id": "job-1", "name": "minimal", "team": "research", "priority": 0,
                       "spec": spec.model_dump(mode="json"), "source": {}, "world_size": 4, "nodes": 2,
@@ -36,7 +37,7 @@ def interval(category: str, start: float, end: float, node: str = "n1", price: f
 def test_intervals_are_written_in_the_transition_that_releases_devices(store):
     store.transition("job-1", JobState.QUEUED, JobState.PLACING, "placed")
     store.transition("job-1", JobState.PLACING, JobState.RUNNING, "running")
-    rows = [interval("queued", 1000, 1036), interval("productive", 1036, 1360)]
+    rows = [interval("startup", 1000, 1036), interval("productive", 1036, 1360)]
     with pytest.raises(ZeroDivisionError):  # a crash in the middle of the transaction
         store.transition("job-1", JobState.RUNNING, JobState.SUCCEEDED, "done",
                          extra=lambda conn, now: (store.insert_intervals(conn, "research", rows), 1 / 0))
@@ -48,15 +49,17 @@ def test_intervals_are_written_in_the_transition_that_releases_devices(store):
 
 def test_cost_report_and_prometheus_agree(store):
     store.transition("job-1", JobState.QUEUED, JobState.PLACING, "placed")
+    # "queued" is how rows written before start-up had its own category name it: still read as start-up
     rows = [interval("queued", 0, 360), interval("productive", 360, 3600), interval("lost", 3600, 3960, price=0.5)]
     store.transition("job-1", JobState.PLACING, JobState.FAILED, "x",
                      extra=lambda conn, now: store.insert_intervals(conn, "research", rows))
-    store.update_job("job-1", tokens=1e6)
+    store.add_metrics("job-1", 0, [{"step": 8, "tokens": 1e6}])  # the runner's progress write
     report = cost_report(store, "job-1")
     assert report["gpu_hours"]["total"] == pytest.approx(2 * 3960 / 3600)
     assert report["gpu_hours"]["productive"] == pytest.approx(2 * 3240 / 3600)
     assert report["cost_usd"] == pytest.approx(2 * 3600 / 3600 * 2.0 + 2 * 360 / 3600 * 0.5)
     assert report["goodput"] == pytest.approx(3240 / 3960)
+    assert report["gpu_hours"]["startup"] == pytest.approx(2 * 360 / 3600) and "queued" not in report["gpu_hours"]
     assert report["gpu_hours_per_trillion_tokens"] == pytest.approx(report["gpu_hours"]["total"] / 1e-6)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,7 +12,7 @@ from orchestrator.plan import reference
 from orchestrator.plan.mesh import Mesh
 from orchestrator.plan.planner import make_plan
 from orchestrator.plan.schedule import BatchSchedule, learning_rate
-from orchestrator.spec import load_spec
+from orchestrator.spec.loader import load_spec
 from orchestrator.spec.schema import LRScheduleSpec
 from tests.conftest import MINIMAL_SPEC, V3_SPEC
 

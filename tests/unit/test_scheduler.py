@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.control.scheduler import JobView, NodeView, capacity_problem, schedule
+from orchestrator.cluster.placement import JobView, NodeView, capacity_problem, schedule
 
 
 def nodes(spec: str, devices: int = 8) -> list[NodeView]:
@@ -91,3 +91,20 @@ def test_many_queued_jobs_over_shared_pools_get_disjoint_nodes_in_order():
     # one more job on each lane waits, with the numbers of what is left
     d = schedule(queue + [job("late", 1, at=99, pools=("spot",))], [], cluster)
     assert [w.job_id for w in d.wait] == ["late"] and "0 free of 6" in d.wait[0].reason
+
+
+def test_among_equal_priorities_the_job_with_the_freshest_checkpoint_is_preempted():
+    # both low jobs are priority 0; "stale" is the newer one (the old tie-break) but would lose an hour
+    running = [job("fresh", 1, 0, at=1, assigned=["od-0"]), job("stale", 1, 0, at=2, assigned=["od-1"])]
+    running = [JobView(**{**r.__dict__, "unsaved_s": s}) for r, s in zip(running, (60.0, 3600.0))]
+    d = schedule([job("urgent", 1, 9, at=5)], running, nodes("od:2"))
+    assert d.preempt[0].victims == ("fresh",)
+    # the order is by work lost: a fresher checkpoint on a gang four times larger can lose more
+    big = JobView("big", "t", 0, 1, 4, 8, ("od", "spot"), ("od-0", "od-1", "od-2", "od-3"), unsaved_s=1000.0)
+    small = JobView("small", "t", 0, 2, 1, 8, ("od", "spot"), ("od-4",), unsaved_s=3000.0)
+    d = schedule([job("urgent", 1, 9, at=5)], [big, small], nodes("od:5"))
+    assert d.preempt[0].victims == ("small",)
+    # priority still comes first: a lower priority goes before a fresher checkpoint
+    lowest = JobView("lowest", "t", -1, 1, 1, 8, ("od", "spot"), ("od-0",), unsaved_s=9000.0)
+    low = JobView("low", "t", 0, 2, 1, 8, ("od", "spot"), ("od-1",), unsaved_s=0.0)
+    assert schedule([job("urgent", 1, 9, at=5)], [low, lowest], nodes("od:2")).preempt[0].victims == ("lowest",)

@@ -6,8 +6,7 @@ import pytest
 import yaml
 
 from orchestrator.errors import SpecError
-from orchestrator.spec import load_spec, validate_mapping
-from orchestrator.spec.loader import apply_overrides, deep_merge, parse_yaml_text
+from orchestrator.spec.loader import apply_overrides, deep_merge, load_spec, parse_yaml_text, validate_mapping
 from orchestrator.spec.schema import BatchRamp, CheckpointInterval, ShardData, SyntheticData
 from tests.conftest import MINIMAL_SPEC, V3_SPEC
 

@@ -23,8 +23,9 @@ def _open(url: str, barrier, results) -> None:
         results.put(f"{type(exc).__name__}: {exc}")
 
 
-def test_concurrent_first_open_migrates_once(tmp_path):
-    url = f"sqlite:///{tmp_path / 'state.db'}"
+def test_concurrent_first_open_migrates_once(state_url):
+    """On SQLite (a file lock) and PostgreSQL (an advisory lock)."""
+    url = state_url
     ctx = mp.get_context("spawn")
     count = 8
     barrier, results = ctx.Barrier(count), ctx.Queue()

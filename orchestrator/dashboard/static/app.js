@@ -3,8 +3,6 @@
 "use strict";
 
 const REFRESH_MS = 2000;
-const CATEGORIES = ["productive", "checkpoint", "recovery", "lost", "queued"];
-const COLORS = { productive: "#2e8b57", checkpoint: "#2f6fdb", recovery: "#d98c00", lost: "#c0392b", queued: "#95a5a6" };
 let timer = null;
 let routeToken = 0;
 
@@ -22,20 +20,36 @@ function h(tag, attrs, ...children) {
 
 const fmt = {
   hours: (x) => (x >= 100 ? Math.round(x).toLocaleString() : x.toFixed(4)),
-  usd: (x) => (x >= 1e6 ? "$" + (x / 1e6).toFixed(3) + "M" : "$" + x.toFixed(2)),
+  usd: money,
   pct: (x) => (100 * x).toFixed(1) + "%",
   time: (t) => new Date(t * 1000).toLocaleTimeString(),
   until: (t) => { const s = t - Date.now() / 1000; return s <= 0 ? "now" : s < 90 ? "in " + Math.round(s) + "s" : s < 5400 ? "in " + Math.round(s / 60) + "m" : "in " + Math.round(s / 3600) + "h"; },
   ago: (t) => { const s = Date.now() / 1000 - t; return s < 90 ? Math.round(s) + "s" : s < 5400 ? Math.round(s / 60) + "m" : Math.round(s / 3600) + "h"; },
 };
 
+function token() { return sessionStorage.getItem("orch-token") || ""; }
+
+// A dashboard that listens beyond loopback needs a token for reads too: send it when there is one.
 async function api(path) {
-  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  const headers = { Accept: "application/json" };
+  if (token()) headers.Authorization = "Bearer " + token();
+  const r = await fetch(path, { headers });
   if (!r.ok) throw new Error((await r.json().catch(() => ({}))).detail || r.statusText);
   return r.json();
 }
 
-function token() { return sessionStorage.getItem("orch-token") || ""; }
+// Verification runs on the server as a task; poll its progress until it ends.
+async function verifyCheckpoint(id, step) {
+  const r = await fetch(`/api/jobs/${encodeURIComponent(id)}/checkpoints/${step}/verify`, { method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: "Bearer " + token() }, body: "{}" });
+  let task = await r.json().catch(() => ({}));
+  if (!r.ok) return "refused: " + (task.detail || r.statusText);
+  while (task.state === "running") {
+    await new Promise((done) => setTimeout(done, 500));
+    task = await api(task.progress || `/api/tasks/${task.id}`);
+  }
+  return task.verified ? "verified ✓" : "problems: " + task.problems.join("; ");
+}
 
 async function act(path, body) {
   const r = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json", Authorization: "Bearer " + token() },
@@ -160,10 +174,30 @@ async function jobs() {
     h("table", { id: "jobs-table" }, h("tr", {}, ["job", "team", "priority", "state", "progress", "loss", "ETA", "restarts", "note", ""].map((c) => h("th", {}, c))), rows));
 }
 
+// The job's plan beside what the ledger measured (start-up apart from training), and its pools, an
+// unpriced one named with the price it was charged at: the lines of `orch cost JOB`.
+function accounting(cost) {
+  const g = cost.gpu_hours, plan = cost.plan, unpriced = cost.unpriced_pools || [];
+  const row = (key, what, hours, usd, note) => h("tr", { "data-row": key }, h("td", {}, what), h("td", {}, hours), h("td", {}, usd), h("td", { class: "muted" }, note));
+  return h("div", {},
+    h("h2", {}, "Plan and measured"),
+    h("table", { id: "job-accounting" }, h("tr", {}, ["", "device-hours", "cost", ""].map((c) => h("th", {}, c))),
+      plan ? row("plan", "plan", fmt.hours(plan.gpu_hours), fmt.usd(plan.cost_usd), plan.basis) : row("plan", "plan", "-", "-", "no plan for this spec"),
+      row("training", "measured training (productive + checkpoint)", fmt.hours(g.productive + g.checkpoint), "", ""),
+      row("startup", "start-up", fmt.hours(g.startup), "", "placement to the first step: not training"),
+      row("total", "measured total", fmt.hours(g.total), fmt.usd(cost.cost_usd), `goodput ${fmt.pct(cost.goodput)}`)),
+    h("table", { id: "job-pools" }, h("tr", {}, ["pool", "kind", "device-hours", "cost", ""].map((c) => h("th", {}, c))),
+      Object.entries(cost.by_pool).sort(([a], [b]) => a.localeCompare(b)).map(([name, p]) => h("tr", { "data-pool": name },
+        h("td", {}, name), h("td", {}, p.kind), h("td", {}, fmt.hours(p.gpu_hours)), h("td", {}, fmt.usd(p.cost_usd)),
+        h("td", { class: unpriced.includes(name) ? "warn" : "muted" }, unpriced.includes(name)
+          ? `no price_per_gpu_hour: charged cost.price_per_gpu_hour ${p.gpu_hours > 0 ? fmt.usd(p.cost_usd / p.gpu_hours) : "-"}` : "")))));
+}
+
 async function jobPage(id) {
   const [job, metrics, ck, cost] = await Promise.all([api("/api/jobs/" + encodeURIComponent(id)), api(`/api/jobs/${encodeURIComponent(id)}/metrics`),
     api(`/api/jobs/${encodeURIComponent(id)}/checkpoints`).catch((e) => ({ error: e.message })), api("/api/cost/" + encodeURIComponent(id))]);
   const attempts = [...new Set(metrics.attempt)];
+  const signedIn = !!token();
   setView(
     h("h2", {}, job.id, " ", h("span", { class: "badge " + job.state, id: "job-state" }, job.state)),
     h("div", { class: "cards" },
@@ -173,6 +207,7 @@ async function jobPage(id) {
       h("div", { class: "card" }, h("div", { class: "n", id: "job-restarts" }, job.restarts), h("div", { class: "l" }, `restarts (attempt ${job.attempt})`)),
       h("div", { class: "card" }, h("div", { class: "n" }, fmt.hours(cost.gpu_hours.total)), h("div", { class: "l" }, "device-hours")),
       h("div", { class: "card" }, h("div", { class: "n" }, fmt.pct(cost.goodput)), h("div", { class: "l" }, "goodput"))),
+    accounting(cost),
     h("div", { class: "grid2" },
       h("div", { id: "chart-loss", class: "chart" }), h("div", { id: "chart-throughput", class: "chart" }),
       h("div", { id: "chart-steptime", class: "chart" }), h("div", { id: "chart-balance", class: "chart" })),
@@ -182,9 +217,9 @@ async function jobPage(id) {
       h("table", { id: "checkpoints" }, h("tr", {}, ["step", "tokens", "size", "shards", "committed", "verified"].map((c) => h("th", {}, c))),
         ck.committed.slice().reverse().map((c) => h("tr", { "data-step": c.step }, h("td", {}, c.step), h("td", {}, Math.round(c.tokens).toLocaleString()),
           h("td", {}, (c.bytes / 1e6).toFixed(1) + " MB"), h("td", {}, c.files), h("td", {}, fmt.time(c.created_at)),
-          h("td", {}, verified[`${id}@${c.step}`] || h("button", { onclick: async () => {
-            const r = await api(`/api/jobs/${encodeURIComponent(id)}/checkpoints/${c.step}/verify`);
-            verified[`${id}@${c.step}`] = r.verified ? "verified ✓" : "problems: " + r.problems.join("; ");
+          h("td", {}, verified[`${id}@${c.step}`] || h("button", { disabled: !signedIn, onclick: async () => {
+            verified[`${id}@${c.step}`] = "verifying…";
+            verified[`${id}@${c.step}`] = await verifyCheckpoint(id, c.step);
             refreshNow(); } }, "Verify")))))),
     h("h2", {}, "State history"),
     h("table", { id: "transitions" }, job.transitions.map((t) => h("tr", {}, h("td", {}, fmt.time(t.at)), h("td", {}, `${t.from_state || "-"} → ${t.to_state}`), h("td", {}, t.reason || "")))));
@@ -224,7 +259,8 @@ async function costPage() {
           h("td", {}, b.budget_gpu_hours == null ? "-" : fmt.hours(b.budget_gpu_hours)), h("td", {}, b.budget_usd == null ? "-" : fmt.usd(b.budget_usd)),
           h("td", {}, b.budget_gpu_hours || b.budget_usd ? fmt.pct(frac) : "-")); })));
   const t = series.t.map((x) => new Date(x * 1000));
-  const traces = CATEGORIES.map((c) => ({ type: "scatter", mode: "lines", stackgroup: "hours", name: c, x: t, y: series[c], line: { color: COLORS[c], width: 1 } }));
+  // the ledger's categories (names, order, colours) come from the API: lifecycle.LedgerCategory is their one definition
+  const traces = series.categories.map((c) => ({ type: "scatter", mode: "lines", stackgroup: "hours", name: c.name, x: t, y: series[c.name], line: { color: c.color, width: 1 } }));
   if (projected && finish && series.t.length) {
     traces.push({ type: "scatter", mode: "lines", name: "projection", x: [t[t.length - 1], new Date(finish * 1000)],
                   y: [cost.gpu_hours.total, projected], line: { dash: "dash", color: "#555" } });
@@ -233,7 +269,7 @@ async function costPage() {
   chart("chart-reference", [{ type: "bar", orientation: "h", y: ["burned", "projected at completion", "DeepSeek-V3 reference"],
     x: [cost.gpu_hours.total, projected || 0, ref.gpu_hours], text: [fmt.usd(cost.cost_usd), projected ? fmt.usd(projectedUsd) : "-", fmt.usd(ref.cost_usd)],
     textposition: "auto", marker: { color: ["#2e8b57", "#95a5a6", "#c0392b"] } }],
-    { title: { text: "Against DeepSeek-V3's 2.788M GPU-hours ($5.576M), log scale" }, xaxis: { type: "log", title: { text: "GPU-hours" } }, margin: { l: 170, r: 20, t: 36, b: 40 } });
+    { title: { text: "Against DeepSeek-V3's 2.788M GPU-hours (" + money(5.576e6) + "), log scale" }, xaxis: { type: "log", title: { text: "GPU-hours" } }, margin: { l: 170, r: 20, t: 36, b: 40 } });
 }
 
 // ---------------------------------------------------------------- events

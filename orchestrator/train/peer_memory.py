@@ -1,0 +1,125 @@
+"""Checkpoint shards in peer memory: one holder actor per node keeps copies of other ranks' shards.
+
+After each upload, a rank sends its encoded shard to the holder on its own node and to the holder
+on its buddy node (the next node of the gang's assignment, in a ring). When a node is lost, the
+replacement ranks find their shards on the buddy that survived, the surviving ranks on their own
+node, so a restart reads no object storage at all; when the buddy died too, the rank falls back to
+object storage (``checkpoint/session.py`` decides, checking every copy against the committed
+manifest's sha256). A holder keeps the two newest steps per (job, rank): the newest may not commit.
+
+Holders are detached named actors (``orch-shards:<node>``, namespace ``orch``) pinned to their node
+by its ``orch-node`` label; they die with their node (that loss is what the fallback covers). Ray
+moves the bytes (its object store, node to node). A restoring rank asks its own node's holder, then
+those of the gang's other nodes: a lost node's buddy is a survivor still in the gang, unless it died
+too (then object storage).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import ray
+
+log = logging.getLogger(__name__)
+
+HOLDER_PREFIX = "orch-shards:"
+NAMESPACE = "orch"
+KEEP_STEPS = 2
+TIMEOUT_S = 10.0
+# What a holder that cannot be reached raises: its node is gone or going; a miss, not an error.
+_GONE = (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, ray.exceptions.ActorUnavailableError,
+         ray.exceptions.RaySystemError)
+
+
+@ray.remote(num_cpus=0, max_concurrency=16)
+class ShardHolder:
+    """Host memory on one node: {(job, rank): {step: (sha256, bytes)}}, the two newest steps each."""
+
+    def __init__(self, node: str):
+        self.node = node
+        self.shards: dict[tuple[str, int], dict[int, tuple[str, bytes]]] = {}
+
+    def put(self, job: str, rank: int, step: int, sha256: str, payload: bytes) -> int:
+        steps = self.shards.setdefault((job, rank), {})
+        steps[step] = (sha256, payload)
+        for old in sorted(steps)[:-KEEP_STEPS]:
+            del steps[old]
+        return len(payload)
+
+    def get(self, job: str, rank: int, step: int, sha256: str) -> bytes | None:
+        held = self.shards.get((job, rank), {}).get(step)
+        return held[1] if held is not None and held[0] == sha256 else None
+
+    def forget(self, job: str) -> None:
+        self.shards = {key: steps for key, steps in self.shards.items() if key[0] != job}
+
+    def held(self) -> dict:
+        """What this holder keeps, for tests and `ray list actors` debugging: {job: {rank: [steps]}}."""
+        out: dict = {}
+        for (job, rank), steps in self.shards.items():
+            out.setdefault(job, {})[rank] = sorted(steps)
+        return out
+
+
+def holder(node: str):
+    """The holder on ``node``, started there if it is not running (its node must be alive)."""
+    return ShardHolder.options(name=HOLDER_PREFIX + node, namespace=NAMESPACE, lifetime="detached",
+                               get_if_exists=True, max_restarts=0,
+                               label_selector={"orch-node": node}).remote(node)
+
+
+def existing_holder(node: str):
+    """The running holder on ``node``, or None (never starts one: a restore must not wait for that)."""
+    try:
+        return ray.get_actor(HOLDER_PREFIX + node, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def buddy_of(node: str, assignment: list[str]) -> str | None:
+    """The next node of the gang in a ring: where ``node``'s ranks keep their second copy."""
+    nodes = list(dict.fromkeys(assignment))
+    if node not in nodes or len(nodes) < 2:
+        return None
+    return nodes[(nodes.index(node) + 1) % len(nodes)]
+
+
+class PeerCopies:
+    """``checkpoint.memory.ShardCopies`` over the holders: this node's and the buddy's."""
+
+    def __init__(self, job: str, node: str, assignment: list[str]):
+        self.job, self.node = job, node
+        buddy = buddy_of(node, assignment)
+        self.targets = [node] + ([buddy] if buddy else [])
+        # where a restore looks: this node (a surviving rank's own copy), then the gang's other nodes
+        # (a lost node's buddy is, unless it died too, a survivor that is still in the gang)
+        self.sources = list(dict.fromkeys([node, *assignment]))
+
+    def keep(self, step: int, rank: int, attempt: int, payload: bytes, sha256: str) -> None:
+        try:
+            ref = ray.put(payload)  # one copy in the object store, shared by both holders' calls
+            ray.get([holder(n).put.remote(self.job, rank, step, sha256, ref) for n in self.targets],
+                    timeout=TIMEOUT_S)
+        except _GONE as exc:
+            log.warning("rank %s: step %s kept in peer memory on fewer nodes than %s: %s", rank, step,
+                        self.targets, exc)
+
+    def fetch(self, step: int, rank: int, sha256: str) -> bytes | None:
+        for node in self.sources:
+            handle = existing_holder(node)
+            if handle is None:
+                continue
+            try:
+                payload = ray.get(handle.get.remote(self.job, rank, step, sha256), timeout=TIMEOUT_S)
+            except _GONE:
+                continue
+            if payload is not None:
+                return payload
+        return None
+
+    def forget(self) -> None:
+        """The job is over: free its copies on the gang's holders."""
+        for node in self.sources:
+            handle = existing_holder(node)
+            if handle is not None:
+                handle.forget.remote(self.job)

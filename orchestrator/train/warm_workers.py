@@ -1,0 +1,99 @@
+"""Warm workers: Ray worker processes started before a restart needs them, with torch, DeepSpeed and
+orch's model code already imported.
+
+Why: Ray Train starts every attempt's worker group afresh, one new process per rank on every node
+(survivors included), and each new process imports torch, DeepSpeed and orch before it can train;
+on a loaded 2-core node that is seconds per rank (bench/RESULTS.md, "Recovery from a node loss").
+
+How, with Ray's own mechanisms (no fork of Ray Train):
+- Ray's worker-process setup hook: a runtime environment naming a ``module.function`` that every
+  worker process runs as it starts (``ray/_private/workers/default_worker.py`` reads it from the
+  ``__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR`` environment variable). orch's hook, ``preload``,
+  imports what a rank needs. Ray Train's workers get it through ``RunConfig.worker_runtime_env``.
+- The raylet's ``PrestartWorkers`` RPC (``src/ray/protobuf/node_manager.proto``; newer Ray wraps
+  it as ``prestart_workers_on_local_node``, which the installed release lacks, so orch sends the
+  request itself over Ray's authenticated gRPC channel): idle workers for a (job, runtime environment), kept alive
+  ``keep_alive_s``. An actor created later with the same runtime environment is given one of them
+  (the raylet's worker pool matches the runtime environment's hash) instead of a new process.
+
+So while a job trains, its rank 0 asks every node of the gang and every spare node for as many warm
+workers as the node has devices, with its own runtime environment (the exact string, so the same
+hash); a restart's Ray Train workers then start in processes that have imported everything already.
+What Ray Train and DeepSpeed still rebuild each time (the worker group's actors and torch.distributed,
+the engine's process groups and optimizer) is measured in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+log = logging.getLogger(__name__)
+
+HOOK = "orchestrator.train.warm_workers.preload"
+HOOK_ENV = "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"  # ray._private.ray_constants.WORKER_PROCESS_SETUP_HOOK_ENV_VAR
+KEEP_ALIVE_S = 6 * 3600
+
+
+def preload() -> None:
+    """The setup hook each warm worker process runs as it starts: the imports a rank pays for,
+    including the two that ``deepspeed.initialize`` triggers lazily: ``torch._dynamo`` (torch's
+    optimizers import it on construction) and DeepSpeed's Muon module (its optimizer sanity check
+    imports it, and it calls ``torch.compile`` at import). Profiled under torchrun on the local
+    miniature, they were 8 of the engine build's 8.2 s: imported here, a warm rank's build skips them."""
+    import deepspeed  # noqa: F401
+    import deepspeed.runtime.zero.muon.muon_optimizer  # noqa: F401
+    import ray.train.torch  # noqa: F401
+    import torch  # noqa: F401
+    import torch._dynamo  # noqa: F401
+
+    import orchestrator.train.trainer  # noqa: F401
+
+
+def worker_runtime_env() -> dict:
+    """The runtime environment of warm Ray Train workers (``RunConfig.worker_runtime_env``)."""
+    return {"env_vars": {HOOK_ENV: HOOK}}
+
+
+def prestart(nodes: dict[str, int], serialized_runtime_env: str, keep_alive_s: int = KEEP_ALIVE_S) -> list[str]:
+    """Ask each live node named in ``nodes`` ({orch node name: workers}) for that many warm workers
+    of this job; returns the nodes that accepted. Called in a Ray Train worker with its own runtime
+    environment string (``get_runtime_env_string()``): exactly what the raylet hashes for the next
+    attempt's workers, Ray Train's own variables included. Asynchronous on the raylet's side: the
+    processes start (and import) after this returns."""
+    import ray
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
+    from ray.core.generated.runtime_environment_pb2 import RuntimeEnvInfo
+
+    info = RuntimeEnvInfo(serialized_runtime_env=serialized_runtime_env)
+    job_id = bytes.fromhex(ray.get_runtime_context().get_job_id())
+    asked = []
+    for node in ray.nodes():
+        name = node.get("Labels", {}).get("orch-node")
+        if not node["Alive"] or nodes.get(name, 0) < 1:
+            continue
+        request = node_manager_pb2.PrestartWorkersRequest(
+            language=common_pb2.PYTHON, job_id=job_id, runtime_env_info=info,
+            keep_alive_duration_secs=keep_alive_s, num_workers=nodes[name])
+        channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+        try:
+            node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(request, timeout=10)
+            asked.append(name)
+        except grpc.RpcError as exc:  # a node going away: it gets no warm workers, its restart is cold
+            log.warning("no warm workers on %s: %s", name, exc)
+        finally:
+            channel.close()
+    return asked
+
+
+def prestart_for_next_attempt(assignment: list[str], per_node: int) -> list[str]:
+    """From a running worker: warm workers on the gang's nodes (every rank restarts in a new
+    process, survivors too) and on the spare nodes that may replace a lost one."""
+    import ray
+
+    spares = [n["Labels"]["orch-node"] for n in ray.nodes()
+              if n["Alive"] and n.get("Labels", {}).get("orch-pool-kind") == "spare"]
+    nodes = {node: per_node for node in [*assignment, *spares]}
+    return prestart(nodes, ray.get_runtime_context().get_runtime_env_string())

@@ -1,0 +1,39 @@
+"""The V3 job survives its whole simulated run at Meta's failure rate scaled to 256 nodes.
+
+Meta measured a mean time to failure of 7.9 h at 1,024 GPUs: 0.0237 failures per node-day, about one
+every 4 h on 256 nodes, ~350 over 57 days. With the lifetime ``max_restarts: 100`` the job failed on
+day 19 (max_restarts_exceeded); with ``restart_budget`` (infrastructure restarts per 24 h) it finishes.
+The run is the real controller on simulated time (``orchestrator/simulate``): about 7 s of CPU for
+~320 restarts, so it is marked slow. With the measured recovery costs (plan/recovery.py: the warm path,
+detect 4.3 s, start 29.6 s, restore from a peer's memory) it gives about 98.0% goodput (96.6% with the
+old flat 180 s restart); the rest of the gap to the issue's 98.5% is work lost since the newest commit
+(bench/RESULTS.md), which faster recovery does not remove.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.plan.planner import make_plan
+from orchestrator.plan.scenario import Scenario
+from orchestrator.simulate.engine import simulate
+from orchestrator.spec.loader import load_spec
+from tests.conftest import V3_SPEC
+
+META_RATE = 0.0237  # failures per node-day: 1 / (7.9 h x 128 nodes of 8 GPUs) x 24 h
+
+
+@pytest.mark.slow
+def test_the_v3_job_finishes_its_run_at_metas_failure_rate():
+    spec = load_spec(str(V3_SPEC), None, [])
+    budget = spec.fault_tolerance.restart_budget
+    r = simulate(spec, Scenario(spot_fraction=1.0, spot_price=2.0, interruption_rate=META_RATE, notice_seconds=0,
+                                spares=4))
+    assert r["state"] == "succeeded", (r.get("failure_reason"), r["restarts"], r["days"])
+    assert r["steps"] == r["total_steps"] == make_plan(spec).total_steps
+    # far more restarts than the old lifetime count allowed, none of them refused by the window
+    assert r["restarts"] > 300 > 100
+    assert r["restarts"] / r["days"] < budget.restarts / (budget.window_hours / 24)
+    assert 0.95 < r["goodput"] < 0.985  # below the issue's 98.5% target: lost work dominates (see the docstring)
+    hours = r["gpu_hours"]
+    assert hours["lost"] > hours["recovery"] > hours["checkpoint"]  # what dominates, in order

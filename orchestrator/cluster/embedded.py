@@ -291,9 +291,23 @@ class EmbeddedCluster:
             raise ClusterError(f"could not start the {what}:\n{tail}")
 
     def start_node(self, name: str) -> None:
-        """(Re)start a virtual node's raylet with its labels: a replacement after a loss."""
+        """(Re)start a virtual node's raylet with its labels: a replacement after a loss. A start that
+        fails is tried once more on fresh ports, after killing what it left: the restart of a lost node
+        must not hinge on its old ports (a process of the lost raylet on its way out, or another program
+        since, may hold one), and a replacement is a new machine in every other respect anyway."""
         info = self._require()
-        self._ray_start(info, node=info.node(name))  # records and saves the new session
+        node = info.node(name)
+        try:
+            self._ray_start(info, node=node)  # records and saves the new session
+        except ClusterError as first:
+            failed = [s for s in info.sessions[-1:] if s.node == name]
+            _kill(self.processes(info, failed))
+            node.node_manager_port, node.object_manager_port = _free_port(), _free_port()
+            self.save(info)
+            try:
+                self._ray_start(info, node=node)
+            except ClusterError as second:
+                raise ClusterError(f"{second}\n(a first start on the node's old ports failed too: {first})") from None
 
     def add_node(self, pool: str, kind: str, devices: int) -> VirtualNode:
         info = self._require()

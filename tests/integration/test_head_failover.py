@@ -25,13 +25,17 @@ from orchestrator.cluster.head import kill_head
 
 pytestmark = pytest.mark.slow
 
+COLD = "fault_tolerance.warm_restart=false"
+
 
 @pytest.fixture(scope="module")
 def ha_plane(tmp_path_factory):
     """`orch up --ha` under a private ORCH_HOME; this process never becomes a Ray driver (a driver
     attached to the head raylet would die with it)."""
     home = tmp_path_factory.mktemp("orch_home_ha")
-    drills = Drills(home, ["phases.0.tokens=20000", "checkpoint.interval={steps: 5}"])  # fails at step 8 of 22
+    # fails at step 8 of 22; warm restart off: what is tested is the control plane's recovery, and the warm
+    # workers a job prestarts compete with training on this machine's 2 cores
+    drills = Drills(home, ["phases.0.tokens=20000", "checkpoint.interval={steps: 5}", COLD])
     drills.up()
     try:
         info = drills.cluster.load()
@@ -117,7 +121,7 @@ def test_a_controller_away_from_the_head_rides_out_a_head_loss(ha_plane, tmp_pat
         kill_head(ha_plane.cluster)
         time.sleep(3)
         ha_plane.cluster.start_head()
-        job = ha_plane.wait_job(ha_plane.submit(["phases.0.tokens=8000"]),
+        job = ha_plane.wait_job(ha_plane.submit(["phases.0.tokens=8000", COLD]),
                                 lambda j: j["state"] in ("succeeded", "failed"))
         alive()
         assert job["state"] == "succeeded", job["message"]

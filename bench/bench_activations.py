@@ -25,8 +25,9 @@ def _block(spec, index: int, tokens: int, checkpointing: bool) -> int:
     ids = torch.randint(0, spec.model.vocab_size, (1, tokens + 2))
     aux = torch.zeros(())
     if checkpointing:
-        return saved_for_backward_bytes(lambda: checkpoint_layers(lambda *a: block(a), h, aux, ids),
-                                        block.parameters())[0]
+        return saved_for_backward_bytes(
+            lambda: checkpoint_layers(lambda *a: block(a), h, aux, ids), block.parameters()
+        )[0]
     return saved_for_backward_bytes(lambda: block((h, aux, ids)), block.parameters())[0]
 
 
@@ -53,21 +54,30 @@ def run() -> Section:
                 kept, full = block_activation_bytes(spec.model, index, tokens, checkpointing)
                 planned = (kept if checkpointing else full) * scale
                 measured = _block(spec, index, tokens, checkpointing)
-                rows.append(f"| {kind} | {tokens} | {'yes' if checkpointing else 'no'} | {measured / 1024:,.1f} KiB | "
-                            f"{planned / 1024:,.1f} KiB | {measured / planned:.2f} |")
-    head_rows = ["| tokens | head + MTP module kept for backward (MTP block checkpointed) "
-                 "| full fp32 logits (main + MTP) |", "|---|---|---|"]
+                rows.append(
+                    f"| {kind} | {tokens} | {'yes' if checkpointing else 'no'} | {measured / 1024:,.1f} KiB | "
+                    f"{planned / 1024:,.1f} KiB | {measured / planned:.2f} |"
+                )
+    head_rows = [
+        "| tokens | head + MTP module kept for backward (MTP block checkpointed) | full fp32 logits (main + MTP) |",
+        "|---|---|---|",
+    ]
     for tokens in (64, 512):
         kept, logits = _head(spec, tokens)
         head_rows.append(f"| {tokens} | {kept / 1024:,.1f} KiB | {logits / 1024:,.1f} KiB |")
     body = [
         "Bytes held for backward per micro-batch (saved-tensor hooks + DeepSpeed checkpoint inputs), local V3 "
         "miniature in fp32 on CPU, against `plan/memory.py` (its bf16 figures x2 for fp32).",
-        "", *rows, "",
+        "",
+        *rows,
+        "",
         "With checkpointing a block keeps its input (the extra ~3% are the int64 token ids every pipeline "
         "activation carries for the MTP head). Without it the planner's formula (Korthikanti et al., flash "
         "attention) is exceeded: on CPU, SDPA's math path keeps the attention probabilities (S^2 per head), "
         "so the ratio grows with the sequence length; on a GPU with flash attention it would not.",
-        "", f"Output head with chunked cross-entropy ({LOSS_CHUNK_TOKENS:,}-token chunks):", "", *head_rows,
+        "",
+        f"Output head with chunked cross-entropy ({LOSS_CHUNK_TOKENS:,}-token chunks):",
+        "",
+        *head_rows,
     ]
     return Section("Activation memory: measured vs planned (CPU)", "python -m bench.run_all activations", body)

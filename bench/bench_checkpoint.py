@@ -67,8 +67,11 @@ def _start_moto() -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -86,8 +89,11 @@ def _mbps(seconds: list[float], size: int) -> float:
 
 
 def run() -> Section:
-    for key, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         os.environ.setdefault(key, value)
     payload = os.urandom(SHARD_MB * 1024 * 1024)
     moto, endpoint = _start_moto()
@@ -116,32 +122,36 @@ def run() -> Section:
     orch_rate, raw_rate, disk_rate = _mbps(orch_times, size), _mbps(raw_times, size), _mbps(disk_times, size)
     ratio = orch_rate / raw_rate
     stall_ratio = stall["blocked"] / sync
-    return Section("Checkpoints: upload throughput and step stall", COMMAND, [
-        f"A {SHARD_MB} MB rank shard (random bytes, so nothing compresses), {ROUNDS} interleaved rounds, medians. "
-        "S3 is moto's server in its own process on loopback (a Python server: its speed bounds both S3 rows).",
-        "",
-        "| path | MB/s |",
-        "|---|---|",
-        f"| orch shard upload to S3 (sha256 + 16 MB parts x 8 threads + receipt) | {orch_rate:.0f} |",
-        f"| raw boto3 upload_fileobj, default TransferConfig, same bytes, same server | {raw_rate:.0f} |",
-        f"| orch shard write to local disk (sha256 + fsync + rename) | {disk_rate:.0f} |",
-        "",
-        f"orch / raw boto3: **{ratio:.3f}x** (target >= 0.9x: {'met' if ratio >= 0.9 else 'NOT met'}).",
-        "",
-        f"Step stall of an asynchronous save of a {SHARD_MB} MB rank state (AdamW over {PARAMS / 1e6:.0f}M fp32 "
-        f"parameters; the step: {stall['compute']:.2f} s of matrix products, then the update, which a pre-step hook "
-        f"holds until the save's copy is done), medians of {ROUNDS * SAVES_PER_ROUND} saves: the training thread was "
-        f"blocked {stall['blocked'] * 1e3:.1f} ms per save (save_async {stall['held'] * 1e3:.1f} ms, the rest the "
-        "update waiting for the copy). The same save done synchronously (copy, encode to safetensors, sha256, "
-        f"write, receipt, manifest commit, local disk): {sync:.3f} s. Blocked / synchronous = **{stall_ratio:.1%}** "
-        f"(target <= 2%: {'met' if stall_ratio <= 0.02 else 'NOT met'}; 5.2% before the copy moved off the step; "
-        "PyTorch's async DCP: 0.78 s of a 67 s save, 1.2%).",
-        "",
-        f"Background work: the save's copy, sha256 and write run on the same 2 shared cores as the step, so the "
-        f"step after a save took {stall['saving']:.3f} s against {stall['plain']:.3f} s without one "
-        f"({stall['slower']:+.3f} s: CPU contention, not blocking; it varies with the machine's load). On a GPU "
-        "node the step runs on the device and the save on otherwise idle host cores; that case is not measured here.",
-    ])
+    return Section(
+        "Checkpoints: upload throughput and step stall",
+        COMMAND,
+        [
+            f"A {SHARD_MB} MB rank shard (random bytes, so nothing compresses), {ROUNDS} interleaved rounds, medians. "
+            "S3 is moto's server in its own process on loopback (a Python server: its speed bounds both S3 rows).",
+            "",
+            "| path | MB/s |",
+            "|---|---|",
+            f"| orch shard upload to S3 (sha256 + 16 MB parts x 8 threads + receipt) | {orch_rate:.0f} |",
+            f"| raw boto3 upload_fileobj, default TransferConfig, same bytes, same server | {raw_rate:.0f} |",
+            f"| orch shard write to local disk (sha256 + fsync + rename) | {disk_rate:.0f} |",
+            "",
+            f"orch / raw boto3: **{ratio:.3f}x** (target >= 0.9x: {'met' if ratio >= 0.9 else 'NOT met'}).",
+            "",
+            f"Step stall of an asynchronous save of a {SHARD_MB} MB rank state (AdamW over {PARAMS / 1e6:.0f}M fp32 "
+            f"parameters; the step: {stall['compute']:.2f} s of matrix products, then the update, which a pre-step hook "
+            f"holds until the save's copy is done), medians of {ROUNDS * SAVES_PER_ROUND} saves: the training thread was "
+            f"blocked {stall['blocked'] * 1e3:.1f} ms per save (save_async {stall['held'] * 1e3:.1f} ms, the rest the "
+            "update waiting for the copy). The same save done synchronously (copy, encode to safetensors, sha256, "
+            f"write, receipt, manifest commit, local disk): {sync:.3f} s. Blocked / synchronous = **{stall_ratio:.1%}** "
+            f"(target <= 2%: {'met' if stall_ratio <= 0.02 else 'NOT met'}; 5.2% before the copy moved off the step; "
+            "PyTorch's async DCP: 0.78 s of a 67 s save, 1.2%).",
+            "",
+            f"Background work: the save's copy, sha256 and write run on the same 2 shared cores as the step, so the "
+            f"step after a save took {stall['saving']:.3f} s against {stall['plain']:.3f} s without one "
+            f"({stall['slower']:+.3f} s: CPU contention, not blocking; it varies with the machine's load). On a GPU "
+            "node the step runs on the device and the save on otherwise idle host cores; that case is not measured here.",
+        ],
+    )
 
 
 def _stall_vs_sync(tmp: Path) -> tuple[dict, float]:
@@ -171,7 +181,12 @@ def _stall_vs_sync(tmp: Path) -> tuple[dict, float]:
         started = time.perf_counter()
         ckpt.save_sync(100 + i, training.state(), 0.0, {})
         syncs.append(time.perf_counter() - started)
-    figures = {"plain": statistics.median(plain), "saving": statistics.median(saving),
-               "held": statistics.median(held), "blocked": statistics.median(blocked), "compute": compute}
+    figures = {
+        "plain": statistics.median(plain),
+        "saving": statistics.median(saving),
+        "held": statistics.median(held),
+        "blocked": statistics.median(blocked),
+        "compute": compute,
+    }
     figures["slower"] = max(0.0, figures["saving"] - figures["plain"])
     return figures, statistics.median(syncs)

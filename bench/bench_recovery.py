@@ -26,8 +26,11 @@ from orchestrator.control.node_ops import ask_ray_runner, preempt_drill
 COMMAND = "python -m bench.run_all recovery  (bench/bench_recovery.py)"
 SPEC = str(Path(__file__).parents[1] / "jobs" / "v3_pretrain.yaml")
 OVERRIDES = ["phases.0.tokens=40000", "checkpoint.interval={steps: 5}"]
-CASES = [("abrupt loss, cold: object storage (today's path)", False, 0.0), ("abrupt loss, warm: peer memory", True, 0.0),
-         ("warm, 20 s notice (saved, then restarted)", True, 20.0)]
+CASES = [
+    ("abrupt loss, cold: object storage (today's path)", False, 0.0),
+    ("abrupt loss, warm: peer memory", True, 0.0),
+    ("warm, 20 s notice (saved, then restarted)", True, 20.0),
+]
 
 
 def _wait(plane, job_id, done, timeout=600.0):
@@ -42,9 +45,11 @@ def _wait(plane, job_id, done, timeout=600.0):
 
 def _startup(plane, job_id: str, attempt: int) -> dict[str, dict]:
     """Each start-up phase of ``attempt`` (``job.startup`` events of its runner): when it began, detail."""
-    return {e["data"]["phase"]: {"at": e["at"], "detail": e["data"]["detail"]}
-            for e in plane.store.events(job_id, limit=100_000)
-            if e["kind"] == "job.startup" and e["data"]["attempt"] == attempt}
+    return {
+        e["data"]["phase"]: {"at": e["at"], "detail": e["data"]["detail"]}
+        for e in plane.store.events(job_id, limit=100_000)
+        if e["kind"] == "job.startup" and e["data"]["attempt"] == attempt
+    }
 
 
 def _warm_ranks(detail: str) -> str:
@@ -58,8 +63,9 @@ def _one(plane: ControlPlane, warm: bool, notice: float) -> dict:
     _wait(plane, job["id"], lambda j: j["state"] == "running" and j["step"] >= 12)
     victim = plane.store.get_job(job["id"])["assignment"][1]
     lost_at = time.time() + notice
-    preempt_drill(plane.store, RayNodeProvider(plane.store), plane.cluster, victim, notice, False, "bench",
-                  ask_ray_runner)
+    preempt_drill(
+        plane.store, RayNodeProvider(plane.store), plane.cluster, victim, notice, False, "bench", ask_ray_runner
+    )
     done = _wait(plane, job["id"], lambda j: j["state"] in ("succeeded", "failed"))
     assert done["state"] == "succeeded", done["message"]
     moves = plane.store.transitions(job["id"])
@@ -71,21 +77,28 @@ def _one(plane: ControlPlane, warm: bool, notice: float) -> dict:
     plane.cluster.start_node(victim)
     plane.store.set_cordon(victim, False, "bench: node back", "bench")
     origin = recovering if notice else lost_at
-    return {"detect": recovering - lost_at if not notice else 0.0, "replace": placing - recovering,
-            "runner": phases["workers starting"]["at"] - placing,
-            "workers": phases["engine build"]["at"] - phases["workers starting"]["at"],
-            "warm": _warm_ranks(phases["workers up"]["detail"]),
-            "engine": first["ready_at"] - first["restore_s"] - phases["engine build"]["at"],
-            "restore": first["restore_s"], "sources": sorted(set(first.get("restored_from") or ["none"])),
-            "first_step": first["wall_time"] - first["ready_at"], "total": first["wall_time"] - origin,
-            "twice": max(attempt_one) - (first["resumed_from"] or 0)}
+    return {
+        "detect": recovering - lost_at if not notice else 0.0,
+        "replace": placing - recovering,
+        "runner": phases["workers starting"]["at"] - placing,
+        "workers": phases["engine build"]["at"] - phases["workers starting"]["at"],
+        "warm": _warm_ranks(phases["workers up"]["detail"]),
+        "engine": first["ready_at"] - first["restore_s"] - phases["engine build"]["at"],
+        "restore": first["restore_s"],
+        "sources": sorted(set(first.get("restored_from") or ["none"])),
+        "first_step": first["wall_time"] - first["ready_at"],
+        "total": first["wall_time"] - origin,
+        "twice": max(attempt_one) - (first["resumed_from"] or 0),
+    }
 
 
 def _row(label: str, r: dict) -> str:
-    return (f"| {label} | {r['detect']:.1f} | {r['replace']:.1f} | {r['runner']:.1f} | "
-            f"{r['workers']:.1f} ({r['warm']}) | "
-            f"{r['engine']:.1f} | {r['restore']:.2f} ({', '.join(r['sources'])}) | {r['first_step']:.1f} | "
-            f"**{r['total']:.1f}** | {r['twice']} |")
+    return (
+        f"| {label} | {r['detect']:.1f} | {r['replace']:.1f} | {r['runner']:.1f} | "
+        f"{r['workers']:.1f} ({r['warm']}) | "
+        f"{r['engine']:.1f} | {r['restore']:.2f} ({', '.join(r['sources'])}) | {r['first_step']:.1f} | "
+        f"**{r['total']:.1f}** | {r['twice']} |"
+    )
 
 
 def run() -> Section:
@@ -100,18 +113,24 @@ def run() -> Section:
 
         ray.shutdown()
         plane.cluster.down()
-    body = ["The local miniature on 4 CPU workers (3 raylets + head on this machine), checkpoint every 5 steps;",
-            "the spot node's raylet is killed after step 12. Seconds:", "",
-            "| restart path | detect | replace | rejoin: runner up | rejoin: Ray Train workers + torch.distributed "
-            "(ranks in warm processes) | "
-            "rejoin: engine build | restore (from) | first step | node loss -> first step | steps trained twice |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    body = [
+        "The local miniature on 4 CPU workers (3 raylets + head on this machine), checkpoint every 5 steps;",
+        "the spot node's raylet is killed after step 12. Seconds:",
+        "",
+        "| restart path | detect | replace | rejoin: runner up | rejoin: Ray Train workers + torch.distributed "
+        "(ranks in warm processes) | "
+        "rejoin: engine build | restore (from) | first step | node loss -> first step | steps trained twice |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     body += [_row(label, r) for label, r in runs]
-    body += ["", "With notice the clock starts when the job, having saved, is handed back for restart (the node "
-             "itself goes at the end of the notice); detect is then zero by construction. 'Steps trained twice' "
-             "is the work lost: steps of the first attempt after the checkpoint the second resumed from. "
-             "Rejoin is split at the new attempt's start-up events: its job runner starting (a new detached "
-             "actor), Ray Train starting its worker group (a new process per rank, torch imported) and joining "
-             "torch.distributed, then DeepSpeed building the engine (DeepSpeed imported, model built, pipeline, "
-             "expert and ZeRO groups created)."]
+    body += [
+        "",
+        "With notice the clock starts when the job, having saved, is handed back for restart (the node "
+        "itself goes at the end of the notice); detect is then zero by construction. 'Steps trained twice' "
+        "is the work lost: steps of the first attempt after the checkpoint the second resumed from. "
+        "Rejoin is split at the new attempt's start-up events: its job runner starting (a new detached "
+        "actor), Ray Train starting its worker group (a new process per rank, torch imported) and joining "
+        "torch.distributed, then DeepSpeed building the engine (DeepSpeed imported, model built, pipeline, "
+        "expert and ZeRO groups created).",
+    ]
     return Section("Recovery from a node loss (embedded cluster)", COMMAND, body)

@@ -21,8 +21,14 @@ COMMAND = f"python -m bench.run_all startup  (bench/bench_startup.py: orch submi
 
 def _orch(home: Path, *args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "ORCH_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
 
 
 def submit_cold(home: Path) -> dict:
@@ -53,16 +59,31 @@ def run() -> Section:
             _orch(home, "down").wait(timeout=120)
             down_s = time.time() - down
     since = timing["started"]
-    rows = [("first line printed", timing["first_line_s"]),
-            ("job submitted (cluster up, spec checked, job enqueued)", job["submitted_at"] - since)]
-    rows += [(f"placed on {', '.join(job['assignment'] or [])}", t["at"] - since) for t in transitions
-             if t["to_state"] == "placing"]
+    rows = [
+        ("first line printed", timing["first_line_s"]),
+        ("job submitted (cluster up, spec checked, job enqueued)", job["submitted_at"] - since),
+    ]
+    rows += [
+        (f"placed on {', '.join(job['assignment'] or [])}", t["at"] - since)
+        for t in transitions
+        if t["to_state"] == "placing"
+    ]
     rows += [(f"start-up phase: {e['data']['phase']}", e["at"] - since) for e in events if e["kind"] == "job.startup"]
-    rows += [(f"succeeded ({job['step']} steps)", job["ended_at"] - since),
-             ("`orch submit` returned (summary printed)", timing["total_s"])]
-    body = ["One cold run: a fresh ORCH_HOME, the embedded cluster started by `orch submit`; seconds from the "
-            "command's start.", "", "| moment | seconds |", "|---|---|"]
+    rows += [
+        (f"succeeded ({job['step']} steps)", job["ended_at"] - since),
+        ("`orch submit` returned (summary printed)", timing["total_s"]),
+    ]
+    body = [
+        "One cold run: a fresh ORCH_HOME, the embedded cluster started by `orch submit`; seconds from the "
+        "command's start.",
+        "",
+        "| moment | seconds |",
+        "|---|---|",
+    ]
     body += [f"| {what} | {seconds:.1f} |" for what, seconds in rows]
-    body += ["", f"Training (placement to success): {job['ended_at'] - transitions[1]['at']:.1f} s; "
-                 f"`orch down` afterwards: {down_s:.1f} s."]
+    body += [
+        "",
+        f"Training (placement to success): {job['ended_at'] - transitions[1]['at']:.1f} s; "
+        f"`orch down` afterwards: {down_s:.1f} s.",
+    ]
     return Section("Cold start: `orch submit` of the local miniature", COMMAND, body)

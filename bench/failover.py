@@ -59,8 +59,15 @@ class Drills:
         return self._store
 
     def orch(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        out = subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True,
-                             env=self.env, timeout=timeout, cwd=ROOT, check=False)
+        out = subprocess.run(
+            [sys.executable, "-m", "orchestrator", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            cwd=ROOT,
+            check=False,
+        )
         if out.returncode != 0:
             raise AssertionError(f"orch {' '.join(args)} failed ({out.returncode}): {out.stderr[-2000:]}")
         return out
@@ -83,8 +90,10 @@ class Drills:
             if done(job):
                 return job
             time.sleep(0.2)
-        raise AssertionError(f"{job_id}: timed out in state {self.store.get_job(job_id)['state']}; events: "
-                             f"{[e['message'] for e in self.store.events(job_id)][-8:]}")
+        raise AssertionError(
+            f"{job_id}: timed out in state {self.store.get_job(job_id)['state']}; events: "
+            f"{[e['message'] for e in self.store.events(job_id)][-8:]}"
+        )
 
     def controller_pids(self) -> list[int]:
         return [e["data"]["pid"] for e in self.store.events(limit=100_000) if e["kind"] == "controller.started"]
@@ -168,15 +177,33 @@ class Drills:
         job_id = self.submit(["phases.0.tokens=90000", "checkpoint.interval={steps: 5}"])
         self.wait_job(job_id, lambda j: j["state"] == "running" and j["step"] >= 3)
         kill_actor = "from bench.failover import remove_controller_actor; remove_controller_actor()"
-        out = subprocess.run([sys.executable, "-c", kill_actor], env=self.env, cwd=ROOT, check=False, timeout=120,
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-c", kill_actor],
+            env=self.env,
+            cwd=ROOT,
+            check=False,
+            timeout=120,
+            capture_output=True,
+            text=True,
+        )
         if out.returncode != 0:
             raise AssertionError(f"could not remove the controller actor: {out.stderr[-2000:]}")
         address = self.cluster.load().address
-        cmd = [sys.executable, "-m", "orchestrator", "controller", "--address", address, "--in-process",
-               "--lease-ttl", str(ttl_s)]
-        procs = [subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for _ in range(2)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "controller",
+            "--address",
+            address,
+            "--in-process",
+            "--lease-ttl",
+            str(ttl_s),
+        ]
+        procs = [
+            subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(2)
+        ]
         try:
             deadline = time.time() + 4 * ttl_s + 60
             while not any(e["data"]["holder"] != "ray-actor:orch-controller" for e in self.leaders()):
@@ -192,9 +219,14 @@ class Drills:
             new_leader = self.leaders()[-1]
             done = self.wait_job(job_id, lambda j: j["state"] in ("succeeded", "failed"))
             stall, redone = self.stall(job_id, killed_at)
-            return {"ttl_s": ttl_s, "takeover_s": new_leader["at"] - killed_at, "job": done, "stall_s": stall,
-                    "steps_redone": redone, "leaders": [(e["data"]["holder"], e["data"]["term"])
-                                                        for e in self.leaders()]}
+            return {
+                "ttl_s": ttl_s,
+                "takeover_s": new_leader["at"] - killed_at,
+                "job": done,
+                "stall_s": stall,
+                "steps_redone": redone,
+                "leaders": [(e["data"]["holder"], e["data"]["term"]) for e in self.leaders()],
+            }
         finally:
             for proc in procs:
                 if proc.poll() is None:

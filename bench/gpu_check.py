@@ -24,8 +24,19 @@ import time
 
 # dense BF16 peak TFLOP/s (no sparsity), from the vendors' data sheets; matched on the device name
 PEAK_BF16_TFLOPS = {
-    "H200": 989.0, "H800": 989.0, "H100 SXM": 989.0, "H100 NVL": 835.0, "H100 PCIE": 756.0, "H100": 989.0,
-    "GH200": 989.0, "B200": 2250.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 70.0,
+    "H200": 989.0,
+    "H800": 989.0,
+    "H100 SXM": 989.0,
+    "H100 NVL": 835.0,
+    "H100 PCIE": 756.0,
+    "H100": 989.0,
+    "GH200": 989.0,
+    "B200": 2250.0,
+    "A100": 312.0,
+    "A800": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10G": 70.0,
 }
 GIB = 1024**3
 
@@ -54,16 +65,52 @@ def v3_shaped_model(n_layers: int, tiny: bool) -> dict:
     """DeepSeek-V3's shape (MLA with both LoRA ranks, a shared expert plus top-8 of grouped sigmoid-routed
     experts, dense first blocks, one MTP module, V3's vocabulary) scaled to one device."""
     if tiny:
-        return {"vocab_size": 256, "dim": 64, "n_layers": n_layers, "n_dense_layers": 1, "inter_dim": 128,
-                "moe_inter_dim": 32, "n_heads": 4, "q_lora_rank": 32, "kv_lora_rank": 32, "qk_nope_head_dim": 16,
-                "qk_rope_head_dim": 8, "v_head_dim": 16, "n_routed_experts": 16, "n_shared_experts": 1,
-                "n_activated_experts": 4, "n_expert_groups": 4, "n_limited_groups": 2, "score_func": "sigmoid",
-                "route_scale": 2.5, "mtp_depth": 1, "init_std": 0.02}
-    return {"vocab_size": 129280, "dim": 2048, "n_layers": n_layers, "n_dense_layers": 1, "inter_dim": 10944,
-            "moe_inter_dim": 1408, "n_heads": 16, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
-            "qk_rope_head_dim": 64, "v_head_dim": 128, "n_routed_experts": 64, "n_shared_experts": 1,
-            "n_activated_experts": 8, "n_expert_groups": 8, "n_limited_groups": 4, "score_func": "sigmoid",
-            "route_scale": 2.5, "mtp_depth": 1, "init_std": 0.006}
+        return {
+            "vocab_size": 256,
+            "dim": 64,
+            "n_layers": n_layers,
+            "n_dense_layers": 1,
+            "inter_dim": 128,
+            "moe_inter_dim": 32,
+            "n_heads": 4,
+            "q_lora_rank": 32,
+            "kv_lora_rank": 32,
+            "qk_nope_head_dim": 16,
+            "qk_rope_head_dim": 8,
+            "v_head_dim": 16,
+            "n_routed_experts": 16,
+            "n_shared_experts": 1,
+            "n_activated_experts": 4,
+            "n_expert_groups": 4,
+            "n_limited_groups": 2,
+            "score_func": "sigmoid",
+            "route_scale": 2.5,
+            "mtp_depth": 1,
+            "init_std": 0.02,
+        }
+    return {
+        "vocab_size": 129280,
+        "dim": 2048,
+        "n_layers": n_layers,
+        "n_dense_layers": 1,
+        "inter_dim": 10944,
+        "moe_inter_dim": 1408,
+        "n_heads": 16,
+        "q_lora_rank": 1536,
+        "kv_lora_rank": 512,
+        "qk_nope_head_dim": 128,
+        "qk_rope_head_dim": 64,
+        "v_head_dim": 128,
+        "n_routed_experts": 64,
+        "n_shared_experts": 1,
+        "n_activated_experts": 8,
+        "n_expert_groups": 8,
+        "n_limited_groups": 4,
+        "score_func": "sigmoid",
+        "route_scale": 2.5,
+        "mtp_depth": 1,
+        "init_std": 0.006,
+    }
 
 
 def job_mapping(args, n_layers: int, device: str, peak: float, memory_gb: float) -> dict:
@@ -71,12 +118,20 @@ def job_mapping(args, n_layers: int, device: str, peak: float, memory_gb: float)
     return {
         "name": "gpu-check",
         "model": v3_shaped_model(n_layers, args.tiny),
-        "parallelism": {"pipeline": 1, "expert": 1, "micro_batch_size": 1, "schedule": "1f1b",
-                        "activation_checkpointing": True},
-        "resources": {"accelerator": {"type": device, "peak_bf16_tflops": peak, "memory_gb": memory_gb},
-                      "gpus_per_node": 1, "nodes": 1, "pools": [{"name": "one", "nodes": 1}]},
-        "training": {"lr_schedule": {"peak": 3.0e-4, "warmup_steps": 10}, "expected_mfu": 0.4,
-                     "precision": "bf16"},
+        "parallelism": {
+            "pipeline": 1,
+            "expert": 1,
+            "micro_batch_size": 1,
+            "schedule": "1f1b",
+            "activation_checkpointing": True,
+        },
+        "resources": {
+            "accelerator": {"type": device, "peak_bf16_tflops": peak, "memory_gb": memory_gb},
+            "gpus_per_node": 1,
+            "nodes": 1,
+            "pools": [{"name": "one", "nodes": 1}],
+        },
+        "training": {"lr_schedule": {"peak": 3.0e-4, "warmup_steps": 10}, "expected_mfu": 0.4, "precision": "bf16"},
         "phases": [{"name": "rehearsal", "seq_len": seq, "global_batch": micro, "steps": args.steps}],
         "data": {"source": "synthetic", "seed": 1, "branching": 4},
         "checkpoint": {"uri": "file:///tmp/orch-gpu-check-unused"},
@@ -128,8 +183,13 @@ def run(args) -> dict:
     from orchestrator.train.trainer import Trainer
 
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(args.port), "RANK": "0", "WORLD_SIZE": "1",
-                       "LOCAL_RANK": "0"}.items():
+    for key, value in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(args.port),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+    }.items():
         os.environ.setdefault(key, value)
     name, peak, memory_gb = device_facts(args)
     spec, plan = sized_spec(args, name, peak, memory_gb)
@@ -150,7 +210,7 @@ def run(args) -> dict:
 def summarise(args, spec, plan, steps: list[dict], wall: float, name: str, peak: float, backend: str) -> dict:
     import torch
 
-    steady = steps[min(args.warmup, len(steps) - 1):]
+    steady = steps[min(args.warmup, len(steps) - 1) :]
     step_s = statistics.median(m["step_time_s"] for m in steady)
     tokens_per_s = statistics.median(m["tokens_per_s"] for m in steady)
     flops = plan.flops_per_token + plan.mtp_flops_per_token
@@ -160,37 +220,55 @@ def summarise(args, spec, plan, steps: list[dict], wall: float, name: str, peak:
         peak_mem, what = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process max RSS (CPU)"
     planned = plan.worst_memory().total
     return {
-        "device": name, "backend": backend, "cuda": torch.cuda.is_available(),
-        "model": {"n_layers": spec.model.n_layers, "dim": spec.model.dim, "routed_experts": spec.model.n_routed_experts,
-                  "params": plan.params.total + plan.params.mtp, "active_params": plan.params.active},
-        "seq_len": spec.phases[0].seq_len, "global_batch": steps[-1]["global_batch"], "steps": len(steps),
-        "wall_s": wall, "step_time_s": step_s, "tokens_per_s": tokens_per_s,
-        "flops_per_token": flops, "peak_tflops": peak,
+        "device": name,
+        "backend": backend,
+        "cuda": torch.cuda.is_available(),
+        "model": {
+            "n_layers": spec.model.n_layers,
+            "dim": spec.model.dim,
+            "routed_experts": spec.model.n_routed_experts,
+            "params": plan.params.total + plan.params.mtp,
+            "active_params": plan.params.active,
+        },
+        "seq_len": spec.phases[0].seq_len,
+        "global_batch": steps[-1]["global_batch"],
+        "steps": len(steps),
+        "wall_s": wall,
+        "step_time_s": step_s,
+        "tokens_per_s": tokens_per_s,
+        "flops_per_token": flops,
+        "peak_tflops": peak,
         "mfu": tokens_per_s * flops / (peak * 1e12),
         "mfu_main_model": tokens_per_s * plan.flops_per_token / (peak * 1e12),
-        "mfu_torchtitan_convention": tokens_per_s * torchtitan_flops_per_token(spec.model, spec.phases[0].seq_len)
+        "mfu_torchtitan_convention": tokens_per_s
+        * torchtitan_flops_per_token(spec.model, spec.phases[0].seq_len)
         / (peak * 1e12),
-        "peak_memory_gb": peak_mem / GIB, "peak_memory_source": what,
-        "planned_memory_gb": planned / GIB, "memory_vs_plan": peak_mem / planned,
-        "first_loss": steps[0]["loss"], "last_loss": steps[-1]["loss"],
+        "peak_memory_gb": peak_mem / GIB,
+        "peak_memory_source": what,
+        "planned_memory_gb": planned / GIB,
+        "memory_vs_plan": peak_mem / planned,
+        "first_loss": steps[0]["loss"],
+        "last_loss": steps[-1]["loss"],
     }
 
 
 def render(result: dict) -> str:
     cpu_note = "" if result["cuda"] else "  (CPU stand-in: these figures say nothing about a GPU)"
-    return "\n".join([
-        f"gpu-check on {result['device']} over {result['backend']}{cpu_note}",
-        f"  model: {result['model']['n_layers']} blocks, dim {result['model']['dim']}, "
-        f"{result['model']['routed_experts']} routed experts, {result['model']['params'] / 1e9:.2f}B parameters",
-        f"  {result['steps']} steps of {result['global_batch']} x {result['seq_len']} tokens: "
-        f"step {result['step_time_s']:.3f} s, {result['tokens_per_s']:,.0f} tokens/s",
-        f"  MFU {100 * result['mfu']:.1f}% (main model only: {100 * result['mfu_main_model']:.1f}%; "
-        f"counted as torchtitan does: {100 * result['mfu_torchtitan_convention']:.1f}%) "
-        f"of {result['peak_tflops']:g} TFLOP/s",
-        f"  peak memory {result['peak_memory_gb']:.2f} GiB ({result['peak_memory_source']}) vs planned "
-        f"{result['planned_memory_gb']:.2f} GiB: {result['memory_vs_plan']:.2f}x",
-        f"  loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}",
-    ])
+    return "\n".join(
+        [
+            f"gpu-check on {result['device']} over {result['backend']}{cpu_note}",
+            f"  model: {result['model']['n_layers']} blocks, dim {result['model']['dim']}, "
+            f"{result['model']['routed_experts']} routed experts, {result['model']['params'] / 1e9:.2f}B parameters",
+            f"  {result['steps']} steps of {result['global_batch']} x {result['seq_len']} tokens: "
+            f"step {result['step_time_s']:.3f} s, {result['tokens_per_s']:,.0f} tokens/s",
+            f"  MFU {100 * result['mfu']:.1f}% (main model only: {100 * result['mfu_main_model']:.1f}%; "
+            f"counted as torchtitan does: {100 * result['mfu_torchtitan_convention']:.1f}%) "
+            f"of {result['peak_tflops']:g} TFLOP/s",
+            f"  peak memory {result['peak_memory_gb']:.2f} GiB ({result['peak_memory_source']}) vs planned "
+            f"{result['planned_memory_gb']:.2f} GiB: {result['memory_vs_plan']:.2f}x",
+            f"  loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}",
+        ]
+    )
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -213,8 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if not torch.cuda.is_available() and not args.allow_cpu:
-        print("gpu-check: no CUDA device here (torch.cuda.is_available() is False); this rehearsal needs one "
-              "GPU. Run it on a GPU machine: make gpu-check", file=sys.stderr)
+        print(
+            "gpu-check: no CUDA device here (torch.cuda.is_available() is False); this rehearsal needs one "
+            "GPU. Run it on a GPU machine: make gpu-check",
+            file=sys.stderr,
+        )
         return 2
     if args.allow_cpu and not torch.cuda.is_available():
         args.tiny = True

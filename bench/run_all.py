@@ -14,8 +14,18 @@ from pathlib import Path
 
 from bench.harness import git_commit, machine_description
 
-BENCHMARKS = ["planner", "overhead", "checkpoint", "simulate", "restart_budget", "recovery", "forecast", "activations",
-              "failover", "startup"]
+BENCHMARKS = [
+    "planner",
+    "overhead",
+    "checkpoint",
+    "simulate",
+    "restart_budget",
+    "recovery",
+    "forecast",
+    "activations",
+    "failover",
+    "startup",
+]
 RESULTS = Path(__file__).parent / "RESULTS.md"
 SECTIONS = Path(__file__).parent / "results"
 
@@ -30,12 +40,19 @@ def main(argv: list[str]) -> int:
         print(section.render(), flush=True)
         sections.append(section)
         SECTIONS.mkdir(exist_ok=True)
-        stamp = (f"Measured on {datetime.date.today().isoformat()} at commit {git_commit()}; "
-                 f"machine: {machine_description()}.")
+        stamp = (
+            f"Measured on {datetime.date.today().isoformat()} at commit {git_commit()}; "
+            f"machine: {machine_description()}."
+        )
         rendered = section.render().replace("\n\n", f"\n\n{stamp}\n\n", 1)
         (SECTIONS / f"{name}.md").write_text(rendered)
-    parts = ["# Benchmark results", "", "Written by `make bench` (`python -m bench.run_all`); each section "
-             "states when, at which commit and on which machine it was measured.", ""]
+    parts = [
+        "# Benchmark results",
+        "",
+        "Written by `make bench` (`python -m bench.run_all`); each section "
+        "states when, at which commit and on which machine it was measured.",
+        "",
+    ]
     parts += [(SECTIONS / f"{n}.md").read_text() for n in BENCHMARKS if (SECTIONS / f"{n}.md").exists()]
     RESULTS.write_text("\n".join(parts))
     print(f"wrote {RESULTS}")

@@ -150,7 +150,6 @@ class LedgerCategory(_Word):
     LOST = "lost"
 
 
-
 class RestartKind(_Word):
     """What a restart was for: the controller's restart budget counts each kind apart
     (``control/restart_budget.py``), the forecast and the interval policy count the infrastructure's."""
@@ -182,8 +181,12 @@ class Ending(_Word):
 
 
 ENDINGS: dict[JobState, Ending] = {  # the transitions that release devices, and the ending they record
-    S.SUCCEEDED: Ending.SUCCEEDED, S.PREEMPTED: Ending.CHECKPOINTED, S.CHECKPOINTING: Ending.CHECKPOINTED,
-    S.RECOVERING: Ending.LOST, S.FAILED: Ending.FAILED, S.CANCELLED: Ending.CANCELLED,
+    S.SUCCEEDED: Ending.SUCCEEDED,
+    S.PREEMPTED: Ending.CHECKPOINTED,
+    S.CHECKPOINTING: Ending.CHECKPOINTED,
+    S.RECOVERING: Ending.LOST,
+    S.FAILED: Ending.FAILED,
+    S.CANCELLED: Ending.CANCELLED,
 }
 
 

@@ -31,8 +31,9 @@ def placeholder_problem(name: str, value: str) -> str | None:
     return None
 
 
-def refuse_placeholders(env: dict[str, str] | None = None, names: tuple[str, ...] = SECRET_ENV,
-                        files: tuple[Path, ...] = ()) -> None:
+def refuse_placeholders(
+    env: dict[str, str] | None = None, names: tuple[str, ...] = SECRET_ENV, files: tuple[Path, ...] = ()
+) -> None:
     """Raise ``PlaceholderSecret`` naming every set variable or file that is still a placeholder."""
     env = os.environ if env is None else env
     problems = [p for n in names if env.get(n) for p in [placeholder_problem(n, env[n])] if p]
@@ -42,5 +43,7 @@ def refuse_placeholders(env: dict[str, str] | None = None, names: tuple[str, ...
                 if line.strip() and not line.lstrip().startswith("#") and PLACEHOLDER.search(line):
                     problems.append(f"{path}:{number} still holds a placeholder")
     if problems:
-        raise PlaceholderSecret("; ".join(problems) + ". Create the Secrets with real values (docs/kubernetes.md, "
-                                "'Secrets': openssl rand -hex 32) and restart")
+        raise PlaceholderSecret(
+            "; ".join(problems) + ". Create the Secrets with real values (docs/kubernetes.md, "
+            "'Secrets': openssl rand -hex 32) and restart"
+        )

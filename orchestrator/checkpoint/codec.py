@@ -44,9 +44,20 @@ class CheckpointFormatError(OrchError):
     """A shard is not in a format orch loads (a pickle, a damaged header, an unknown version)."""
 
 
-_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-           torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2"}
+_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
+}
 
 
 class Encoded:
@@ -86,8 +97,11 @@ def encode_parts(state: object) -> Encoded:
         if tensor.dtype not in _DTYPES:
             raise CheckpointFormatError(f"tensor dtype {tensor.dtype} cannot be stored")
         raw = memoryview(tensor.reshape(-1).view(torch.uint8).numpy()).cast("B")  # no copy: the tensor's memory
-        header[name] = {"dtype": _DTYPES[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
+        header[name] = {
+            "dtype": _DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
         buffers.append(raw)
         offset += len(raw)
     text = json.dumps(header, separators=(",", ":")).encode()
@@ -129,7 +143,7 @@ class _PartsReader(io.RawIOBase):
             index = bisect.bisect_right(self.starts, self.pos) - 1
             part, start = self.parts[index], self.pos - self.starts[index]
             count = min(len(view) - written, len(part) - start)
-            view[written:written + count] = part[start:start + count]
+            view[written : written + count] = part[start : start + count]
             written += count
             self.pos += count
         return written
@@ -146,7 +160,8 @@ def decode(payload: bytes, where: str = "shard") -> object:
             raise CheckpointFormatError(
                 f"{where} is a pickle (torch.save) payload; orch does not load pickles because unpickling runs "
                 "code from the bucket. Checkpoints written before orch checkpoint format 2 cannot be resumed: "
-                "start the job from scratch, or convert them on a trusted machine (see docs/checkpoints.md)") from None
+                "start the job from scratch, or convert them on a trusted machine (see docs/checkpoints.md)"
+            ) from None
         raise
     if metadata.get("format") != FORMAT:
         raise CheckpointFormatError(f"{where}: format {metadata.get('format')!r} is not {FORMAT!r}")
@@ -166,7 +181,7 @@ def _metadata(payload: bytes, where: str) -> dict:
     if length <= 0 or 8 + length > len(payload):
         raise CheckpointFormatError(f"{where}: the header length {length} does not fit in {len(payload)} bytes")
     try:
-        header = json.loads(payload[8:8 + length])
+        header = json.loads(payload[8 : 8 + length])
     except ValueError as exc:
         raise CheckpointFormatError(f"{where}: the header is not JSON: {exc}") from None
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
@@ -184,8 +199,9 @@ def _encode(value: object, tensors: dict, path: str) -> object:
         if value.dtype.kind not in "biuf":
             raise CheckpointFormatError(f"{path}: numpy dtype {value.dtype} cannot be stored")
         name = str(len(tensors))
-        tensors[name] = torch.from_numpy(np.ascontiguousarray(value).astype(np.float64 if value.dtype.kind == "f"
-                                                                             else np.int64))
+        tensors[name] = torch.from_numpy(
+            np.ascontiguousarray(value).astype(np.float64 if value.dtype.kind == "f" else np.int64)
+        )
         return {_ARRAY: name, "dtype": value.dtype.str}
     if isinstance(value, Enum):
         value = value.value
@@ -200,10 +216,15 @@ def _encode(value: object, tensors: dict, path: str) -> object:
     if isinstance(value, dict):
         if all(isinstance(k, str) and k not in _MARKERS for k in value):
             return {k: _encode(v, tensors, f"{path}.{k}") for k, v in value.items()}
-        return {_PAIRS: [[_encode(k, tensors, f"{path} key"), _encode(v, tensors, f"{path}[{k!r}]")]
-                         for k, v in value.items()]}
-    raise CheckpointFormatError(f"{path}: a {type(value).__module__}.{type(value).__qualname__} cannot be stored "
-                                "in a checkpoint (only tensors, arrays, numbers, strings, lists, tuples and dicts)")
+        return {
+            _PAIRS: [
+                [_encode(k, tensors, f"{path} key"), _encode(v, tensors, f"{path}[{k!r}]")] for k, v in value.items()
+            ]
+        }
+    raise CheckpointFormatError(
+        f"{path}: a {type(value).__module__}.{type(value).__qualname__} cannot be stored "
+        "in a checkpoint (only tensors, arrays, numbers, strings, lists, tuples and dicts)"
+    )
 
 
 def _decode(node: object, tensors: dict, where: str) -> object:

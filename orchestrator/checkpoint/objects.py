@@ -161,8 +161,15 @@ def _partial_key(relative: Path) -> str | None:
 class S3ObjectStore:
     """``s3://bucket/prefix`` through boto3."""
 
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None,
-                 chunk_mb: int = 16, concurrency: int = 8, max_attempts: int = 10):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        chunk_mb: int = 16,
+        concurrency: int = 8,
+        max_attempts: int = 10,
+    ):
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
@@ -177,9 +184,13 @@ class S3ObjectStore:
             import boto3
             from botocore.config import Config
 
-            config = Config(retries={"mode": "adaptive", "max_attempts": self.max_attempts},
-                            max_pool_connections=self.concurrency * 2, connect_timeout=10, read_timeout=120,
-                            tcp_keepalive=True)
+            config = Config(
+                retries={"mode": "adaptive", "max_attempts": self.max_attempts},
+                max_pool_connections=self.concurrency * 2,
+                connect_timeout=10,
+                read_timeout=120,
+                tcp_keepalive=True,
+            )
             client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, config=config)
             self._local.client = client
         return client
@@ -187,8 +198,13 @@ class S3ObjectStore:
     def transfer_config(self):
         from boto3.s3.transfer import TransferConfig
 
-        return TransferConfig(multipart_threshold=self.chunk, multipart_chunksize=self.chunk,
-                              max_concurrency=self.concurrency, use_threads=True, io_chunksize=MB)
+        return TransferConfig(
+            multipart_threshold=self.chunk,
+            multipart_chunksize=self.chunk,
+            max_concurrency=self.concurrency,
+            use_threads=True,
+            io_chunksize=MB,
+        )
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{_check_key(key)}" if self.prefix else _check_key(key)
@@ -211,14 +227,26 @@ class S3ObjectStore:
         start = body.tell()
         size = body.seek(0, io.SEEK_END) - start
         body.seek(start)
-        self._call(f"upload {key}", self.client.upload_fileobj, body, self.bucket, self._key(key),
-                   Config=self.transfer_config())  # boto3 closes ``body`` when done
+        self._call(
+            f"upload {key}",
+            self.client.upload_fileobj,
+            body,
+            self.bucket,
+            self._key(key),
+            Config=self.transfer_config(),
+        )  # boto3 closes ``body`` when done
         return size
 
     def get(self, key: str) -> bytes:
         buffer = io.BytesIO()
-        self._call(f"download {key}", self.client.download_fileobj, self.bucket, self._key(key), buffer,
-                   Config=self.transfer_config())
+        self._call(
+            f"download {key}",
+            self.client.download_fileobj,
+            self.bucket,
+            self._key(key),
+            buffer,
+            Config=self.transfer_config(),
+        )
         return buffer.getvalue()
 
     def open(self, key: str) -> BinaryIO:
@@ -232,16 +260,17 @@ class S3ObjectStore:
         found = []
         for page in self._call(f"list {prefix}", lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=full))):
             for item in page.get("Contents", []):
-                key = item["Key"][len(self.prefix) + 1:] if self.prefix else item["Key"]
+                key = item["Key"][len(self.prefix) + 1 :] if self.prefix else item["Key"]
                 found.append(ObjectInfo(key, item["Size"], item["LastModified"].timestamp()))
         return sorted(found, key=lambda o: o.key)
 
     def delete(self, keys: list[str]) -> None:
         for i in range(0, len(keys), 1000):
-            batch = [{"Key": self._key(k)} for k in keys[i:i + 1000]]
+            batch = [{"Key": self._key(k)} for k in keys[i : i + 1000]]
             if batch:
-                self._call("delete", self.client.delete_objects, Bucket=self.bucket,
-                           Delete={"Objects": batch, "Quiet": True})
+                self._call(
+                    "delete", self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
 
     def abort_incomplete_uploads(self, prefix: str = "", select: Select | None = None) -> int:
         """Abort multipart uploads under ``prefix`` that ``select(key, initiated)`` picks (all without it)."""
@@ -250,11 +279,16 @@ class S3ObjectStore:
         pages = self._call("list uploads", lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=full)))
         aborted = 0
         for upload in (u for page in pages for u in page.get("Uploads", [])):
-            key = upload["Key"][len(self.prefix) + 1:] if self.prefix else upload["Key"]
+            key = upload["Key"][len(self.prefix) + 1 :] if self.prefix else upload["Key"]
             if select is None or select(key, upload["Initiated"].timestamp()):
                 try:
-                    self._call("abort upload", self.client.abort_multipart_upload, Bucket=self.bucket,
-                               Key=upload["Key"], UploadId=upload["UploadId"])
+                    self._call(
+                        "abort upload",
+                        self.client.abort_multipart_upload,
+                        Bucket=self.bucket,
+                        Key=upload["Key"],
+                        UploadId=upload["UploadId"],
+                    )
                 except ObjectNotFound:  # completed or aborted meanwhile
                     continue
                 aborted += 1

@@ -45,8 +45,9 @@ def request_cost_seconds(spec: JobSpec) -> float:
     world = spec.resources.nodes * spec.resources.gpus_per_node
     ck = Checkpointing(checkpoint_bytes(params.total + params.mtp), world, spec.checkpoint.retention)
     save_usd = put_requests(ck, spec.cost.storage) / 1000 * spec.cost.storage.put_per_1000_usd
-    gang_usd_per_s = sum(take * spec.resources.gpus_per_node * spec.pool_price(pool)
-                         for pool, take in spec.pools_used()) / 3600.0
+    gang_usd_per_s = (
+        sum(take * spec.resources.gpus_per_node * spec.pool_price(pool) for pool, take in spec.pools_used()) / 3600.0
+    )
     return save_usd / gang_usd_per_s if gang_usd_per_s > 0 else 0.0
 
 
@@ -153,8 +154,14 @@ def planned_checkpoints(spec: JobSpec, days: float, total_steps: int, interval_s
         policy = IntervalPolicy(spec, ManualClock(0.0), save_cost_s=ck.shard_bytes / (SNAPSHOT_GBPS * 1e9))
         interval_s = policy.interval_seconds()
     lines = steady_storage_usd(ck, spec.cost.storage, interval_s, days * SECONDS_PER_DAY, total_steps)
-    return {"interval_s": interval_s, "days": days, "saves": lines["checkpoints"],
-            "checkpoint_bytes": ck.checkpoint_bytes, "requests_usd": lines["checkpoint_puts"]["cost_usd"],
-            "storage_usd": lines["checkpoint_storage"]["cost_usd"], "cost_usd": lines["cost_usd"],
-            "kept_after_usd_per_month": lines["retained"]["usd_per_month"],
-            "write_gbps": ck.checkpoint_bytes / interval_s / 1e9 if interval_s > 0 else None}
+    return {
+        "interval_s": interval_s,
+        "days": days,
+        "saves": lines["checkpoints"],
+        "checkpoint_bytes": ck.checkpoint_bytes,
+        "requests_usd": lines["checkpoint_puts"]["cost_usd"],
+        "storage_usd": lines["checkpoint_storage"]["cost_usd"],
+        "cost_usd": lines["cost_usd"],
+        "kept_after_usd_per_month": lines["retained"]["usd_per_month"],
+        "write_gbps": ck.checkpoint_bytes / interval_s / 1e9 if interval_s > 0 else None,
+    }

@@ -55,9 +55,19 @@ def to_host(obj):
 
 
 class RankCheckpointer:
-    def __init__(self, store: CheckpointStore, rank: int, world_size: int, mesh: dict,
-                 keep_last: int = 3, keep_every: int = 0, commit_timeout_s: float = 300.0,
-                 attempt: int = 0, gc_margin_s: float = GC_MARGIN_S, copies: ShardCopies | None = None):
+    def __init__(
+        self,
+        store: CheckpointStore,
+        rank: int,
+        world_size: int,
+        mesh: dict,
+        keep_last: int = 3,
+        keep_every: int = 0,
+        commit_timeout_s: float = 300.0,
+        attempt: int = 0,
+        gc_margin_s: float = GC_MARGIN_S,
+        copies: ShardCopies | None = None,
+    ):
         """``copies``: the optional in-memory tier (``checkpoint/memory.py``): each uploaded shard is
         also kept there, and resume reads it from there first."""
         self.store, self.rank, self.world_size, self.mesh = store, rank, world_size, mesh
@@ -101,8 +111,7 @@ class RankCheckpointer:
             self.stalled_s += waited
             self.last_stall_s = (self.last_stall_s or 0.0) + waited
 
-    def save_async(self, step: int, state: dict, tokens: float, progress: dict,
-                   deadline: float | None = None) -> float:
+    def save_async(self, step: int, state: dict, tokens: float, progress: dict, deadline: float | None = None) -> float:
         """Start saving ``state`` as ``step``; returns the seconds the caller was held (the previous
         save still in flight, and the copy when there is no guard)."""
         started = time.perf_counter()
@@ -112,8 +121,12 @@ class RankCheckpointer:
             state = to_host(state)
             self._copied.set()
         self.in_flight = step
-        self._thread = threading.Thread(target=self._write, name=f"checkpoint-{step}", daemon=True,
-                                        args=(step, state, tokens, progress, deadline, time.perf_counter()))
+        self._thread = threading.Thread(
+            target=self._write,
+            name=f"checkpoint-{step}",
+            daemon=True,
+            args=(step, state, tokens, progress, deadline, time.perf_counter()),
+        )
         self._thread.start()
         held = time.perf_counter() - started
         self.stalled_s += held
@@ -125,8 +138,9 @@ class RankCheckpointer:
         stalled, self.stalled_s = self.stalled_s, 0.0
         return stalled
 
-    def _write(self, step: int, state: dict, tokens: float, progress: dict, deadline: float | None,
-               started: float) -> None:
+    def _write(
+        self, step: int, state: dict, tokens: float, progress: dict, deadline: float | None, started: float
+    ) -> None:
         try:
             try:
                 snapshot = state if self._copied.is_set() else to_host(state)
@@ -137,8 +151,16 @@ class RankCheckpointer:
             self._keep_copy(step, payload)  # first: a rank whose receipt is in has its copy kept too
             self.store.put_shard(step, self.rank, payload, self.attempt)
             if self.rank == 0:
-                self.store.commit(step, self.world_size, self.mesh, tokens, progress, self.commit_timeout_s,
-                                  attempt=self.attempt, deadline=deadline)
+                self.store.commit(
+                    step,
+                    self.world_size,
+                    self.mesh,
+                    tokens,
+                    progress,
+                    self.commit_timeout_s,
+                    attempt=self.attempt,
+                    deadline=deadline,
+                )
                 self.last_committed = step
                 self._tidy()
             self.last_duration_s = time.perf_counter() - started
@@ -193,8 +215,7 @@ class RankCheckpointer:
         latest = agree([mine])[0] if agree is not None else mine
         return latest <= deadline
 
-    def save_sync(self, step: int, state: dict, tokens: float, progress: dict,
-                  deadline: float | None = None) -> bool:
+    def save_sync(self, step: int, state: dict, tokens: float, progress: dict, deadline: float | None = None) -> bool:
         """Save and wait until the step is committed. With ``deadline`` (epoch seconds; an
         interruption notice) the save is abandoned if it cannot commit in time: False, nothing is
         committed, the previous checkpoint stands, and the objects it left are garbage of this
@@ -249,9 +270,15 @@ class RankCheckpointer:
 
     def _read(self, manifest: Manifest) -> tuple[int, dict | None, str]:
         if not manifest.loadable:
-            return REFUSED, None, (f"step {manifest.step} was written in orch checkpoint format "
-                                   f"{manifest.format_version} (pickled shards), which orch no longer loads "
-                                   "because unpickling runs code from the bucket; see docs/checkpoints.md")
+            return (
+                REFUSED,
+                None,
+                (
+                    f"step {manifest.step} was written in orch checkpoint format "
+                    f"{manifest.format_version} (pickled shards), which orch no longer loads "
+                    "because unpickling runs code from the bucket; see docs/checkpoints.md"
+                ),
+            )
         try:
             payload = self._from_memory(manifest)
             self.restored_from = MEMORY
@@ -267,7 +294,6 @@ class RankCheckpointer:
             return OK, decode(payload, f"step {manifest.step} rank {self.rank}"), ""
         except CheckpointFormatError as exc:
             return REFUSED, None, str(exc)
-
 
     def _from_memory(self, manifest: Manifest) -> bytes | None:
         """This rank's shard from peer memory when a holder has exactly the committed bytes."""

@@ -136,8 +136,10 @@ class CheckpointStore:
         """A new attempt number, above every attempt that ever registered here (called by rank 0
         before anything is saved; the number is then shared with the other ranks)."""
         attempt = max(self.attempts(), default=0) + 1
-        self.objects.put(f"attempts/a{attempt:05d}.json",
-                         json.dumps({"attempt": attempt, "started_at": time.time(), "label": label}).encode())
+        self.objects.put(
+            f"attempts/a{attempt:05d}.json",
+            json.dumps({"attempt": attempt, "started_at": time.time(), "label": label}).encode(),
+        )
         return attempt
 
     def attempts(self) -> list[int]:
@@ -180,8 +182,9 @@ class CheckpointStore:
         self.objects.put(receipt_key(step, rank, attempt), json.dumps(asdict(record)).encode())
         return record
 
-    def receipts(self, step: int, attempt: int = 0, known: dict[int, ShardRecord] | None = None
-                 ) -> dict[int, ShardRecord]:
+    def receipts(
+        self, step: int, attempt: int = 0, known: dict[int, ShardRecord] | None = None
+    ) -> dict[int, ShardRecord]:
         """Receipts of ``attempt`` for ``step``; one naming another attempt, step or key is ignored.
         Ranks in ``known`` (found by an earlier poll) are not read again: at 2,048 ranks a poll
         lists the folder and reads only the receipts that are new."""
@@ -200,9 +203,18 @@ class CheckpointStore:
                 found[record.rank] = record
         return found
 
-    def commit(self, step: int, world_size: int, mesh: dict, tokens: float, progress: dict,
-               timeout_s: float = 300.0, poll_s: float = 0.1, attempt: int = 0,
-               deadline: float | None = None) -> Manifest:
+    def commit(
+        self,
+        step: int,
+        world_size: int,
+        mesh: dict,
+        tokens: float,
+        progress: dict,
+        timeout_s: float = 300.0,
+        poll_s: float = 0.1,
+        attempt: int = 0,
+        deadline: float | None = None,
+    ) -> Manifest:
         """Wait until every rank's receipt of this attempt is in, then write the manifest (the
         commit point). ``deadline`` (epoch seconds) bounds an emergency save: past it, nothing is
         committed and ``CommitFailed`` says so (the previous checkpoint stands)."""
@@ -214,15 +226,29 @@ class CheckpointStore:
                 break
             if time.time() > give_up:
                 missing = sorted(set(range(world_size)) - set(receipts))
-                why = "before the deadline" if deadline is not None and give_up == deadline else \
-                    f"within {timeout_s:.0f} s"
-                raise CommitFailed(f"step {step}: ranks {_ranges(missing)} did not finish their shards {why}; "
-                                   "the checkpoint is not committed")
+                why = (
+                    "before the deadline"
+                    if deadline is not None and give_up == deadline
+                    else f"within {timeout_s:.0f} s"
+                )
+                raise CommitFailed(
+                    f"step {step}: ranks {_ranges(missing)} did not finish their shards {why}; "
+                    "the checkpoint is not committed"
+                )
             time.sleep(poll_s)
         if deadline is not None and time.time() > deadline:
             raise CommitFailed(f"step {step}: every shard arrived, but after the deadline; not committed")
-        manifest = Manifest(self.job, step, tokens, mesh, [receipts[r] for r in range(world_size)], time.time(),
-                            progress, FORMAT_VERSION, attempt)
+        manifest = Manifest(
+            self.job,
+            step,
+            tokens,
+            mesh,
+            [receipts[r] for r in range(world_size)],
+            time.time(),
+            progress,
+            FORMAT_VERSION,
+            attempt,
+        )
         self.objects.put(step_prefix(step) + MANIFEST, manifest.to_json().encode())
         return manifest
 
@@ -258,13 +284,16 @@ class CheckpointStore:
         except ObjectNotFound:
             raise CheckpointError(f"step {manifest.step}: shard {record.key} is missing") from None
         if len(payload) != record.size or sha256_of(payload) != record.sha256:
-            raise CheckpointError(f"step {manifest.step}: shard {record.key} is corrupt "
-                                  f"({len(payload)} bytes, sha256 {sha256_of(payload)[:12]}..., manifest says "
-                                  f"{record.size} bytes, {record.sha256[:12]}...)")
+            raise CheckpointError(
+                f"step {manifest.step}: shard {record.key} is corrupt "
+                f"({len(payload)} bytes, sha256 {sha256_of(payload)[:12]}..., manifest says "
+                f"{record.size} bytes, {record.sha256[:12]}...)"
+            )
         return payload
 
-    def verify_shard_streaming(self, manifest: Manifest, rank: int, chunk_bytes: int = 8 << 20,
-                               on_bytes: Callable[[int], None] | None = None) -> str | None:
+    def verify_shard_streaming(
+        self, manifest: Manifest, rank: int, chunk_bytes: int = 8 << 20, on_bytes: Callable[[int], None] | None = None
+    ) -> str | None:
         """One rank's shard checked against the manifest in ``chunk_bytes`` pieces (constant memory, so a
         dashboard can verify terabytes); the problem, or None. ``on_bytes`` hears each piece's size."""
         record = manifest.files[rank]
@@ -281,8 +310,10 @@ class CheckpointStore:
         except StorageError as exc:
             return f"step {manifest.step}: shard {record.key} could not be read: {exc}"
         if size != record.size or digest.hexdigest() != record.sha256:
-            return (f"step {manifest.step}: shard {record.key} is corrupt ({size} bytes, sha256 "
-                    f"{digest.hexdigest()[:12]}..., manifest says {record.size} bytes, {record.sha256[:12]}...)")
+            return (
+                f"step {manifest.step}: shard {record.key} is corrupt ({size} bytes, sha256 "
+                f"{digest.hexdigest()[:12]}..., manifest says {record.size} bytes, {record.sha256[:12]}...)"
+            )
         return None
 
     def verify(self, step: int) -> list[str]:
@@ -330,8 +361,9 @@ class CheckpointStore:
         stale = [o for o in objects if is_garbage(o, attempt, newest, committed, now, margin_s)]
         self.objects.delete([o.key for o in stale])
         aborted = self.objects.abort_incomplete_uploads(
-            "step_", lambda key, modified: is_garbage(ObjectInfo(key, 0, modified), attempt, newest, committed, now,
-                                                       margin_s))
+            "step_",
+            lambda key, modified: is_garbage(ObjectInfo(key, 0, modified), attempt, newest, committed, now, margin_s),
+        )
         return {"removed": sorted(o.key for o in stale), "aborted_uploads": aborted}
 
     def _referenced(self, step: int) -> tuple[int, frozenset[str]]:
@@ -343,8 +375,9 @@ class CheckpointStore:
         return manifest.attempt, frozenset(keys)
 
 
-def is_garbage(info: ObjectInfo, attempt: int, newest_commit: int | None, committed: dict, now: float,
-               margin_s: float) -> bool:
+def is_garbage(
+    info: ObjectInfo, attempt: int, newest_commit: int | None, committed: dict, now: float, margin_s: float
+) -> bool:
     """Whether no writer can still be on ``info``: it is not a manifest, not part of a committed
     checkpoint, older than ``margin_s``, and either of an attempt that is over (an earlier one) or,
     in this attempt, of a step older than the newest commit (every rank saves the same steps in

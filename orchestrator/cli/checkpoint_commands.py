@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _store(job_ref: str):
     from orchestrator.checkpoint.locate import open_job_checkpoints
+
     plane = ControlPlane()
     job = plane.store.get_job(job_ref)
     return job, open_job_checkpoints(job["spec"]["checkpoint"], job["id"], plane.home)
@@ -39,17 +40,31 @@ def cmd_list(args: argparse.Namespace) -> int:
     job, store = _store(args.job)
     manifests = [store.manifest(step) for step in store.committed()]
     if args.json:
-        print_json([{"step": m.step, "tokens": m.tokens, "bytes": m.total_bytes, "files": len(m.files),
-                     "created_at": m.created_at, "mesh": m.mesh, "attempt": m.attempt,
-                     "format_version": m.format_version} for m in manifests])
+        print_json(
+            [
+                {
+                    "step": m.step,
+                    "tokens": m.tokens,
+                    "bytes": m.total_bytes,
+                    "files": len(m.files),
+                    "created_at": m.created_at,
+                    "mesh": m.mesh,
+                    "attempt": m.attempt,
+                    "format_version": m.format_version,
+                }
+                for m in manifests
+            ]
+        )
         return 0
     if not manifests:
         print(f"no committed checkpoints for {job['id']} at {store.objects.uri}")
         return 0
     print(f"{job['id']}: {store.objects.uri}")
     for m in manifests:
-        print(f"  step {m.step:>8}  {m.tokens:>14,.0f} tokens  {m.total_bytes / 1e6:>9.1f} MB  {len(m.files)} shards  "
-              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(m.created_at))}")
+        print(
+            f"  step {m.step:>8}  {m.tokens:>14,.0f} tokens  {m.total_bytes / 1e6:>9.1f} MB  {len(m.files)} shards  "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(m.created_at))}"
+        )
     return 0
 
 

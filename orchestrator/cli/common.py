@@ -14,8 +14,14 @@ from orchestrator.spec.schema import JobSpec
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="job spec (YAML)")
     parser.add_argument("--profile", "-p", help="apply the named profile from the spec's profiles section")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                        help="override a field, e.g. --set parallelism.pipeline=2 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a field, e.g. --set parallelism.pipeline=2 (repeatable)",
+    )
 
 
 def add_json_argument(parser: argparse.ArgumentParser) -> None:

@@ -24,8 +24,12 @@ class ConfigError(ProblemListError):
 
     title = "invalid config file"
 
-KEYS = {"profile": "--profile of commands that read a spec", "address": "--address: a running Ray cluster",
-        "state_url": "the state store URL (as ORCH_STATE_URL)"}
+
+KEYS = {
+    "profile": "--profile of commands that read a spec",
+    "address": "--address: a running Ray cluster",
+    "state_url": "the state store URL (as ORCH_STATE_URL)",
+}
 
 
 def config_path(home: Path) -> Path:
@@ -42,11 +46,15 @@ def load_config(home: Path) -> dict:
         problem = FieldProblem("<file>", f"not valid YAML: {exc}", fix="fix the YAML syntax")
         raise ConfigError([problem], str(path)) from None
     if not isinstance(data, dict):
-        raise ConfigError([FieldProblem("<file>", "must be a mapping of key: value", data,
-                                      fix=f"keys: {', '.join(KEYS)}")], str(path))
+        raise ConfigError(
+            [FieldProblem("<file>", "must be a mapping of key: value", data, fix=f"keys: {', '.join(KEYS)}")], str(path)
+        )
     problems = [FieldProblem(k, "unknown key", fix=f"use one of: {', '.join(KEYS)}") for k in data if k not in KEYS]
-    problems += [FieldProblem(k, "must be a string", v, fix=f"{k}: \"...\"")
-                 for k, v in data.items() if k in KEYS and not isinstance(v, str)]
+    problems += [
+        FieldProblem(k, "must be a string", v, fix=f'{k}: "..."')
+        for k, v in data.items()
+        if k in KEYS and not isinstance(v, str)
+    ]
     if problems:
         raise ConfigError(problems, str(path))
     return data
@@ -61,6 +69,5 @@ def apply_config(args: argparse.Namespace, home: Path) -> None:
         os.environ.setdefault("ORCH_STATE_URL", config["state_url"])
     if "profile" in config and hasattr(args, "profile") and args.profile is None:
         args.profile = config["profile"]
-    if ("address" in config and hasattr(args, "address") and args.address is None
-            and not os.environ.get("RAY_ADDRESS")):
+    if "address" in config and hasattr(args, "address") and args.address is None and not os.environ.get("RAY_ADDRESS"):
         args.address = config["address"]

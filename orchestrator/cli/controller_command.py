@@ -36,18 +36,35 @@ from orchestrator.state.engine import redact
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("controller", help="run orch's controller against a Ray cluster (the Kubernetes Deployment)")
     p.add_argument("--address", required=True, help="the Ray cluster, e.g. ray://orch-head-svc:10001")
-    p.add_argument("--check-every", type=float, default=10.0, metavar="S",
-                   help="seconds between checks that the controller actor is alive")
-    p.add_argument("--provider", choices=("ray", "kubernetes"), default="ray",
-                   help="kubernetes: also watch the nodes for interruption notices (in the cluster)")
+    p.add_argument(
+        "--check-every",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds between checks that the controller actor is alive",
+    )
+    p.add_argument(
+        "--provider",
+        choices=("ray", "kubernetes"),
+        default="ray",
+        help="kubernetes: also watch the nodes for interruption notices (in the cluster)",
+    )
     p.add_argument("--namespace", default="orch", help="the namespace of orch's Ray pods (--provider kubernetes)")
     p.add_argument("--ray-cluster", default="orch", help="the RayCluster whose workers are replaced")
-    p.add_argument("--cloud", default="aws", help="whose notice signals to watch (orchestrator/cluster/"
-                                                  "notice_windows.yaml)")
-    p.add_argument("--in-process", action="store_true",
-                   help="run the controller here (leader-elected through the state store) instead of as a Ray actor")
-    p.add_argument("--lease-ttl", type=float, default=15.0,
-                   help="seconds a leader's lease lasts without renewal (a standby takes over after it)")
+    p.add_argument(
+        "--cloud", default="aws", help="whose notice signals to watch (orchestrator/cluster/notice_windows.yaml)"
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the controller here (leader-elected through the state store) instead of as a Ray actor",
+    )
+    p.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=15.0,
+        help="seconds a leader's lease lasts without renewal (a standby takes over after it)",
+    )
     p.set_defaults(func=cmd_controller)
 
 
@@ -66,22 +83,32 @@ def start_notice_path(api_client, store, args: argparse.Namespace, ask_runner):
 
 def cmd_controller(args: argparse.Namespace) -> int:
     if args.lease_ttl <= 0 or args.check_every <= 0:
-        raise OrchError(f"--lease-ttl and --check-every must be positive (got {args.lease_ttl}, "
-                        f"{args.check_every}); e.g. --lease-ttl 15")
+        raise OrchError(
+            f"--lease-ttl and --check-every must be positive (got {args.lease_ttl}, "
+            f"{args.check_every}); e.g. --lease-ttl 15"
+        )
     if args.in_process and args.provider == "kubernetes":
         # the notice path (node watches, responder) runs only beside the controller actor: an
         # in-process controller would silently leave spot notices unanswered
-        raise OrchError("--in-process with --provider kubernetes: the in-process controller does not run the "
-                        "Kubernetes notice path; drop --in-process (the Deployment runs the controller actor "
-                        "and the watches) or use --provider ray")
+        raise OrchError(
+            "--in-process with --provider kubernetes: the in-process controller does not run the "
+            "Kubernetes notice path; drop --in-process (the Deployment runs the controller actor "
+            "and the watches) or use --provider ray"
+        )
     refuse_placeholders()
     if args.in_process:
         home = orch_home()
         info = EmbeddedCluster(home).load()
         if info is not None:  # orch's own local cluster: its token auth, set before Ray is imported
             os.environ.update(EmbeddedCluster(home).env(info))
-        run_in_process(args.address, default_state_url(), home, ttl_s=args.lease_ttl,
-                       check_every=min(args.check_every, 2.0), report=lambda m: print(m, flush=True))
+        run_in_process(
+            args.address,
+            default_state_url(),
+            home,
+            ttl_s=args.lease_ttl,
+            check_every=min(args.check_every, 2.0),
+            report=lambda m: print(m, flush=True),
+        )
         return 0
     import ray
 
@@ -102,6 +129,8 @@ def cmd_controller(args: argparse.Namespace) -> int:
         except Exception as exc:  # unreachable cluster: exit so the Deployment restarts this pod
             raise OrchError(f"the controller did not answer: {exc}") from None
         if stats.get("errors"):
-            print(f"orch controller: {stats['passes']} passes, {stats['errors']} failed: {stats['last_error']}",
-                  flush=True)
+            print(
+                f"orch controller: {stats['passes']} passes, {stats['errors']} failed: {stats['last_error']}",
+                flush=True,
+            )
         time.sleep(args.check_every)

@@ -19,14 +19,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8267, help="port to listen on")
     p.add_argument("--no-cluster", action="store_true", help="serve the state store only (no node pages or drill)")
-    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                   help="a Host name browsers use to reach this dashboard (repeatable; loopback names are always "
-                        "allowed; also ORCH_DASHBOARD_HOSTS, comma-separated)")
-    p.add_argument("--public-url", metavar="URL", default=os.environ.get("ORCH_DASHBOARD_PUBLIC_URL"),
-                   help="the origin browsers use, e.g. https://orch.example.com behind a TLS ingress "
-                        "(actions must come from it; its host is allowed)")
-    p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
-                   help="a reverse proxy's address whose X-Forwarded-Host/-Proto are believed for the Origin check")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name browsers use to reach this dashboard (repeatable; loopback names are always "
+        "allowed; also ORCH_DASHBOARD_HOSTS, comma-separated)",
+    )
+    p.add_argument(
+        "--public-url",
+        metavar="URL",
+        default=os.environ.get("ORCH_DASHBOARD_PUBLIC_URL"),
+        help="the origin browsers use, e.g. https://orch.example.com behind a TLS ingress "
+        "(actions must come from it; its host is allowed)",
+    )
+    p.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="a reverse proxy's address whose X-Forwarded-Host/-Proto are believed for the Origin check",
+    )
     p.set_defaults(func=cmd_dashboard)
 
 
@@ -52,14 +66,25 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         except NotConnected as exc:
             print(f"orch: {exc}; serving jobs, cost and events only", file=sys.stderr)
     hosts = [*args.allow_host, *filter(None, os.environ.get("ORCH_DASHBOARD_HOSTS", "").split(","))]
-    ctx = DashboardContext(plane.store, provider, path, plane.home, cluster,
-                           ask_ray_runner if provider is not None else None, allowed_hosts=tuple(hosts),
-                           public_url=args.public_url, trusted_proxies=tuple(args.trusted_proxy),
-                           read_token_required=not is_loopback(args.host))
+    ctx = DashboardContext(
+        plane.store,
+        provider,
+        path,
+        plane.home,
+        cluster,
+        ask_ray_runner if provider is not None else None,
+        allowed_hosts=tuple(hosts),
+        public_url=args.public_url,
+        trusted_proxies=tuple(args.trusted_proxy),
+        read_token_required=not is_loopback(args.host),
+    )
     app = create_app(ctx)
     if not is_loopback(args.host):
-        print(f"orch: serving on {args.host}: reachable from other machines; reads and actions need a token; "
-              f"Host names accepted: {', '.join(ctx.allowed_hosts)}", file=sys.stderr)
+        print(
+            f"orch: serving on {args.host}: reachable from other machines; reads and actions need a token; "
+            f"Host names accepted: {', '.join(ctx.allowed_hosts)}",
+            file=sys.stderr,
+        )
     print(f"orch dashboard: http://{args.host}:{args.port}/  (operator tokens: {path})", flush=True)
     if created:
         print(f"created an operator token for 'admin' in {path} (mode 0600)", flush=True)

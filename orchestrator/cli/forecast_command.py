@@ -17,8 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("job")
     p.add_argument("--runs", type=int, default=100, help="Monte-Carlo runs of the rest of the job (default 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the forecast's simulated runs")
-    p.add_argument("--prior-days", type=float, default=1.0,
-                   help="weight of the spec's interruption rates, in days of the gang's exposure (default 1)")
+    p.add_argument(
+        "--prior-days",
+        type=float,
+        default=1.0,
+        help="weight of the spec's interruption rates, in days of the gang's exposure (default 1)",
+    )
     add_json_argument(p)
     p.set_defaults(func=cmd_forecast)
 
@@ -59,15 +63,17 @@ def _band(b: dict, fmt) -> str:
 
 def render(fc: dict) -> str:
     p, s, ref, b = fc["progress"], fc["spent"], fc["reference"], fc["budget"]
-    lines = [f"{fc['job']} ({fc['state']}): step {p['step']:,} of {p['total_steps']:,} ({p['fraction']:.1%}), "
-             f"{fc['runs']} runs, as of {fc['as_of_iso']}",
-             f"  spent:      {_gpu_hours(s['gpu_hours'])} GPU-hours, {money(s['cost_usd'])} GPUs + "
-             f"{money(s['storage_cost_usd'])} storage",
-             "  forecast    P10 / P50 / P90",
-             f"  finish:     {_band(fc['finish_at_iso'], lambda v: v.replace('+00:00', 'Z'))}",
-             f"  days left:  {_band(fc['days_left'], lambda v: f'{v:,.2f}')}",
-             f"  GPU-hours:  {_band(fc['gpu_hours'], _gpu_hours)}",
-             f"  dollars:    {_band(fc['cost_usd'], money)} (storage {_band(fc['storage_cost_usd'], money)})"]
+    lines = [
+        f"{fc['job']} ({fc['state']}): step {p['step']:,} of {p['total_steps']:,} ({p['fraction']:.1%}), "
+        f"{fc['runs']} runs, as of {fc['as_of_iso']}",
+        f"  spent:      {_gpu_hours(s['gpu_hours'])} GPU-hours, {money(s['cost_usd'])} GPUs + "
+        f"{money(s['storage_cost_usd'])} storage",
+        "  forecast    P10 / P50 / P90",
+        f"  finish:     {_band(fc['finish_at_iso'], lambda v: v.replace('+00:00', 'Z'))}",
+        f"  days left:  {_band(fc['days_left'], lambda v: f'{v:,.2f}')}",
+        f"  GPU-hours:  {_band(fc['gpu_hours'], _gpu_hours)}",
+        f"  dollars:    {_band(fc['cost_usd'], money)} (storage {_band(fc['storage_cost_usd'], money)})",
+    ]
     if fc["failure_probability"]:
         lines.append(f"  {fc['failure_probability']:.0%} of runs exhaust max_restarts before the end")
     if b.get("usd"):
@@ -75,13 +81,17 @@ def render(fc: dict) -> str:
     if b.get("gpu_hours"):
         lines.append(f"  budget {b['gpu_hours']:,.0f} GPU-hours: over in {b['p_over_gpu_hours']:.0%} of runs")
     if ref.get("gpu_hours"):
-        lines.append(f"  DeepSeek-V3 reference: {ref['gpu_hours']:,} GPU-hours, {money(ref['cost_usd'])}; "
-                     f"P50 is {ref['gpu_hours_p50_ratio']:.3g}x the GPU-hours, "
-                     f"{ref['cost_p50_ratio']:.3g}x the dollars")
+        lines.append(
+            f"  DeepSeek-V3 reference: {ref['gpu_hours']:,} GPU-hours, {money(ref['cost_usd'])}; "
+            f"P50 is {ref['gpu_hours_p50_ratio']:.3g}x the GPU-hours, "
+            f"{ref['cost_p50_ratio']:.3g}x the dollars"
+        )
     m = fc["model"]
     mtbf = f"{m['gang_mtbf_s'] / 3600:,.2f} h" if m["gang_mtbf_s"] else "none expected"
-    lines.append(f"  model: gang MTBF {mtbf} (Gamma-Poisson, spec prior + observed), save every "
-                 f"{m['interval_s']:,.0f} s, recovery {m['recovery_s']:,.0f} s held + {m['replacement_wait_s']:,.0f} s "
-                 f"waiting ({m['sources']['recovery']}); step times: {m['sources']['step_times']}")
+    lines.append(
+        f"  model: gang MTBF {mtbf} (Gamma-Poisson, spec prior + observed), save every "
+        f"{m['interval_s']:,.0f} s, recovery {m['recovery_s']:,.0f} s held + {m['replacement_wait_s']:,.0f} s "
+        f"waiting ({m['sources']['recovery']}); step times: {m['sources']['step_times']}"
+    )
     lines.append(f"  next: orch cost {fc['job']}; orch forecast {fc['job']} --json")
     return "\n".join(lines)

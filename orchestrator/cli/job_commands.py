@@ -26,21 +26,30 @@ LIST_DEFAULT = 20
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", help="a running Ray cluster (default: RAY_ADDRESS, then address in "
-                                          "ORCH_HOME/config.yaml, then the embedded local cluster)")
+    parser.add_argument(
+        "--address",
+        help="a running Ray cluster (default: RAY_ADDRESS, then address in "
+        "ORCH_HOME/config.yaml, then the embedded local cluster)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("submit", help="validate, plan, queue and run a job; follow it until it ends",
-                       description="Validate, plan and enqueue a job, then follow it: each start-up phase (cluster, "
-                                   "placement, workers, data, engine build, restore, first step), state change and "
-                                   "checkpoint is printed as it happens. Exit 0 only if the job succeeds.")
+    p = sub.add_parser(
+        "submit",
+        help="validate, plan, queue and run a job; follow it until it ends",
+        description="Validate, plan and enqueue a job, then follow it: each start-up phase (cluster, "
+        "placement, workers, data, engine build, restore, first step), state change and "
+        "checkpoint is printed as it happens. Exit 0 only if the job succeeds.",
+    )
     add_spec_arguments(p)
     add_cluster_arguments(p)
     p.add_argument("--detach", "-d", action="store_true", help="print the job id and return once it is queued")
-    p.add_argument("--target", choices=("local", "k8s"), default="local",
-                   help="local (default): the embedded or --address Ray cluster; k8s: a RayJob through the "
-                        "Kubernetes API")
+    p.add_argument(
+        "--target",
+        choices=("local", "k8s"),
+        default="local",
+        help="local (default): the embedded or --address Ray cluster; k8s: a RayJob through the Kubernetes API",
+    )
     add_k8s_arguments(p)
     p.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_submit)
@@ -48,8 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help=f"jobs, newest first (the newest {LIST_DEFAULT}; --all for every job)")
     add_output_arguments(p, watch="print the table again whenever it changes (Ctrl-C stops)")
     p.add_argument("--all", action="store_true", help=f"every job (default: the newest {LIST_DEFAULT})")
-    p.add_argument("--limit", type=int, default=LIST_DEFAULT, metavar="N",
-                   help=f"the newest N jobs (default: {LIST_DEFAULT})")
+    p.add_argument(
+        "--limit", type=int, default=LIST_DEFAULT, metavar="N", help=f"the newest N jobs (default: {LIST_DEFAULT})"
+    )
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("status", help="one job: state, progress, start-up phase, transitions")
@@ -78,8 +88,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"[+{time.time() - began:5.0f}s] {text}", flush=True)
 
     job = plane.submit(args.file, args.profile, args.overrides, announce=announce)
-    announce(f"submitted {job['id']}: {job['world_size']} devices, {job['total_steps']} steps "
-             f"(cluster ready in {duration(job['submitted_at'] - began)})")
+    announce(
+        f"submitted {job['id']}: {job['world_size']} devices, {job['total_steps']} steps "
+        f"(cluster ready in {duration(job['submitted_at'] - began)})"
+    )
     if args.detach:
         print(f"  follow:  orch status {job['id']} --watch   orch logs -f {job['id']}   orch events {job['id']} -w")
         print(f"  stop:    orch cancel {job['id']}")
@@ -99,7 +111,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def newest(items: list, limit: int | None) -> list:
     """The newest ``limit`` of ``items`` (oldest first in, newest first out)."""
     items = list(reversed(items))
-    return items if limit is None else items[:max(0, limit)]
+    return items if limit is None else items[: max(0, limit)]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -125,14 +137,25 @@ def list_rows(jobs: list[dict], wide: bool, now: float) -> list[list[str]]:
         header[6:6] = ["DEVICES", "ATTEMPT", "CKPT", "TOK/S", "RAN"]
     rows = [header]
     for j in jobs:
-        row = [j["id"], j["team"], str(j["priority"]), j["state"], f"{j['step']}/{j['total_steps']}",
-               f"{j['loss']:.3f}" if j["loss"] is not None else "-", ago(j["submitted_at"], now),
-               (j["message"] or "")[:60 if not wide else 200]]
+        row = [
+            j["id"],
+            j["team"],
+            str(j["priority"]),
+            j["state"],
+            f"{j['step']}/{j['total_steps']}",
+            f"{j['loss']:.3f}" if j["loss"] is not None else "-",
+            ago(j["submitted_at"], now),
+            (j["message"] or "")[: 60 if not wide else 200],
+        ]
         if wide:
             ran = (j["ended_at"] or now) - j["started_at"] if j["started_at"] else None
-            row[6:6] = [str(j["world_size"]), str(j["attempt"]),
-                        str(j["last_checkpoint_step"]) if j["last_checkpoint_step"] is not None else "-",
-                        f"{j['tokens_per_s']:,.0f}" if j["tokens_per_s"] else "-", duration(ran)]
+            row[6:6] = [
+                str(j["world_size"]),
+                str(j["attempt"]),
+                str(j["last_checkpoint_step"]) if j["last_checkpoint_step"] is not None else "-",
+                f"{j['tokens_per_s']:,.0f}" if j["tokens_per_s"] else "-",
+                duration(ran),
+            ]
         rows.append(row)
     return rows
 
@@ -156,18 +179,22 @@ def status_lines(plane: ControlPlane, job: dict, wide: bool) -> list[str]:
     now = time.time()
     events = [e for e in plane.store.events(job["id"], limit=100_000) if e["kind"] == "job.startup"]
     lines = [progress_line(plane, job, latest_startup(events, job["attempt"]), now)]
-    lines.append(f"  team {job['team']}, priority {job['priority']}, {job['world_size']} devices "
-                 f"({job['nodes']} nodes x {job['devices_per_node']}), attempt {job['attempt']}, "
-                 f"restarts {job['restarts']}, submitted {ago(job['submitted_at'], now)}")
+    lines.append(
+        f"  team {job['team']}, priority {job['priority']}, {job['world_size']} devices "
+        f"({job['nodes']} nodes x {job['devices_per_node']}), attempt {job['attempt']}, "
+        f"restarts {job['restarts']}, submitted {ago(job['submitted_at'], now)}"
+    )
     if job["assignment"]:
         lines.append(f"  nodes: {', '.join(job['assignment'])}")
     if job["message"]:
         lines.append(f"  note: {job['message']}")
     lines.append("  transitions:")
     for t in plane.store.transitions(job["id"]):
-        clock = time.strftime('%H:%M:%S', time.localtime(t['at']))
-        lines.append(f"    {clock} ({ago(t['at'], now):>7})  {t['from_state'] or '-':>13} -> "
-                     f"{t['to_state']:<13} {t['reason'] or ''}".rstrip())
+        clock = time.strftime("%H:%M:%S", time.localtime(t["at"]))
+        lines.append(
+            f"    {clock} ({ago(t['at'], now):>7})  {t['from_state'] or '-':>13} -> "
+            f"{t['to_state']:<13} {t['reason'] or ''}".rstrip()
+        )
     if wide and events:
         lines.append("  start-up phases:")
         lines += [f"    {event_line(e, job['submitted_at'])}" for e in events]
@@ -203,6 +230,6 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def event_row(e: dict, now: float, wide: bool) -> str:
-    when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e['at']))
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
     text = f"{when} ({ago(e['at'], now):>7})  {e['kind']:<22} {e['message']}  [{e['actor']}]"
     return text + (f"  {e['data']}" if wide and e.get("data") else "")

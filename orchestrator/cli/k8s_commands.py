@@ -20,8 +20,11 @@ from orchestrator.plan.planner import make_plan
 
 def add_k8s_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", default="orch", help="Kubernetes namespace (default: orch)")
-    parser.add_argument("--image", default=None,
-                        help="the orch image for the Ray pods (default: $ORCH_IMAGE; built from docker/Dockerfile)")
+    parser.add_argument(
+        "--image",
+        default=None,
+        help="the orch image for the Ray pods (default: $ORCH_IMAGE; built from docker/Dockerfile)",
+    )
     parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: KUBECONFIG or ~/.kube/config)")
     parser.add_argument("--context", default=None, help="kubeconfig context")
 
@@ -37,11 +40,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--name", help="object name (default: the job name)")
     r.add_argument("--no-validate", action="store_true", help="skip the schema check")
     r.set_defaults(func=cmd_render)
-    q = actions.add_parser("kueue", help="Kueue flavors, topology and a ClusterQueue + LocalQueue per team (from the "
-                                         "state store's quotas), as YAML")
+    q = actions.add_parser(
+        "kueue",
+        help="Kueue flavors, topology and a ClusterQueue + LocalQueue per team (from the "
+        "state store's quotas), as YAML",
+    )
     q.add_argument("--namespace", default="orch")
-    q.add_argument("--team", action="append", default=[], metavar="NAME=DEVICES",
-                   help="a team not in the state store, with its device quota (repeatable)")
+    q.add_argument(
+        "--team",
+        action="append",
+        default=[],
+        metavar="NAME=DEVICES",
+        help="a team not in the state store, with its device quota (repeatable)",
+    )
     q.set_defaults(func=cmd_kueue)
 
 
@@ -90,9 +101,11 @@ def _in_cluster() -> bool:
 def submit_k8s(args: argparse.Namespace) -> int:
     """`orch submit FILE --target k8s`: render, create, record, follow."""
     if settings_from_args(args).image == K8sSettings.image:
-        raise OrchError(f"--image: no orch image given (the manifests' '{K8sSettings.image}' is a name for "
-                        "Kustomize to replace); pass --image REGISTRY/orch:TAG or set ORCH_IMAGE "
-                        "(build it from docker/Dockerfile)")
+        raise OrchError(
+            f"--image: no orch image given (the manifests' '{K8sSettings.image}' is a name for "
+            "Kustomize to replace); pass --image REGISTRY/orch:TAG or set ORCH_IMAGE "
+            "(build it from docker/Dockerfile)"
+        )
     plane = ControlPlane()
     plan, row = plane.prepare(args.file, args.profile, args.overrides)
     row["source"] = {**row["source"], "target": "k8s", "namespace": args.namespace}
@@ -103,9 +116,15 @@ def submit_k8s(args: argparse.Namespace) -> int:
     print(f"submitted {row['id']} to Kubernetes: {', '.join(created)} in namespace {args.namespace}")
     if args.detach:
         return 0
-    final = follow(api, plane.store, row["id"], args.namespace, dns_name(row["id"]),
-                   on_change=lambda state, status: print(f"  {state.value}: {status.get('message') or ''}".rstrip()),
-                   poll_s=float(getattr(args, "poll", 5.0)))
+    final = follow(
+        api,
+        plane.store,
+        row["id"],
+        args.namespace,
+        dns_name(row["id"]),
+        on_change=lambda state, status: print(f"  {state.value}: {status.get('message') or ''}".rstrip()),
+        poll_s=float(getattr(args, "poll", 5.0)),
+    )
     print(f"{row['id']}: {final.value}")
     return 0 if final.value == "succeeded" else 1
 
@@ -118,8 +137,10 @@ def cmd_kueue(args: argparse.Namespace) -> int:
             raise OrchError(f"--team {item!r}: give NAME=DEVICES, e.g. --team pretrain=2048")
         quotas[name] = int(devices)
     if not quotas:
-        raise OrchError("no team has a device quota: set one (orch budget TEAM --quota-devices N) or give "
-                        "--team NAME=DEVICES")
-    yaml.safe_dump_all(resource_flavors() + [topology()] + team_queues(quotas, args.namespace), sys.stdout,
-                       sort_keys=False)
+        raise OrchError(
+            "no team has a device quota: set one (orch budget TEAM --quota-devices N) or give --team NAME=DEVICES"
+        )
+    yaml.safe_dump_all(
+        resource_flavors() + [topology()] + team_queues(quotas, args.namespace), sys.stdout, sort_keys=False
+    )
     return 0

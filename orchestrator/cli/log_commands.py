@@ -29,16 +29,21 @@ class LogsArgumentError(ProblemListError):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("logs", help="a job's log: steps, checkpoints, start-up and state changes",
-                       description="A job's log for people: one line per step (loss, tokens/s, step time), "
-                                   "checkpoints, start-up phases and state changes. --json prints the raw log.")
+    p = sub.add_parser(
+        "logs",
+        help="a job's log: steps, checkpoints, start-up and state changes",
+        description="A job's log for people: one line per step (loss, tokens/s, step time), "
+        "checkpoints, start-up phases and state changes. --json prints the raw log.",
+    )
     p.add_argument("job")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
     p.add_argument("--json", action="store_true", help="the raw log as the runner wrote it")
     p.add_argument("--tail", type=int, metavar="N", help="only the last N lines (default: all)")
-    p.add_argument("--since", metavar="WHEN",
-                   help="only lines from this long ago (30s, 10m, 2h, 1d) or since a time (HH:MM[:SS], or "
-                        "YYYY-MM-DD HH:MM[:SS])")
+    p.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only lines from this long ago (30s, 10m, 2h, 1d) or since a time (HH:MM[:SS], or YYYY-MM-DD HH:MM[:SS])",
+    )
     p.set_defaults(func=cmd_logs)
 
 
@@ -63,12 +68,20 @@ def parse_since(text: str | None, now: float) -> float | None:
             continue
         if fmt.startswith("%H"):
             today = time.localtime(now)
-            parsed = time.struct_time((today.tm_year, today.tm_mon, today.tm_mday, parsed.tm_hour, parsed.tm_min,
-                                       parsed.tm_sec, 0, 0, -1))
+            parsed = time.struct_time(
+                (today.tm_year, today.tm_mon, today.tm_mday, parsed.tm_hour, parsed.tm_min, parsed.tm_sec, 0, 0, -1)
+            )
         return time.mktime(parsed)
-    raise LogsArgumentError([FieldProblem("--since", "is neither a duration nor a time", text,
-                                          fix="e.g. --since 10m, --since 2h, --since 14:05, "
-                                              "--since '2026-11-28 14:05'")])
+    raise LogsArgumentError(
+        [
+            FieldProblem(
+                "--since",
+                "is neither a duration nor a time",
+                text,
+                fix="e.g. --since 10m, --since 2h, --since 14:05, --since '2026-11-28 14:05'",
+            )
+        ]
+    )
 
 
 def stamp_of(text: str) -> float | None:
@@ -80,7 +93,7 @@ def stamp_of(text: str) -> float | None:
 
 def humanize(text: str) -> str:
     """A step object as words (``step 12  loss 5.551  1,234 tok/s  0.41 s/step``); other lines as written."""
-    body = text[STAMP_LEN + 1:]
+    body = text[STAMP_LEN + 1 :]
     if not body.startswith("{"):
         return text
     try:
@@ -122,14 +135,17 @@ def read_lines(plane: ControlPlane, job_id: str, position: int) -> tuple[list[Li
 
 def event_lines(plane: ControlPlane, job_id: str, after_id: int) -> tuple[list[Line], int]:
     events = plane.store.events(job_id, after_id=after_id, limit=10**9)
-    lines = [Line(e["at"], f"{time.strftime(STAMP, time.localtime(e['at']))} [{e['kind']}] {_strip(e)}", False)
-             for e in events if e["kind"] not in LOGGED_KINDS]
+    lines = [
+        Line(e["at"], f"{time.strftime(STAMP, time.localtime(e['at']))} [{e['kind']}] {_strip(e)}", False)
+        for e in events
+        if e["kind"] not in LOGGED_KINDS
+    ]
     return lines, (events[-1]["id"] if events else after_id)
 
 
 def _strip(event: dict) -> str:
     prefix = f"{event['job_id']}: "
-    return event["message"][len(prefix):] if event["message"].startswith(prefix) else event["message"]
+    return event["message"][len(prefix) :] if event["message"].startswith(prefix) else event["message"]
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -147,7 +163,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         if since is not None:
             lines = [line for line in lines if line.at >= since]
         if first and args.tail is not None:
-            lines = lines[-args.tail:] if args.tail > 0 else []
+            lines = lines[-args.tail :] if args.tail > 0 else []
         for line in lines:
             sys.stdout.write((line.text if args.json or not line.raw else humanize(line.text)) + "\n")
         sys.stdout.flush()

@@ -37,9 +37,23 @@ from orchestrator.cli import (  # noqa: E402
 from orchestrator.cli.config import apply_config  # noqa: E402
 from orchestrator.errors import OrchError  # noqa: E402
 
-COMMAND_MODULES = [spec_commands, job_commands, log_commands, cost_commands, forecast_command, node_commands,
-                   cluster_commands, checkpoint_commands, data_commands, simulate_command, dashboard_command,
-                   k8s_commands, controller_command, state_commands, meta_commands]
+COMMAND_MODULES = [
+    spec_commands,
+    job_commands,
+    log_commands,
+    cost_commands,
+    forecast_command,
+    node_commands,
+    cluster_commands,
+    checkpoint_commands,
+    data_commands,
+    simulate_command,
+    dashboard_command,
+    k8s_commands,
+    controller_command,
+    state_commands,
+    meta_commands,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="orch",
         description="Plan, run and account for large pipeline- and expert-parallel pretraining jobs.",
         epilog="Start with: orch plan jobs/v3_pretrain.yaml (the full-scale layout and cost), then "
-               "orch validate jobs/v3_pretrain.yaml -p local and orch submit jobs/v3_pretrain.yaml -p local. "
-               "Defaults for --profile, --address and the state URL can live in ORCH_HOME/config.yaml "
-               "(ORCH_HOME defaults to ~/.orch). Shell completion: source <(orch completion bash).",
+        "orch validate jobs/v3_pretrain.yaml -p local and orch submit jobs/v3_pretrain.yaml -p local. "
+        "Defaults for --profile, --address and the state URL can live in ORCH_HOME/config.yaml "
+        "(ORCH_HOME defaults to ~/.orch). Shell completion: source <(orch completion bash).",
     )
     parser.add_argument("--version", action="version", version=f"orch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -67,8 +81,12 @@ class DefaultsFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if (action.option_strings and default not in (None, False, [], argparse.SUPPRESS)
-                and "default" not in text and not isinstance(action, argparse._StoreConstAction)):
+        if (
+            action.option_strings
+            and default not in (None, False, [], argparse.SUPPRESS)
+            and "default" not in text
+            and not isinstance(action, argparse._StoreConstAction)
+        ):
             text += " (default: %(default)s)"
         return text
 

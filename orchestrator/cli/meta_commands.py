@@ -41,9 +41,11 @@ def cmd_version(args: argparse.Namespace) -> int:
     if args.json:
         print_json(found)
     else:
-        print(f"orch {found['orch']} (python {found['python']}; "
-              + ", ".join(f"{k} {v or 'not installed'}" for k, v in found.items() if k not in ("orch", "python"))
-              + ")")
+        print(
+            f"orch {found['orch']} (python {found['python']}; "
+            + ", ".join(f"{k} {v or 'not installed'}" for k, v in found.items() if k not in ("orch", "python"))
+            + ")"
+        )
     return 0
 
 
@@ -94,18 +96,23 @@ def bash_script(parser: argparse.ArgumentParser) -> str:
     for command, options in sorted(words.items()):
         for flag, choices in sorted(options.items()):
             if flag and choices:
-                values.append(f'        "{command} {flag}") COMPREPLY=($(compgen -W "{" ".join(choices)}" -- "$cur")); '
-                              "return;;")
+                values.append(
+                    f'        "{command} {flag}") COMPREPLY=($(compgen -W "{" ".join(choices)}" -- "$cur")); return;;'
+                )
         all_words = " ".join(sorted(f for f in options if f) + options[""])
         when = "" if options[""] else '[[ "$cur" == -* ]] && '  # a file argument otherwise
-        flags.append(f'        {command}) {when}COMPREPLY=($(compgen -W "{all_words}" -- "$cur")); '
-                     "[[ ${#COMPREPLY[@]} -gt 0 ]] && return;;")
+        flags.append(
+            f'        {command}) {when}COMPREPLY=($(compgen -W "{all_words}" -- "$cur")); '
+            "[[ ${#COMPREPLY[@]} -gt 0 ]] && return;;"
+        )
     return BASH % {"commands": " ".join(sorted(words)), "values": "\n".join(values), "flags": "\n".join(flags)}
 
 
 def zsh_script(parser: argparse.ArgumentParser) -> str:
-    return ("# orch completion for zsh: source <(orch completion zsh)\n"
-            "autoload -U +X bashcompinit && bashcompinit\n" + bash_script(parser))
+    return (
+        "# orch completion for zsh: source <(orch completion zsh)\n"
+        "autoload -U +X bashcompinit && bashcompinit\n" + bash_script(parser)
+    )
 
 
 def cmd_completion(args: argparse.Namespace) -> int:

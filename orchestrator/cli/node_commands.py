@@ -30,8 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     a = actions.add_parser("list", help="nodes with pool, devices used/free, health, cordon, jobs")
     add_json_argument(a)
     a.set_defaults(func=cmd_list)
-    for name, helptext in (("cordon", "keep new gangs off the node"), ("uncordon", "allow the node again"),
-                           ("drain", "cordon, then checkpoint and move the jobs on it elsewhere")):
+    for name, helptext in (
+        ("cordon", "keep new gangs off the node"),
+        ("uncordon", "allow the node again"),
+        ("drain", "cordon, then checkpoint and move the jobs on it elsewhere"),
+    ):
         a = actions.add_parser(name, help=helptext)
         a.add_argument("node", help="the node's name (orch nodes lists them)")
         a.add_argument("--reason", default="operator request", help="recorded in the event log")
@@ -61,8 +64,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'NODE':<10} {'POOL':<18} {'KIND':<10} {'USED/DEV':<9} {'HEALTH':<7} {'CORDON':<7} JOBS")
     for r in rows:
-        print(f"{r['name']:<10} {r['pool']:<18} {r['kind']:<10} {r['used']}/{r['devices']:<7} {r['health']:<7} "
-              f"{'yes' if r['cordoned'] else '-':<7} {', '.join(r['jobs']) or '-'}")
+        print(
+            f"{r['name']:<10} {r['pool']:<18} {r['kind']:<10} {r['used']}/{r['devices']:<7} {r['health']:<7} "
+            f"{'yes' if r['cordoned'] else '-':<7} {', '.join(r['jobs']) or '-'}"
+        )
     return 0
 
 
@@ -75,7 +80,8 @@ def cmd_cordon(args: argparse.Namespace) -> int:
 
 def cmd_preempt(args: argparse.Namespace) -> int:
     plane, provider = _connected()
-    for line in preempt_drill(plane.store, provider, plane.cluster, args.node, args.notice, args.replace, _actor(),
-                              ask_ray_runner):
+    for line in preempt_drill(
+        plane.store, provider, plane.cluster, args.node, args.notice, args.replace, _actor(), ask_ray_runner
+    ):
         print(line)
     return 0

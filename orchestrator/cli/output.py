@@ -20,13 +20,19 @@ FORMATS = ("table", "wide", "json", "yaml")
 
 def add_output_arguments(parser: argparse.ArgumentParser, watch: str | None = None) -> None:
     """``-o``/``--output`` and ``--json``; with ``watch`` (its help text) also ``--watch``/``-w``."""
-    parser.add_argument("-o", "--output", choices=FORMATS, default="table",
-                        help="table (default), wide (more columns), json or yaml")
+    parser.add_argument(
+        "-o", "--output", choices=FORMATS, default="table", help="table (default), wide (more columns), json or yaml"
+    )
     parser.add_argument("--json", dest="output", action="store_const", const="json", help="the same as -o json")
     if watch:
         parser.add_argument("-w", "--watch", action="store_true", help=watch)
-        parser.add_argument("--interval", type=float, default=2.0, metavar="S",
-                            help="seconds between refreshes with --watch (default: 2)")
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=2.0,
+            metavar="S",
+            help="seconds between refreshes with --watch (default: 2)",
+        )
 
 
 def machine(args: argparse.Namespace) -> bool:

@@ -75,7 +75,7 @@ def event_line(event: dict, since: float) -> str:
     message = event["message"]
     prefix = f"{event['job_id']}: " if event.get("job_id") else ""
     if prefix and message.startswith(prefix):
-        message = message[len(prefix):]
+        message = message[len(prefix) :]
     return f"[+{event['at'] - since:5.0f}s] {message}"
 
 
@@ -141,18 +141,21 @@ def stderr_to(path: Path) -> Iterator[None]:
         os.close(target)
 
 
-
-
 def job_summary_lines(plane: ControlPlane, job: dict, spec_arguments: str) -> list[str]:
     """What the run took, as the ledger books it (start-up apart), and the plan beside the measured rate."""
     lines = [f"{job['id']} {job['state']}" + (f": {job['message']}" if job["message"] else "")]
     if job["started_at"]:
         wall = (job["ended_at"] or time.time()) - job["started_at"]
-        lines.append(f"  trained {job['step']} steps, {job['tokens']:,.0f} tokens in {duration(wall)}; final loss "
-                     f"{job['loss']:.3f}" if job["loss"] is not None else f"  ran {duration(wall)}")
+        lines.append(
+            f"  trained {job['step']} steps, {job['tokens']:,.0f} tokens in {duration(wall)}; final loss "
+            f"{job['loss']:.3f}"
+            if job["loss"] is not None
+            else f"  ran {duration(wall)}"
+        )
     figures = ledger_figures(plane, job)
     lines += ledger_lines(figures, job)
     lines.append(f"  full-scale plan (static, not this run's measured rate): orch plan {spec_arguments.split()[0]}")
-    lines.append(f"  next: orch status {job['id']}   orch events {job['id']}   orch logs {job['id']}   "
-                 f"orch cost {job['id']}")
+    lines.append(
+        f"  next: orch status {job['id']}   orch events {job['id']}   orch logs {job['id']}   orch cost {job['id']}"
+    )
     return lines

@@ -16,9 +16,12 @@ from orchestrator.simulate.cluster import SimulatedCluster
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("simulate", help="simulate the whole run on a simulated cluster: days, GPU-hours, cost; sweeps",
-                       description="Discrete-event simulation of the job on the spec's cluster, driving orch's own "
-                                   "controller, scheduler, checkpoint policy and ledger on simulated time.")
+    p = sub.add_parser(
+        "simulate",
+        help="simulate the whole run on a simulated cluster: days, GPU-hours, cost; sweeps",
+        description="Discrete-event simulation of the job on the spec's cluster, driving orch's own "
+        "controller, scheduler, checkpoint policy and ledger on simulated time.",
+    )
     add_spec_arguments(p)
     add_json_argument(p)
     g = p.add_argument_group("the simulated cluster")
@@ -31,15 +34,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--spares", type=int, help="hot-spare nodes")
     g.add_argument("--checkpoint-interval", help="minutes, or auto (Young/Daly)")
     g.add_argument("--provision-delay", type=float, default=600.0, help="seconds until a replacement node joins")
-    g.add_argument("--restart", type=float, default=COLD.rejoin_s,
-                   help="seconds for a gang to start cold (restore excluded; measured: see docs/simulate.md)")
-    g.add_argument("--detect", type=float, default=DEFAULT.detect_s,
-                   help="seconds until an abrupt node loss is noticed")
-    g.add_argument("--warm-restart", type=float, default=WARM.rejoin_s if WARM else None,
-                   help="seconds for a gang to start when every node has workers up (survivors, hot spares); "
-                        "default: measured, or none (cold only) until measured")
-    g.add_argument("--restore-from", choices=("memory", "storage"), default="memory" if WARM else "storage",
-                   help="where a restarted gang reads its checkpoint: a peer's host memory or object storage")
+    g.add_argument(
+        "--restart",
+        type=float,
+        default=COLD.rejoin_s,
+        help="seconds for a gang to start cold (restore excluded; measured: see docs/simulate.md)",
+    )
+    g.add_argument(
+        "--detect", type=float, default=DEFAULT.detect_s, help="seconds until an abrupt node loss is noticed"
+    )
+    g.add_argument(
+        "--warm-restart",
+        type=float,
+        default=WARM.rejoin_s if WARM else None,
+        help="seconds for a gang to start when every node has workers up (survivors, hot spares); "
+        "default: measured, or none (cold only) until measured",
+    )
+    g.add_argument(
+        "--restore-from",
+        choices=("memory", "storage"),
+        default="memory" if WARM else "storage",
+        help="where a restarted gang reads its checkpoint: a peer's host memory or object storage",
+    )
     g.add_argument("--peer-gbps", type=float, default=PEER_GBPS, help="per-device bandwidth between nodes, GB/s")
     g.add_argument("--storage-gbps", type=float, default=100.0, help="checkpoint storage bandwidth, GB/s")
     g.add_argument("--snapshot-gbps", type=float, default=10.0, help="device-to-host copy per device, GB/s")
@@ -57,8 +73,9 @@ def read_trace(path: str) -> tuple[tuple[float, str], ...]:
         with open(path, newline="") as handle:
             rows = [r for r in csv.reader(handle) if r and not r[0].lstrip().startswith("#")]
     except OSError as exc:
-        raise option_error("--trace", f"cannot read {path}: {exc.strerror}",
-                           "give a CSV file of seconds,node") from None
+        raise option_error(
+            "--trace", f"cannot read {path}: {exc.strerror}", "give a CSV file of seconds,node"
+        ) from None
     events = []
     for number, row in enumerate(rows, 1):
         if number == 1 and row[0].strip().lower() in ("seconds", "time", "time_s", "at"):
@@ -66,8 +83,11 @@ def read_trace(path: str) -> tuple[tuple[float, str], ...]:
         try:
             events.append((float(row[0]), row[1].strip()))
         except (ValueError, IndexError):
-            raise option_error("--trace", f"line {number} is not 'seconds,node': {','.join(row)}",
-                               "one interruption per line, e.g. 3600,sim-spot-0007") from None
+            raise option_error(
+                "--trace",
+                f"line {number} is not 'seconds,node': {','.join(row)}",
+                "one interruption per line, e.g. 3600,sim-spot-0007",
+            ) from None
     return tuple(sorted(events))
 
 
@@ -85,22 +105,35 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         value = getattr(args, name)
         if value is not None and value < 0:
             raise option_error(f"--{name.replace('_', '-')}", "must not be negative", "give a value >= 0")
-    return Scenario(seed=args.seed, spot_fraction=args.spot_fraction, spot_price=args.spot_price,
-                    interruption_rate=args.interruption_rate, notice_seconds=args.notice, spares=args.spares,
-                    checkpoint_interval=args.checkpoint_interval, provision_delay_s=args.provision_delay,
-                    restart_s=args.restart, detect_s=args.detect, warm_restart_s=args.warm_restart,
-                    restore_from=args.restore_from, peer_gbps=args.peer_gbps, storage_gbps=args.storage_gbps,
-                    snapshot_gbps=args.snapshot_gbps,
-                    blocking_saves=args.blocking_saves, trace=read_trace(args.trace) if args.trace else None,
-                    max_days=args.max_days)
+    return Scenario(
+        seed=args.seed,
+        spot_fraction=args.spot_fraction,
+        spot_price=args.spot_price,
+        interruption_rate=args.interruption_rate,
+        notice_seconds=args.notice,
+        spares=args.spares,
+        checkpoint_interval=args.checkpoint_interval,
+        provision_delay_s=args.provision_delay,
+        restart_s=args.restart,
+        detect_s=args.detect,
+        warm_restart_s=args.warm_restart,
+        restore_from=args.restore_from,
+        peer_gbps=args.peer_gbps,
+        storage_gbps=args.storage_gbps,
+        snapshot_gbps=args.snapshot_gbps,
+        blocking_saves=args.blocking_saves,
+        trace=read_trace(args.trace) if args.trace else None,
+        max_days=args.max_days,
+    )
 
 
 def parse_sweep(text: str) -> tuple[str, list[str]]:
     key, sep, values = text.partition("=")
     items = [v.strip() for v in values.split(",") if v.strip()]
     if not sep or not items:
-        raise option_error("--sweep", f"expected KEY=V1,V2,... (got '{text}')",
-                           "e.g. --sweep checkpoint_interval=10,20,40")
+        raise option_error(
+            "--sweep", f"expected KEY=V1,V2,... (got '{text}')", "e.g. --sweep checkpoint_interval=10,20,40"
+        )
     if key not in SWEEPABLE:
         raise option_error("--sweep", f"'{key}' cannot be swept", f"sweep one of: {', '.join(SWEEPABLE)}")
     return key, items
@@ -138,52 +171,68 @@ def _check_trace(spec, scenario: Scenario) -> None:
     cluster = SimulatedCluster(apply_scenario(spec, scenario))
     unknown = sorted({n for _, n in scenario.trace if n not in cluster.nodes_by_name and n not in cluster.pools})
     if unknown:
-        raise SpecError([FieldProblem("--trace", f"unknown nodes or pools: {', '.join(unknown[:5])}",
-                                      fix=f"name a pool ({', '.join(cluster.pools)}) or a node such as "
-                                          f"{next(iter(cluster.nodes_by_name))}")], "simulate")
+        raise SpecError(
+            [
+                FieldProblem(
+                    "--trace",
+                    f"unknown nodes or pools: {', '.join(unknown[:5])}",
+                    fix=f"name a pool ({', '.join(cluster.pools)}) or a node such as "
+                    f"{next(iter(cluster.nodes_by_name))}",
+                )
+            ],
+            "simulate",
+        )
 
 
 def render_result(r: dict) -> str:
     hours = r["gpu_hours"]
-    lines = [f"{r['job']}: {r['state']}" + (f" ({r['message']})" if r["message"] and r["state"] != "succeeded" else ""),
-             f"  steps           {r['steps']:,} of {r['total_steps']:,}",
-             f"  wall clock      {r['days']:.2f} days (plan: {r['plan']['days']:.2f})",
-             f"  interruptions   {r['interruptions']:,} ({r['interruptions_hitting_job']:,} hit the job: "
-             f"{r['saved_on_notice']:,} saved on notice, "
-             f"{r['interruptions_hitting_job'] - r['saved_on_notice']:,} lost work); restarts {r['restarts']:,}",
-             f"  checkpoints     {r['checkpoints']['saves']:,} saves of "
-             f"{r['checkpoints']['checkpoint_bytes'] / 1e12:.2f} TB "
-             f"(stall {r['checkpoints']['stall_s']:.2f} s, commit {r['checkpoints']['save_s']:.0f} s, "
-             f"restore {r['checkpoints']['restore_s']:.1f} s from {r['checkpoints']['restore_from']})",
-             _recovery_line(r["checkpoints"]),
-             "  GPU-hours       " + "  ".join(f"{c} {hours[c.value]:,.0f}" for c in LedgerCategory),
-             f"                  total {hours['total']:,.0f} = {r['vs_plan']:.3f} x plan "
-             f"({r['plan']['gpu_hours']:,.0f}); "
-             f"goodput {r['goodput']:.1%} (wall clock {r['wall_goodput']:.1%})",
-             f"  cost (ledger)   {money(r['cost_usd'])}  " + "  ".join(
-                 f"{pool} {money(v['cost_usd'])}" for pool, v in r["by_pool"].items()),
-             f"  storage         {money(r['storage']['cost_usd'])}: "
-             f"{r['storage']['checkpoint_puts']['requests']:,} PUTs "
-             f"{money(r['storage']['checkpoint_puts']['cost_usd'])}, "
-             f"{r['storage']['checkpoint_restores']['requests']:,} "
-             f"restore GETs {money(r['storage']['checkpoint_restores']['cost_usd'])}, "
-             f"{r['storage']['checkpoint_storage']['gib_months']:,.0f} GiB-months "
-             f"{money(r['storage']['checkpoint_storage']['cost_usd'])}",
-             f"  cluster bill    {money(r['cluster_bill']['cost_usd'])} (idle nodes "
-             f"{money(r['cluster_bill']['idle_cost_usd'])}); plan {money(r['plan']['cost_usd'])}"]
+    lines = [
+        f"{r['job']}: {r['state']}" + (f" ({r['message']})" if r["message"] and r["state"] != "succeeded" else ""),
+        f"  steps           {r['steps']:,} of {r['total_steps']:,}",
+        f"  wall clock      {r['days']:.2f} days (plan: {r['plan']['days']:.2f})",
+        f"  interruptions   {r['interruptions']:,} ({r['interruptions_hitting_job']:,} hit the job: "
+        f"{r['saved_on_notice']:,} saved on notice, "
+        f"{r['interruptions_hitting_job'] - r['saved_on_notice']:,} lost work); restarts {r['restarts']:,}",
+        f"  checkpoints     {r['checkpoints']['saves']:,} saves of "
+        f"{r['checkpoints']['checkpoint_bytes'] / 1e12:.2f} TB "
+        f"(stall {r['checkpoints']['stall_s']:.2f} s, commit {r['checkpoints']['save_s']:.0f} s, "
+        f"restore {r['checkpoints']['restore_s']:.1f} s from {r['checkpoints']['restore_from']})",
+        _recovery_line(r["checkpoints"]),
+        "  GPU-hours       " + "  ".join(f"{c} {hours[c.value]:,.0f}" for c in LedgerCategory),
+        f"                  total {hours['total']:,.0f} = {r['vs_plan']:.3f} x plan "
+        f"({r['plan']['gpu_hours']:,.0f}); "
+        f"goodput {r['goodput']:.1%} (wall clock {r['wall_goodput']:.1%})",
+        f"  cost (ledger)   {money(r['cost_usd'])}  "
+        + "  ".join(f"{pool} {money(v['cost_usd'])}" for pool, v in r["by_pool"].items()),
+        f"  storage         {money(r['storage']['cost_usd'])}: "
+        f"{r['storage']['checkpoint_puts']['requests']:,} PUTs "
+        f"{money(r['storage']['checkpoint_puts']['cost_usd'])}, "
+        f"{r['storage']['checkpoint_restores']['requests']:,} "
+        f"restore GETs {money(r['storage']['checkpoint_restores']['cost_usd'])}, "
+        f"{r['storage']['checkpoint_storage']['gib_months']:,.0f} GiB-months "
+        f"{money(r['storage']['checkpoint_storage']['cost_usd'])}",
+        f"  cluster bill    {money(r['cluster_bill']['cost_usd'])} (idle nodes "
+        f"{money(r['cluster_bill']['idle_cost_usd'])}); plan {money(r['plan']['cost_usd'])}",
+    ]
     for pool, u in r.get("utilisation", {}).items():
-        lines.append(f"  {pool:<15} node-hours: allocated {u['allocated']:,.0f}  idle {u['idle']:,.0f}  spare "
-                     f"{u['spare']:,.0f}  down {u['down']:,.0f}; {money(u['allocated_usd'])} the job's, "
-                     f"{money(u['unused_usd'])} the cluster's idle cost")
+        lines.append(
+            f"  {pool:<15} node-hours: allocated {u['allocated']:,.0f}  idle {u['idle']:,.0f}  spare "
+            f"{u['spare']:,.0f}  down {u['down']:,.0f}; {money(u['allocated_usd'])} the job's, "
+            f"{money(u['unused_usd'])} the cluster's idle cost"
+        )
     if r.get("reference"):
         ref = r["reference"]
-        lines.append(f"  DeepSeek-V3     {ref['gpu_hours'] / 1e6:.3f}M GPU-hours, {money(ref['cost_usd'])}: this run "
-                     f"{hours['total'] / ref['gpu_hours']:.3f}x the hours, "
-                     f"{r['cluster_bill']['cost_usd'] / ref['cost_usd']:.3f}x the cost")
+        lines.append(
+            f"  DeepSeek-V3     {ref['gpu_hours'] / 1e6:.3f}M GPU-hours, {money(ref['cost_usd'])}: this run "
+            f"{hours['total'] / ref['gpu_hours']:.3f}x the hours, "
+            f"{r['cluster_bill']['cost_usd'] / ref['cost_usd']:.3f}x the cost"
+        )
     lines.append(f"  simulated in    {r['simulated_in_s']:.2f} s")
     if r.get("failure_reason") == "max_restarts_exceeded":
-        lines.append(f"  the job used its restart budget after {r['restarts']} restarts: loosen "
-                     "fault_tolerance.restart_budget (restarts per window_hours) or max_restarts (a lifetime cap)")
+        lines.append(
+            f"  the job used its restart budget after {r['restarts']} restarts: loosen "
+            "fault_tolerance.restart_budget (restarts per window_hours) or max_restarts (a lifetime cap)"
+        )
     elif r["state"] != "succeeded" and r["steps"] < r["total_steps"]:
         lines.append("  the run did not finish within the simulated time (--max-days)")
     return "\n".join(lines)
@@ -191,8 +240,10 @@ def render_result(r: dict) -> str:
 
 def _recovery_line(ck: dict) -> str:
     warm = f"{ck['warm_restart_s']:.1f} s warm" if ck["warm_restart_s"] is not None else "no warm path"
-    return (f"  recovery        detect {ck['detect_s']:.1f} s, start {ck['restart_s']:.1f} s cold / {warm}, "
-            "then restore and the first step")
+    return (
+        f"  recovery        detect {ck['detect_s']:.1f} s, start {ck['restart_s']:.1f} s cold / {warm}, "
+        "then restore and the first step"
+    )
 
 
 def _stat(s: dict, scale: float = 1.0, fmt: str = ",.0f") -> str:
@@ -202,26 +253,34 @@ def _stat(s: dict, scale: float = 1.0, fmt: str = ",.0f") -> str:
 def render_runs(batch: dict) -> str:
     st, n = batch["stats"], len(batch["runs"])
     first = batch["runs"][0]
-    return "\n".join([
-        f"{first['job']}: {batch['succeeded']} of {n} runs succeeded (seeds {first['seed']}..{first['seed'] + n - 1})",
-        f"  days            {_stat(st['days'], fmt='.2f')}  (min {st['days']['min']:.2f}, max {st['days']['max']:.2f})",
-        f"  GPU-hours       {_stat(st['gpu_hours'])}",
-        f"  cluster bill    ${_stat(st['cost_usd'], 1e6, '.3f')}M",
-        f"  goodput         {_stat(st['goodput'], 0.01, '.1f')} %",
-        f"  interruptions   {_stat(st['interruptions'])}; restarts {_stat(st['restarts'])}",
-    ])
+    return "\n".join(
+        [
+            f"{first['job']}: {batch['succeeded']} of {n} runs succeeded "
+            f"(seeds {first['seed']}..{first['seed'] + n - 1})",
+            f"  days            {_stat(st['days'], fmt='.2f')}  "
+            f"(min {st['days']['min']:.2f}, max {st['days']['max']:.2f})",
+            f"  GPU-hours       {_stat(st['gpu_hours'])}",
+            f"  cluster bill    ${_stat(st['cost_usd'], 1e6, '.3f')}M",
+            f"  goodput         {_stat(st['goodput'], 0.01, '.1f')} %",
+            f"  interruptions   {_stat(st['interruptions'])}; restarts {_stat(st['restarts'])}",
+        ]
+    )
 
 
 def render_sweep(result: dict) -> str:
     key = result["key"]
-    head = (f"{key:>20}  {'runs ok':>7}  {'days':>15}  {'GPU-hours':>21}  {'cluster bill $M':>17}  "
-            f"{'goodput %':>11}  {'restarts':>10}")
+    head = (
+        f"{key:>20}  {'runs ok':>7}  {'days':>15}  {'GPU-hours':>21}  {'cluster bill $M':>17}  "
+        f"{'goodput %':>11}  {'restarts':>10}"
+    )
     lines = [f"sweep of {key}, {result['runs']} seed(s) per point from seed {result['seed']}", head]
     for p in result["points"]:
         mark = "  <- optimum" if p["value"] == result["best"] else ""
-        lines.append(f"{p['value']:>20}  {p['succeeded']:>3}/{p['runs']:<3}  {_stat(p['days'], fmt='.2f'):>15}  "
-                     f"{_stat(p['gpu_hours']):>21}  {_stat(p['cost_usd'], 1e6, '.3f'):>17}  "
-                     f"{_stat(p['goodput'], 0.01, '.1f'):>11}  {_stat(p['restarts']):>10}{mark}")
+        lines.append(
+            f"{p['value']:>20}  {p['succeeded']:>3}/{p['runs']:<3}  {_stat(p['days'], fmt='.2f'):>15}  "
+            f"{_stat(p['gpu_hours']):>21}  {_stat(p['cost_usd'], 1e6, '.3f'):>17}  "
+            f"{_stat(p['goodput'], 0.01, '.1f'):>11}  {_stat(p['restarts']):>10}{mark}"
+        )
     if result.get("young_daly_minutes"):
         lines.append(f"Young/Daly interval for this save cost and gang MTBF: {result['young_daly_minutes']:.1f} min")
     if result["best"] is None:

@@ -14,12 +14,16 @@ from orchestrator.train.support import RuntimeSupportError, check_runnable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate", help="check a job spec, its layout and that this runtime can run it; "
-                                        "print every problem (exit 2)")
+    p = sub.add_parser(
+        "validate", help="check a job spec, its layout and that this runtime can run it; print every problem (exit 2)"
+    )
     add_spec_arguments(p)
-    p.add_argument("--plan-only", action="store_true",
-                   help="check the spec and its layout only, not what this runtime executes (for full-scale "
-                        "plans with dualpipe, tensor > 1 or fp8)")
+    p.add_argument(
+        "--plan-only",
+        action="store_true",
+        help="check the spec and its layout only, not what this runtime executes (for full-scale "
+        "plans with dualpipe, tensor > 1 or fp8)",
+    )
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("plan", help="lay a job out over devices and cost it (no cluster needed)")
     add_spec_arguments(p)
@@ -44,8 +48,10 @@ class NotRunnableHere(RuntimeSupportError):
     """The runtime's refusal, as `orch validate` words it: with the ways to still plan the spec."""
 
     def render(self) -> str:
-        return (super().render() + "\n  (orch plan FILE still lays it out and costs it; "
-                "orch validate FILE --plan-only checks the plan alone)")
+        return (
+            super().render() + "\n  (orch plan FILE still lays it out and costs it; "
+            "orch validate FILE --plan-only checks the plan alone)"
+        )
 
 
 def spec_arguments(args: argparse.Namespace) -> str:

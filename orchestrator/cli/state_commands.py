@@ -50,8 +50,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print_json(header)
         return 0
     rows = sum(header["counts"].values())
-    print(f"backed up {redact(_url(args))} (revision {header['revision']}, {header['counts'].get('jobs', 0)} jobs, "
-          f"{rows} rows) to {args.file}")
+    print(
+        f"backed up {redact(_url(args))} (revision {header['revision']}, {header['counts'].get('jobs', 0)} jobs, "
+        f"{rows} rows) to {args.file}"
+    )
     print(f"restore with: orch state restore {args.file} --url URL")
     return 0
 
@@ -61,8 +63,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    print(f"restored {sum(result['restored'].values())} rows ({result['restored'].get('jobs', 0)} jobs) from "
-          f"{args.file} into {redact(_url(args))}")
+    print(
+        f"restored {sum(result['restored'].values())} rows ({result['restored'].get('jobs', 0)} jobs) from "
+        f"{args.file} into {redact(_url(args))}"
+    )
     print("next: orch list")
     return 0
 
@@ -70,9 +74,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     store = StateStore(_url(args))
     lease = Lease(store).current()
-    info = {"url": redact(store.url), "dialect": store.engine.dialect.name,
-            "rows": {name: store.count(name) for name in t.metadata.tables},
-            "leader": lease.__dict__ if lease else None}
+    info = {
+        "url": redact(store.url),
+        "dialect": store.engine.dialect.name,
+        "rows": {name: store.count(name) for name in t.metadata.tables},
+        "leader": lease.__dict__ if lease else None,
+    }
     if args.json:
         print_json(info)
         return 0

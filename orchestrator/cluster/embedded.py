@@ -40,8 +40,12 @@ from orchestrator.private import private_dir
 # node the workers are the workload: run them at normal priority (measured in bench/RESULTS.md).
 # The GCS declares a silent raylet dead after period x threshold: about 3 s here instead of Ray's ~15 s,
 # so a killed virtual node is noticed as quickly as a real one would be by a cloud provider's signal.
-EMBEDDED_RAY_ENV = {"RAY_worker_niceness": "0", "RAY_health_check_period_ms": "1000",
-                    "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+EMBEDDED_RAY_ENV = {
+    "RAY_worker_niceness": "0",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
 HOST = "127.0.0.1"
 NAMESPACE = "orch"
 DEFAULT_LAYOUT = "local-on-demand:on-demand:1,local-spot:spot:1,local-spare:spare:1"
@@ -167,8 +171,12 @@ class EmbeddedCluster:
     def env(self, info: ClusterInfo | None = None) -> dict[str, str]:
         """Environment every process of this cluster (and every client of it) needs."""
         token = info.token_path if info else str(token_path(self.home))
-        return {**EMBEDDED_RAY_ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token,
-                "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu")}
+        return {
+            **EMBEDDED_RAY_ENV,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": token,
+            "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"),
+        }
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -182,8 +190,12 @@ class EmbeddedCluster:
         self._cleanup_stale()
         private_dir(self.home)
         token = cluster_token_path(self.home)
-        info = ClusterInfo(address=f"{HOST}:{_free_port()}", dashboard_port=_free_port(),
-                           temp_dir=str(self.temp_dir()), token_path=str(token))
+        info = ClusterInfo(
+            address=f"{HOST}:{_free_port()}",
+            dashboard_port=_free_port(),
+            temp_dir=str(self.temp_dir()),
+            token_path=str(token),
+        )
         for i, (pool, kind, devices) in enumerate(parse_layout(layout, devices_per_node), start=1):
             info.nodes.append(VirtualNode(f"node-{i}", pool, kind, devices, _free_port(), _free_port()))
         if ha:
@@ -211,23 +223,57 @@ class EmbeddedCluster:
     def _ray_start(self, info: ClusterInfo, head: bool = False, node: VirtualNode | None = None) -> None:
         common = ["--disable-usage-stats"]
         if head:
-            args = ["--head", "--port", str(info.gcs_port), "--num-cpus", "1", "--resources", '{"orch_head": 1}',
-                    "--labels", "orch-node=head,orch-pool=control,orch-pool-kind=control",
-                    "--temp-dir", info.temp_dir, "--include-dashboard", "true", "--dashboard-host", HOST,
-                    "--dashboard-port", str(info.dashboard_port), "--object-store-memory", str(OBJECT_STORE_BYTES)]
+            args = [
+                "--head",
+                "--port",
+                str(info.gcs_port),
+                "--num-cpus",
+                "1",
+                "--resources",
+                '{"orch_head": 1}',
+                "--labels",
+                "orch-node=head,orch-pool=control,orch-pool-kind=control",
+                "--temp-dir",
+                info.temp_dir,
+                "--include-dashboard",
+                "true",
+                "--dashboard-host",
+                HOST,
+                "--dashboard-port",
+                str(info.dashboard_port),
+                "--object-store-memory",
+                str(OBJECT_STORE_BYTES),
+            ]
             args += self._gcs_storage_args(info)
         else:
-            args = ["--address", info.address, "--num-cpus", str(node.devices),
-                    "--resources", json.dumps({"orch_device": node.devices}), "--labels", node.labels(),
-                    "--node-manager-port", str(node.node_manager_port),
-                    "--object-manager-port", str(node.object_manager_port),
-                    "--object-store-memory", str(OBJECT_STORE_BYTES)]
+            args = [
+                "--address",
+                info.address,
+                "--num-cpus",
+                str(node.devices),
+                "--resources",
+                json.dumps({"orch_device": node.devices}),
+                "--labels",
+                node.labels(),
+                "--node-manager-port",
+                str(node.node_manager_port),
+                "--object-manager-port",
+                str(node.object_manager_port),
+                "--object-store-memory",
+                str(OBJECT_STORE_BYTES),
+            ]
         private_dir(Path(info.temp_dir))
         started = time.time()
         # a new session: every process this 'ray start' leaves behind carries its id (see the module doc)
         env = {**os.environ, **self.env(info), **(self._gcs_storage_env(info) if head else {})}
-        proc = subprocess.Popen([self._ray_binary(), "start", *args, *common], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            [self._ray_binary(), "start", *args, *common],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         info.sessions.append(Session(proc.pid, started, "head" if head else node.name))
         self.save(info)  # before waiting: a half-started node is still stopped by 'down'
         try:
@@ -236,8 +282,9 @@ class EmbeddedCluster:
             if head or RAYLET_TIMEOUT not in str(exc) or not self._registers_late(info, node, env):
                 raise
 
-    def _registers_late(self, info: ClusterInfo, node: VirtualNode, env: dict[str, str],
-                        wait_s: float = LATE_REGISTRATION_S) -> bool:
+    def _registers_late(
+        self, info: ClusterInfo, node: VirtualNode, env: dict[str, str], wait_s: float = LATE_REGISTRATION_S
+    ) -> bool:
         """After `ray start` gave up on a worker raylet (it waits a hard-coded 30 s for the raylet to
         register: ``raylet_start_wait_time_s`` in ray/_private/node.py), whether that raylet, which
         `ray start` leaves running, registers with the GCS within ``wait_s`` more. On 2 busy cores
@@ -245,14 +292,25 @@ class EmbeddedCluster:
         the cluster's auth environment) decides. Any doubt: False (the original error stands)."""
         try:
             flag = f"--node_manager_port={node.node_manager_port}"
-            ids = [arg.split("=", 1)[1] for p in psutil.process_iter(["cmdline"])
-                   if flag in (p.info["cmdline"] or []) for arg in p.info["cmdline"] if arg.startswith("--node_id=")]
+            ids = [
+                arg.split("=", 1)[1]
+                for p in psutil.process_iter(["cmdline"])
+                if flag in (p.info["cmdline"] or [])
+                for arg in p.info["cmdline"]
+                if arg.startswith("--node_id=")
+            ]
             if len(ids) != 1:
                 return False
-            check = ("import sys; from ray._private.services import get_node_with_retry; "
-                     "get_node_with_retry(sys.argv[1], sys.argv[2], timeout_s=float(sys.argv[3]))")
-            done = subprocess.run([sys.executable, "-c", check, info.address, ids[0], str(wait_s)], env=env,
-                                  capture_output=True, timeout=wait_s + 60)
+            check = (
+                "import sys; from ray._private.services import get_node_with_retry; "
+                "get_node_with_retry(sys.argv[1], sys.argv[2], timeout_s=float(sys.argv[3]))"
+            )
+            done = subprocess.run(
+                [sys.executable, "-c", check, info.address, ids[0], str(wait_s)],
+                env=env,
+                capture_output=True,
+                timeout=wait_s + 60,
+            )
             return done.returncode == 0
         except (OSError, subprocess.SubprocessError, psutil.Error):
             return False
@@ -262,8 +320,10 @@ class EmbeddedCluster:
         it per RayCluster) RAY_external_storage_namespace."""
         if not info.redis_port:
             return {}
-        return {"RAY_REDIS_ADDRESS": f"{HOST}:{info.redis_port}",
-                "RAY_external_storage_namespace": info.storage_namespace or "orch"}
+        return {
+            "RAY_REDIS_ADDRESS": f"{HOST}:{info.redis_port}",
+            "RAY_external_storage_namespace": info.storage_namespace or "orch",
+        }
 
     def _gcs_storage_args(self, info: ClusterInfo) -> list[str]:
         if not info.redis_port:

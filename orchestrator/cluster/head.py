@@ -60,8 +60,15 @@ def restart_gcs(cluster: EmbeddedCluster, image: ProcessImage) -> int:
     session recorded as the head's; its pid."""
     info = cluster.load()
     started = time.time()
-    proc = subprocess.Popen(image.cmdline, env=image.environ, cwd=image.cwd, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        image.cmdline,
+        env=image.environ,
+        cwd=image.cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     info.sessions.append(Session(proc.pid, started, "head"))
     cluster.save(info)
     return proc.pid

@@ -26,8 +26,14 @@ class SignalWatch:
     """Signals from the node watch and the node-event watch, merged; ``passes`` watch requests per
     stream (None: forever, as the controller runs it)."""
 
-    def __init__(self, api_client, notices: ProviderNotices, timeout_seconds: int = 300, passes: int | None = None,
-                 on_error: Callable[[str], None] = lambda message: None):
+    def __init__(
+        self,
+        api_client,
+        notices: ProviderNotices,
+        timeout_seconds: int = 300,
+        passes: int | None = None,
+        on_error: Callable[[str], None] = lambda message: None,
+    ):
         from kubernetes import client
 
         self.core = client.CoreV1Api(api_client)
@@ -91,14 +97,21 @@ class SignalWatch:
                 self.queue.put(signal)
 
         def relist() -> str:  # old events are history: only the version to watch from
-            return self.core.list_event_for_all_namespaces(field_selector=EVENT_SELECTOR,
-                                                           limit=1).metadata.resource_version
+            return self.core.list_event_for_all_namespaces(
+                field_selector=EVENT_SELECTOR, limit=1
+            ).metadata.resource_version
 
-        self._follow(self.core.list_event_for_all_namespaces, {"field_selector": EVENT_SELECTOR}, relist, emit,
-                     ("ADDED", "MODIFIED"))
+        self._follow(
+            self.core.list_event_for_all_namespaces,
+            {"field_selector": EVENT_SELECTOR},
+            relist,
+            emit,
+            ("ADDED", "MODIFIED"),
+        )
 
-    def _follow(self, list_call, selector: dict, relist: Callable[[], str], emit: Callable[[Any], None],
-                types: tuple[str, ...]) -> None:
+    def _follow(
+        self, list_call, selector: dict, relist: Callable[[], str], emit: Callable[[Any], None], types: tuple[str, ...]
+    ) -> None:
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
@@ -114,8 +127,13 @@ class SignalWatch:
         while not self.stopping.is_set() and (self.passes is None or done < self.passes):
             done += 1
             try:
-                for change in watch.Watch().stream(list_call, resource_version=version, allow_watch_bookmarks=True,
-                                                   timeout_seconds=self.timeout_seconds, **selector):
+                for change in watch.Watch().stream(
+                    list_call,
+                    resource_version=version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=self.timeout_seconds,
+                    **selector,
+                ):
                     version = _get(change["object"], "metadata", "resource_version") or version
                     if change["type"] in types:
                         emit(change["object"])

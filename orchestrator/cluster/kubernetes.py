@@ -22,8 +22,11 @@ from orchestrator.errors import OrchError
 from orchestrator.state.store import StateStore
 
 POOL_LABEL, KIND_LABEL = "orch.dev/pool", "orch.dev/pool-kind"
-NETWORK_LAYERS = ("topology.k8s.aws/network-node-layer-1", "topology.k8s.aws/network-node-layer-2",
-                  "topology.k8s.aws/network-node-layer-3")
+NETWORK_LAYERS = (
+    "topology.k8s.aws/network-node-layer-1",
+    "topology.k8s.aws/network-node-layer-2",
+    "topology.k8s.aws/network-node-layer-3",
+)
 GPU_RESOURCE = "nvidia.com/gpu"
 RAY_GROUP, RAY_VERSION, RAY_PLURAL = "ray.io", "v1", "rayclusters"
 
@@ -42,12 +45,14 @@ def explain(exc: Exception, doing: str) -> KubernetesError:
         message = json.loads(exc.body or "{}").get("message") or exc.reason
     except ValueError:
         message = exc.reason
-    hint = {401: "the credentials were not accepted; check the kubeconfig or service-account token",
-            403: "orch's service account lacks this permission; apply k8s/base/rbac.yaml",
-            404: "it does not exist (wrong namespace or name?)",
-            409: "it already exists or was changed meanwhile; delete it or pick another name",
-            422: "the API server rejected the object as invalid",
-            429: "refused for now (a PodDisruptionBudget or rate limit); retry later"}.get(exc.status, "")
+    hint = {
+        401: "the credentials were not accepted; check the kubeconfig or service-account token",
+        403: "orch's service account lacks this permission; apply k8s/base/rbac.yaml",
+        404: "it does not exist (wrong namespace or name?)",
+        409: "it already exists or was changed meanwhile; delete it or pick another name",
+        422: "the API server rejected the object as invalid",
+        429: "refused for now (a PodDisruptionBudget or rate limit); retry later",
+    }.get(exc.status, "")
     return KubernetesError(f"{doing}: {exc.status} {message}" + (f" ({hint})" if hint else ""))
 
 
@@ -76,11 +81,20 @@ def node_view(node: Any, cordons: dict[str, str]) -> NodeView | None:
     name = _get(node, "metadata", "name")
     allocatable = _get(node, "status", "allocatable", default={}) or {}
     devices = int(str(allocatable.get(GPU_RESOURCE, "0")))
-    ready = any(_get(c, "type") == "Ready" and _get(c, "status") == "True"
-                for c in _get(node, "status", "conditions", default=[]) or [])
+    ready = any(
+        _get(c, "type") == "Ready" and _get(c, "status") == "True"
+        for c in _get(node, "status", "conditions", default=[]) or []
+    )
     cordoned = bool(_get(node, "spec", "unschedulable", default=False)) or name in cordons
-    return NodeView(name=name, pool=pool, pool_kind=labels.get(KIND_LABEL, "on-demand"), devices=devices,
-                    alive=ready, cordoned=cordoned, topology=topology_of(labels))
+    return NodeView(
+        name=name,
+        pool=pool,
+        pool_kind=labels.get(KIND_LABEL, "on-demand"),
+        devices=devices,
+        alive=ready,
+        cordoned=cordoned,
+        topology=topology_of(labels),
+    )
 
 
 def topology_of(labels: dict[str, str]) -> str:
@@ -120,8 +134,14 @@ class KubernetesNodeProvider(Provisioning, Retiring, Draining, Notices):
     group up, and back down by naming the pod to go; cordon and drain). Notices come from
     ``watch_signals``; ``control/notices.py`` acts on them."""
 
-    def __init__(self, api_client, store: StateStore, namespace: str = "orch", ray_cluster: str = "orch",
-                 notices: ProviderNotices | None = None):
+    def __init__(
+        self,
+        api_client,
+        store: StateStore,
+        namespace: str = "orch",
+        ray_cluster: str = "orch",
+        notices: ProviderNotices | None = None,
+    ):
         from kubernetes import client
 
         self.core = client.CoreV1Api(api_client)
@@ -161,28 +181,36 @@ class KubernetesNodeProvider(Provisioning, Retiring, Draining, Notices):
         from kubernetes import client
 
         try:
-            pods = self.core.list_namespaced_pod(self.namespace, field_selector=f"spec.nodeName={node}",
-                                                 label_selector="ray.io/is-ray-node=yes").items
+            pods = self.core.list_namespaced_pod(
+                self.namespace, field_selector=f"spec.nodeName={node}", label_selector="ray.io/is-ray-node=yes"
+            ).items
         except Exception as exc:
             raise explain(exc, f"listing the pods on {node}") from None
         evicted = []
         for pod in pods:
             name, namespace = pod.metadata.name, pod.metadata.namespace
-            body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace),
-                                     delete_options=client.V1DeleteOptions(grace_period_seconds=grace_seconds))
+            body = client.V1Eviction(
+                metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+                delete_options=client.V1DeleteOptions(grace_period_seconds=grace_seconds),
+            )
             try:
                 self.core.create_namespaced_pod_eviction(name, namespace, body)
             except Exception as exc:
                 raise explain(exc, f"evicting pod {namespace}/{name} from {node}") from None
             evicted.append((name, (pod.metadata.labels or {}).get("ray.io/group", "")))
-        self.store.add_event("node.drain", f"{node}: evicted {len(evicted)} Ray pod(s)",
-                             data={"pods": [name for name, _ in evicted]}, actor=actor)
+        self.store.add_event(
+            "node.drain",
+            f"{node}: evicted {len(evicted)} Ray pod(s)",
+            data={"pods": [name for name, _ in evicted]},
+            actor=actor,
+        )
         return evicted
 
     def _worker_groups(self) -> list[dict]:
         try:
-            cluster = self.custom.get_namespaced_custom_object(RAY_GROUP, RAY_VERSION, self.namespace, RAY_PLURAL,
-                                                               self.ray_cluster)
+            cluster = self.custom.get_namespaced_custom_object(
+                RAY_GROUP, RAY_VERSION, self.namespace, RAY_PLURAL, self.ray_cluster
+            )
         except Exception as exc:
             raise explain(exc, f"reading RayCluster {self.namespace}/{self.ray_cluster}") from None
         return cluster["spec"].get("workerGroupSpecs", [])
@@ -191,25 +219,45 @@ class KubernetesNodeProvider(Provisioning, Retiring, Draining, Notices):
         groups = self._worker_groups()
         index = next((i for i, g in enumerate(groups) if g.get("groupName") == group), None)
         if index is None:
-            raise KubernetesError(f"{doing}: RayCluster {self.ray_cluster} has no worker group '{group}' "
-                                  f"(groups: {', '.join(g.get('groupName', '?') for g in groups)})")
-        patch = [{"op": "add" if field not in groups[index] else "replace",
-                  "path": f"/spec/workerGroupSpecs/{index}/{field}", "value": value}
-                 for field, value in changes.items()]
+            raise KubernetesError(
+                f"{doing}: RayCluster {self.ray_cluster} has no worker group '{group}' "
+                f"(groups: {', '.join(g.get('groupName', '?') for g in groups)})"
+            )
+        patch = [
+            {
+                "op": "add" if field not in groups[index] else "replace",
+                "path": f"/spec/workerGroupSpecs/{index}/{field}",
+                "value": value,
+            }
+            for field, value in changes.items()
+        ]
         try:
-            self.custom.patch_namespaced_custom_object(RAY_GROUP, RAY_VERSION, self.namespace, RAY_PLURAL,
-                                                       self.ray_cluster, patch,
-                                                       _content_type="application/json-patch+json")
+            self.custom.patch_namespaced_custom_object(
+                RAY_GROUP,
+                RAY_VERSION,
+                self.namespace,
+                RAY_PLURAL,
+                self.ray_cluster,
+                patch,
+                _content_type="application/json-patch+json",
+            )
         except Exception as exc:
             raise explain(exc, doing) from None
 
     def replace_worker(self, group: str, pod: str, actor: str) -> None:
         """Ask KubeRay to delete ``pod`` and start a new one in its group (the count is unchanged)."""
         replicas = next(g.get("replicas", 0) for g in self._worker_groups() if g.get("groupName") == group)
-        self._patch_group(group, {"replicas": replicas, "scaleStrategy": {"workersToDelete": [pod]}},
-                          f"replacing worker {pod} of group {group}")
-        self.store.add_event("node.replace", f"{pod}: replacement requested in worker group {group}",
-                             data={"group": group, "pod": pod}, actor=actor)
+        self._patch_group(
+            group,
+            {"replicas": replicas, "scaleStrategy": {"workersToDelete": [pod]}},
+            f"replacing worker {pod} of group {group}",
+        )
+        self.store.add_event(
+            "node.replace",
+            f"{pod}: replacement requested in worker group {group}",
+            data={"group": group, "pod": pod},
+            actor=actor,
+        )
 
     def retire(self, node: str, reason: str) -> bool:
         """Scale the worker group of ``node``'s Ray pod down by that very pod, as the Ray autoscaler
@@ -223,17 +271,22 @@ class KubernetesNodeProvider(Provisioning, Retiring, Draining, Notices):
             groups = self._worker_groups()
             replicas = next((g.get("replicas", 0) for g in groups if g.get("groupName") == group), None)
             if replicas is None:
-                raise KubernetesError(f"retiring node {node}: RayCluster {self.ray_cluster} has no worker group "
-                                      f"'{group}' for pod {pod}")
-            self._patch_group(group, {"replicas": max(0, replicas - 1), "scaleStrategy": {"workersToDelete": [pod]}},
-                              f"retiring worker {pod} of group {group} ({reason})")
+                raise KubernetesError(
+                    f"retiring node {node}: RayCluster {self.ray_cluster} has no worker group '{group}' for pod {pod}"
+                )
+            self._patch_group(
+                group,
+                {"replicas": max(0, replicas - 1), "scaleStrategy": {"workersToDelete": [pod]}},
+                f"retiring worker {pod} of group {group} ({reason})",
+            )
         return True
 
     def _ray_pods_on(self, node: str) -> list[tuple[str, str]]:
         """(pod, worker group) of orch's Ray worker pods on ``node``."""
         try:
-            pods = self.core.list_namespaced_pod(self.namespace, field_selector=f"spec.nodeName={node}",
-                                                 label_selector="ray.io/node-type=worker").items
+            pods = self.core.list_namespaced_pod(
+                self.namespace, field_selector=f"spec.nodeName={node}", label_selector="ray.io/node-type=worker"
+            ).items
         except Exception as exc:
             raise explain(exc, f"listing the Ray pods on {node}") from None
         return [(p.metadata.name, (p.metadata.labels or {}).get("ray.io/group", "")) for p in pods]
@@ -241,9 +294,9 @@ class KubernetesNodeProvider(Provisioning, Retiring, Draining, Notices):
     def scale_group(self, group: str, replicas: int, actor: str) -> None:
         """Keep ``replicas`` pods in a worker group (hot spares: the spare group's size)."""
         self._patch_group(group, {"replicas": replicas}, f"scaling worker group {group} to {replicas}")
-        self.store.add_event("node.scale", f"worker group {group}: {replicas} replicas", data={"group": group},
-                             actor=actor)
-
+        self.store.add_event(
+            "node.scale", f"worker group {group}: {replicas} replicas", data={"group": group}, actor=actor
+        )
 
     # hot spares (the controller's policy): a worker group per pool, named like the pool
 

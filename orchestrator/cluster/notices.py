@@ -32,8 +32,10 @@ class ProviderNotices:
 @lru_cache(maxsize=1)
 def notice_windows() -> dict[str, ProviderNotices]:
     data = yaml.safe_load(WINDOWS_FILE.read_text())
-    return {name: ProviderNotices(name, int(entry["notice_seconds"]), tuple(Signal(**s) for s in entry["signals"]))
-            for name, entry in data.items()}
+    return {
+        name: ProviderNotices(name, int(entry["notice_seconds"]), tuple(Signal(**s) for s in entry["signals"]))
+        for name, entry in data.items()
+    }
 
 
 def notice_seconds(provider: str) -> int:

@@ -117,13 +117,16 @@ def capacity_problem(job: JobView, nodes: list[NodeView]) -> str | None:
     """Why the job can never run on this inventory (None when it could, once nodes are free)."""
     fitting = _candidates(job, [n for n in nodes if n.alive])
     if len(fitting) < job.nodes:
-        return (f"needs {job.nodes} node(s) with {job.devices_per_node} devices in pools {', '.join(job.pools)}; "
-                f"the cluster has {len(fitting)}")
+        return (
+            f"needs {job.nodes} node(s) with {job.devices_per_node} devices in pools {', '.join(job.pools)}; "
+            f"the cluster has {len(fitting)}"
+        )
     return None
 
 
-def schedule(queue: list[JobView], running: list[JobView], nodes: list[NodeView],
-             quotas: dict[str, int] | None = None) -> Decisions:
+def schedule(
+    queue: list[JobView], running: list[JobView], nodes: list[NodeView], quotas: dict[str, int] | None = None
+) -> Decisions:
     quotas = quotas or {}
     decisions = Decisions()
     held = {name for job in running for name in job.assigned}
@@ -136,8 +139,13 @@ def schedule(queue: list[JobView], running: list[JobView], nodes: list[NodeView]
     for job in sorted(queue, key=_order_key):
         quota = quotas.get(job.team)
         if quota is not None and usage.get(job.team, 0) + job.devices > quota:
-            decisions.wait.append(Wait(job.id, f"team {job.team} quota: {usage.get(job.team, 0)} of {quota} devices "
-                                               f"in use, job needs {job.devices}"))
+            decisions.wait.append(
+                Wait(
+                    job.id,
+                    f"team {job.team} quota: {usage.get(job.team, 0)} of {quota} devices "
+                    f"in use, job needs {job.devices}",
+                )
+            )
             continue
         key = (job.pools, job.devices_per_node)
         if key not in lanes:
@@ -161,18 +169,26 @@ def schedule(queue: list[JobView], running: list[JobView], nodes: list[NodeView]
             free.difference_update(available)
             decisions.wait.append(Wait(job.id, preempt.reason))
             continue
-        decisions.wait.append(Wait(job.id, f"needs {job.nodes} free node(s) with {job.devices_per_node} devices in "
-                                           f"pools {', '.join(job.pools)}; {len(available)} free of {len(candidates)}"))
+        decisions.wait.append(
+            Wait(
+                job.id,
+                f"needs {job.nodes} free node(s) with {job.devices_per_node} devices in "
+                f"pools {', '.join(job.pools)}; {len(available)} free of {len(candidates)}",
+            )
+        )
         free.difference_update(available)  # no backfill onto nodes a higher-priority job is waiting for
     return decisions
 
 
-def _plan_preemption(job: JobView, candidates: list[NodeView], free: set[str], running: list[JobView],
-                     taken: set[str]) -> Preempt | None:
+def _plan_preemption(
+    job: JobView, candidates: list[NodeView], free: set[str], running: list[JobView], taken: set[str]
+) -> Preempt | None:
     eligible = {n.name for n in candidates}
     have = [name for name in (n.name for n in candidates) if name in free]
-    lower = sorted((r for r in running if r.priority < job.priority and r.id not in taken),
-                   key=lambda r: (r.priority, r.unsaved_device_s, -r.submitted_at))
+    lower = sorted(
+        (r for r in running if r.priority < job.priority and r.id not in taken),
+        key=lambda r: (r.priority, r.unsaved_device_s, -r.submitted_at),
+    )
     victims = []
     for victim in lower:
         gained = [name for name in victim.assigned if name in eligible]
@@ -181,7 +197,10 @@ def _plan_preemption(job: JobView, candidates: list[NodeView], free: set[str], r
         victims.append(victim.id)
         have += gained
         if len(have) >= job.nodes:
-            return Preempt(job.id, tuple(victims),
-                           f"preempting {', '.join(victims)} (priority {job.priority} over "
-                           f"{', '.join(str(r.priority) for r in lower if r.id in victims)})")
+            return Preempt(
+                job.id,
+                tuple(victims),
+                f"preempting {', '.join(victims)} (priority {job.priority} over "
+                f"{', '.join(str(r.priority) for r in lower if r.id in victims)})",
+            )
     return None

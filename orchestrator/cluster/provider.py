@@ -110,10 +110,17 @@ def node_views_from_ray(ray_nodes: list[dict], cordoned: dict[str, str]) -> list
     for name, raw in sorted(chosen.items()):
         labels, resources = raw.get("Labels") or {}, raw.get("Resources") or {}
         devices = int(resources.get("orch_device", resources.get("GPU", 0)))
-        views.append(NodeView(name=name, pool=labels.get("orch-pool", "default"),
-                              pool_kind=labels.get("orch-pool-kind", "on-demand"), devices=devices,
-                              alive=bool(raw["Alive"]), cordoned=name in cordoned,
-                              topology=labels.get("orch-topology", "")))
+        views.append(
+            NodeView(
+                name=name,
+                pool=labels.get("orch-pool", "default"),
+                pool_kind=labels.get("orch-pool-kind", "on-demand"),
+                devices=devices,
+                alive=bool(raw["Alive"]),
+                cordoned=name in cordoned,
+                topology=labels.get("orch-topology", ""),
+            )
+        )
     return views
 
 
@@ -133,8 +140,9 @@ class RayNodeProvider(NodeProvider, Retiring):
         import ray
         from ray.core.generated import autoscaler_pb2
 
-        ids = [raw["NodeID"] for raw in ray.nodes()
-               if raw["Alive"] and (raw.get("Labels") or {}).get("orch-node") == node]
+        ids = [
+            raw["NodeID"] for raw in ray.nodes() if raw["Alive"] and (raw.get("Labels") or {}).get("orch-node") == node
+        ]
         if not ids:
             return True  # no live raylet: gone already
         gcs = ray._private.worker.global_worker.gcs_client

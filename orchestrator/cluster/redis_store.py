@@ -31,8 +31,10 @@ def redis_binary() -> str:
     fallback = "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
     found = shutil.which("redis-server") or fallback
     if found is None:
-        raise RedisError("--ha needs redis-server for the GCS's external storage; install it "
-                         "(apt-get install redis-server) or start without --ha")
+        raise RedisError(
+            "--ha needs redis-server for the GCS's external storage; install it "
+            "(apt-get install redis-server) or start without --ha"
+        )
     return found
 
 
@@ -58,9 +60,11 @@ class RedisServer:
         conf = self.dir / "redis.conf"  # the password goes in a 0600 file, not on a command line
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(f"bind 127.0.0.1\nport {port}\ndir {self.dir}\nappendonly yes\nsave \"\"\n"
-                         f"requirepass {self.password()}\ndaemonize yes\npidfile {self.dir / 'redis.pid'}\n"
-                         f"logfile {self.dir / 'redis.log'}\nprotected-mode yes\n")
+            handle.write(
+                f'bind 127.0.0.1\nport {port}\ndir {self.dir}\nappendonly yes\nsave ""\n'
+                f"requirepass {self.password()}\ndaemonize yes\npidfile {self.dir / 'redis.pid'}\n"
+                f"logfile {self.dir / 'redis.log'}\nprotected-mode yes\n"
+            )
         result = subprocess.run([redis_binary(), str(conf)], capture_output=True, text=True, timeout=30)
         if result.returncode != 0:
             raise RedisError(f"redis-server did not start: {result.stdout}{result.stderr}")

@@ -76,8 +76,13 @@ class ControlPlane:
         source = {"file": str(file), "profile": profile, "overrides": list(overrides)}
         return plan, job_row(self.store.new_job_id(spec.name), plan, source)
 
-    def submit(self, file: str, profile: str | None = None, overrides: list[str] | None = None,
-               announce: Callable[[str], None] | None = None) -> dict:
+    def submit(
+        self,
+        file: str,
+        profile: str | None = None,
+        overrides: list[str] | None = None,
+        announce: Callable[[str], None] | None = None,
+    ) -> dict:
         """Validate, plan, check the runtime can run it and the gang can ever fit, then enqueue. Nothing
         is written on error. ``announce(text)`` hears about a cluster start-up before it begins."""
         plan, row = self.prepare(file, profile, overrides or [])
@@ -86,17 +91,39 @@ class ControlPlane:
             announce(self._connect_note())
         self.connect(start=True)
         nodes = RayNodeProvider(self.store).nodes()
-        gang = JobView(row["id"], row["team"], row["priority"], 0.0, plan.mesh.nodes, plan.mesh.devices_per_node,
-                       allowed_pools(plan.spec))
+        gang = JobView(
+            row["id"],
+            row["team"],
+            row["priority"],
+            0.0,
+            plan.mesh.nodes,
+            plan.mesh.devices_per_node,
+            allowed_pools(plan.spec),
+        )
         problem = capacity_problem(gang, nodes)
         if problem:
-            raise PlanError([FieldProblem(
-                "resources", f"{problem}: the plan needs {plan.mesh.world_size} devices "
-                f"({plan.mesh.nodes} nodes x {plan.mesh.devices_per_node})",
-                fix="use a cluster that large (--address), or try the miniature: --profile local")], row["name"])
-        self.store.insert_job(row, [EventRecord("job.submitted", f"{row['id']}: submitted ({plan.mesh.world_size} "
-                                                                 f"devices, {plan.total_steps} steps)",
-                                                {"file": str(file), "profile": profile}, actor=_user())])
+            raise PlanError(
+                [
+                    FieldProblem(
+                        "resources",
+                        f"{problem}: the plan needs {plan.mesh.world_size} devices "
+                        f"({plan.mesh.nodes} nodes x {plan.mesh.devices_per_node})",
+                        fix="use a cluster that large (--address), or try the miniature: --profile local",
+                    )
+                ],
+                row["name"],
+            )
+        self.store.insert_job(
+            row,
+            [
+                EventRecord(
+                    "job.submitted",
+                    f"{row['id']}: submitted ({plan.mesh.world_size} devices, {plan.total_steps} steps)",
+                    {"file": str(file), "profile": profile},
+                    actor=_user(),
+                )
+            ],
+        )
         return self.store.get_job(row["id"])
 
     def _connect_note(self) -> str:

@@ -65,9 +65,17 @@ def allowed_pools(spec: JobSpec, include_spares: bool = False) -> tuple[str, ...
 
 
 def job_view(job: JobRecord, include_spares: bool = False, unsaved_s: float = 0.0) -> JobView:
-    return JobView(id=job.id, team=job.team, priority=job.priority, submitted_at=job.submitted_at, nodes=job.nodes,
-                   devices_per_node=job.devices_per_node, pools=allowed_pools(job.spec, include_spares),
-                   assigned=tuple(job.assignment or ()), unsaved_s=unsaved_s)
+    return JobView(
+        id=job.id,
+        team=job.team,
+        priority=job.priority,
+        submitted_at=job.submitted_at,
+        nodes=job.nodes,
+        devices_per_node=job.devices_per_node,
+        pools=allowed_pools(job.spec, include_spares),
+        assigned=tuple(job.assignment or ()),
+        unsaved_s=unsaved_s,
+    )
 
 
 class LostLeadership(RuntimeError):
@@ -80,8 +88,15 @@ class ControllerCore:
 
     owner = Owner.RAY
 
-    def __init__(self, store: StateStore, provider: NodeProvider, launcher: Launcher, clock: Clock | None = None,
-                 ledger_by_pool: bool = False, fence: Callable[[], bool] | None = None):
+    def __init__(
+        self,
+        store: StateStore,
+        provider: NodeProvider,
+        launcher: Launcher,
+        clock: Clock | None = None,
+        ledger_by_pool: bool = False,
+        fence: Callable[[], bool] | None = None,
+    ):
         self.store, self.provider, self.launcher = store, provider, launcher
         self.clock = clock or SystemClock()
         self.ledger_by_pool = ledger_by_pool  # one ledger row per pool rather than per node
@@ -120,12 +135,20 @@ class ControllerCore:
             state = NodeState.DOWN if not node.alive else NodeState.CORDONED if node.cordoned else NodeState.UP
             last = known.get(node.name)
             if last is None or last["state"] != state or last["pool"] != node.pool:
-                changes.append({"name": node.name, "pool": node.pool, "pool_kind": node.pool_kind,
-                                "devices": node.devices, "state": state.value})
+                changes.append(
+                    {
+                        "name": node.name,
+                        "pool": node.pool,
+                        "pool_kind": node.pool_kind,
+                        "devices": node.devices,
+                        "state": state.value,
+                    }
+                )
         for name, last in known.items():
             if name not in listed and last["state"] != NodeState.GONE:
-                changes.append({**{k: last[k] for k in ("name", "pool", "pool_kind", "devices")},
-                                "state": NodeState.GONE.value})
+                changes.append(
+                    {**{k: last[k] for k in ("name", "pool", "pool_kind", "devices")}, "state": NodeState.GONE.value}
+                )
         if changes:
             self.store.record_node_changes(changes)
             known.update({c["name"]: c for c in changes})
@@ -139,8 +162,11 @@ class ControllerCore:
         for pool, (kind, count) in spare_shortfall(jobs, nodes, coming).items():
             devices = max(j.devices_per_node for j in jobs)
             names = self.provider.provision(pool, kind, count, devices)
-            self.store.add_event("node.provisioned", f"{pool}: {count} hot spare(s) requested ({', '.join(names)})",
-                                 data={"pool": pool, "nodes": names, "count": count})
+            self.store.add_event(
+                "node.provisioned",
+                f"{pool}: {count} hot spare(s) requested ({', '.join(names)})",
+                data={"pool": pool, "nodes": names, "count": count},
+            )
         if isinstance(self.provider, Retiring):
             self._retire_spares(jobs, nodes, coming)
 
@@ -155,8 +181,11 @@ class ControllerCore:
             reason = "surplus hot spare: no job needs it"
             if self.provider.retire(node.name, reason):
                 retired = True
-                self.store.add_event("node.retired", f"{node.name}: retired from {node.pool} ({reason})",
-                                     data={"pool": node.pool, "nodes": [node.name], "count": 1})
+                self.store.add_event(
+                    "node.retired",
+                    f"{node.name}: retired from {node.pool} ({reason})",
+                    data={"pool": node.pool, "nodes": [node.name], "count": 1},
+                )
             else:
                 log.info("the provider refused to retire %s (busy); trying again next pass", node.name)
         if retired:  # it stops being billed now, not at the next pass (utilisation reads node_history)
@@ -177,8 +206,7 @@ class ControllerCore:
 
     # ------------------------------------------------------------------ one job
 
-    def _move(self, job: JobRecord, to: JobState, reason: str, kind: str, data: dict | None = None,
-              **updates) -> None:
+    def _move(self, job: JobRecord, to: JobState, reason: str, kind: str, data: dict | None = None, **updates) -> None:
         """Transition the job; when the move releases its devices, the attempt's ledger intervals
         are written in the same transaction (``data``: more fields for the event)."""
         if self.fence is not None and not self.fence():
@@ -189,14 +217,25 @@ class ControllerCore:
             stopped = to == S.RECOVERING and job.state == S.CHECKPOINTING
             intervals = self._attempt_intervals(job, Ending.STOPPED if stopped else ENDINGS[to])
             extra = lambda conn, now: self.store.insert_intervals(conn, job.team, intervals)  # noqa: E731
-        self.store.transition(job.id, job.state, to, reason, updates=updates,
-                              events=[EventRecord(kind, f"{job.id}: {reason}", {"state": to.value, **(data or {})})],
-                              extra=extra)
+        self.store.transition(
+            job.id,
+            job.state,
+            to,
+            reason,
+            updates=updates,
+            events=[EventRecord(kind, f"{job.id}: {reason}", {"state": to.value, **(data or {})})],
+            extra=extra,
+        )
         job.apply(state=to, **updates)
 
     def _attempt_intervals(self, job: JobRecord, ending: Ending) -> list:
-        attempt = build_attempt(job, self.store.last_transition_at(job.id, S.PLACING),
-                                self.store.metrics_of_attempt(job.id, job.attempt), self.clock.now(), ending)
+        attempt = build_attempt(
+            job,
+            self.store.last_transition_at(job.id, S.PLACING),
+            self.store.metrics_of_attempt(job.id, job.attempt),
+            self.clock.now(),
+            ending,
+        )
         return attempt_intervals(attempt, by_pool=self.ledger_by_pool)
 
     def _reconcile_job(self, job: JobRecord) -> None:
@@ -204,8 +243,15 @@ class ControllerCore:
         if state in (S.QUEUED, S.PREEMPTED) and job.cancel_requested:
             return self._move(job, S.CANCELLED, "cancelled by user", "job.cancelled")
         if state == S.PREEMPTED:
-            return self._move(job, S.QUEUED, "requeued after preemption", "job.requeued",
-                              preempt_requested=False, preempt_deadline=None, assignment=None)
+            return self._move(
+                job,
+                S.QUEUED,
+                "requeued after preemption",
+                "job.requeued",
+                preempt_requested=False,
+                preempt_deadline=None,
+                assignment=None,
+            )
         if state not in HOLDING:
             return None
         if state == S.RECOVERING and not job.assignment:
@@ -220,14 +266,21 @@ class ControllerCore:
         if status is None:
             return self._runner_missing(job)
         if state == S.PLACING and status.phase == "running":
-            self._move(job, S.RUNNING, f"training on {', '.join(job.assignment)}", "job.running",
-                       started_at=job.started_at or self.clock.now(), failure_reason=None)
+            self._move(
+                job,
+                S.RUNNING,
+                f"training on {', '.join(job.assignment)}",
+                "job.running",
+                started_at=job.started_at or self.clock.now(),
+                failure_reason=None,
+            )
             state = S.RUNNING
         if job.cancel_requested:
             if self.clock.now() - (job.cancel_requested_at or 0) > CANCEL_GRACE_S:
                 self.launcher.release(job)
-                return self._move(job, S.CANCELLED, "cancelled by user (workers killed after the grace period)",
-                                  "job.cancelled")
+                return self._move(
+                    job, S.CANCELLED, "cancelled by user (workers killed after the grace period)", "job.cancelled"
+                )
             return self.launcher.request(job, Directive.STOP)
         if job.preempt_requested and state == S.RUNNING:
             self.launcher.request(job, Directive.CHECKPOINT_STOP, job.preempt_deadline)
@@ -244,12 +297,10 @@ class ControllerCore:
         if outcome.status == OutcomeStatus.STOPPED and job.preempt_requested:
             going = taken_with_notice(self.store, job)
             if going is not None:  # checkpointed on a node's notice: restart like after a loss (spares allowed)
-                return self._recover(job, f"checkpointed at step {outcome.step} on notice: {going} is "
-                                          "being taken away")
+                return self._recover(job, f"checkpointed at step {outcome.step} on notice: {going} is being taken away")
             if job.state != S.CHECKPOINTING:
                 self._move(job, S.CHECKPOINTING, "checkpointing before preemption", "job.checkpointing")
-            return self._move(job, S.PREEMPTED, f"preempted at step {outcome.step}", "job.preempted",
-                              assignment=None)
+            return self._move(job, S.PREEMPTED, f"preempted at step {outcome.step}", "job.preempted", assignment=None)
         error = (outcome.error or outcome.status.value).strip().splitlines()[-1][:500]
         failure = outcome.failure
         crash = failure == FailureReason.TRAINING_ERROR and job.spec.fault_tolerance.restart_budget is not None
@@ -257,11 +308,13 @@ class ControllerCore:
             return self._recover(job, f"attempt {job.attempt} crashed: {error}", failure)
         if failure is not None and failure not in RESTART:
             what = "training failed" if failure == FailureReason.TRAINING_ERROR else f"{failure.value}"
-            return self._move(job, S.FAILED, f"{what}: {error}", "job.failed",
-                              failure_reason=failure.value, message=error)
+            return self._move(
+                job, S.FAILED, f"{what}: {error}", "job.failed", failure_reason=failure.value, message=error
+            )
         if failure in BACKOFF:
-            return self._recover(job, f"attempt {job.attempt} failed on its checkpoints ({failure.value}): {error}",
-                                 failure)
+            return self._recover(
+                job, f"attempt {job.attempt} failed on its checkpoints ({failure.value}): {error}", failure
+            )
         return self._recover(job, f"attempt {job.attempt} lost its workers: {error}")
 
     def _runner_missing(self, job: JobRecord) -> None:
@@ -278,24 +331,40 @@ class ControllerCore:
         kind = restart_kind(failure)
         refusal = self._refuse_restart(job, kind)
         if refusal is not None:
-            return self._move(job, S.FAILED, f"{reason}; {refusal.detail}", "job.failed",
-                              failure_reason=refusal.reason.value, message=f"{reason}; {refusal.detail}")
+            return self._move(
+                job,
+                S.FAILED,
+                f"{reason}; {refusal.detail}",
+                "job.failed",
+                failure_reason=refusal.reason.value,
+                message=f"{reason}; {refusal.detail}",
+            )
         extra = {}
         if failure is not None:
             wait = backoff_s(job.restarts + 1) if failure in BACKOFF else 0.0
             reason += f"; restarting from the last good checkpoint after {wait:.0f} s" if wait else ""
             extra = {"failure_reason": failure.value, "message": reason}
-        return self._move(job, S.RECOVERING, reason, "job.recovering", data={"restart": kind},
-                          restarts=job.restarts + 1, assignment=None, preempt_requested=False,
-                          preempt_deadline=None, **extra)
+        return self._move(
+            job,
+            S.RECOVERING,
+            reason,
+            "job.recovering",
+            data={"restart": kind},
+            restarts=job.restarts + 1,
+            assignment=None,
+            preempt_requested=False,
+            preempt_deadline=None,
+            **extra,
+        )
 
     def _refuse_restart(self, job: JobRecord, kind: str) -> Refusal | None:
         """The restart budget's verdict (``control/restart_budget.py``) on one more restart of ``kind``:
         the earlier restarts inside the window come from the job's ``job.recovering`` events."""
         ft = job.spec.fault_tolerance
         window = window_s(ft)
-        earlier = ([k for _, k in self.store.restarts_since(job.id, self.clock.now() - window)]
-                   if window is not None else [])
+        earlier = (
+            [k for _, k in self.store.restarts_since(job.id, self.clock.now() - window)] if window is not None else []
+        )
         return refuse_restart(ft, kind, earlier, job.restarts)
 
     def _backing_off(self, job: JobRecord) -> bool:
@@ -308,8 +377,11 @@ class ControllerCore:
     # ------------------------------------------------------------------ scheduling
 
     def _schedule(self, jobs: list[JobRecord], nodes: list[NodeView]) -> None:
-        waiting = [j for j in jobs if j.state == S.QUEUED
-                   or (j.state == S.RECOVERING and not j.assignment and not self._backing_off(j))]
+        waiting = [
+            j
+            for j in jobs
+            if j.state == S.QUEUED or (j.state == S.RECOVERING and not j.assignment and not self._backing_off(j))
+        ]
         if not waiting:
             return
         waiting = self._admit(waiting)
@@ -324,34 +396,51 @@ class ControllerCore:
             job = by_id[place.job_id]
             attempt = job.attempt + 1
             holds = holds_for(list(place.nodes), job.devices_per_node, {n.name: n for n in nodes}, job.spec)
-            self._move(job, S.PLACING, f"placed on {', '.join(place.nodes)} (attempt {attempt})", "job.placed",
-                       assignment=list(place.nodes), attempt=attempt, message=None, holds=holds)
+            self._move(
+                job,
+                S.PLACING,
+                f"placed on {', '.join(place.nodes)} (attempt {attempt})",
+                "job.placed",
+                assignment=list(place.nodes),
+                attempt=attempt,
+                message=None,
+                holds=holds,
+            )
             self.launcher.start(job, attempt)
         for wait in decisions.wait:
             job = by_id[wait.job_id]
             if job.message != wait.reason:
-                self.store.set_wait_reason(job.id, wait.reason,
-                                           EventRecord("job.waiting", f"{job.id}: {wait.reason}"))
+                self.store.set_wait_reason(job.id, wait.reason, EventRecord("job.waiting", f"{job.id}: {wait.reason}"))
         deadline = self.clock.now() + PREEMPT_GRACE_S
         for preempt in decisions.preempt:
             for victim in preempt.victims:
-                self.store.request_preempt(victim, f"preempted for {preempt.job_id}", "orch", deadline=deadline,
-                                           data={"for": preempt.job_id})
+                self.store.request_preempt(
+                    victim, f"preempted for {preempt.job_id}", "orch", deadline=deadline, data={"for": preempt.job_id}
+                )
 
     def _unsaved_s(self, job: JobRecord) -> float:
         """Seconds the holding job has trained since its newest committed checkpoint (or since this
         attempt was placed, if it committed none since): what a preemption would lose."""
-        since = max(self.store.last_event_at(job.id, "checkpoint.committed") or 0.0,
-                    self.store.last_transition_at(job.id, S.PLACING) or 0.0)
+        since = max(
+            self.store.last_event_at(job.id, "checkpoint.committed") or 0.0,
+            self.store.last_transition_at(job.id, S.PLACING) or 0.0,
+        )
         return max(0.0, self.clock.now() - since)
 
     def _admit(self, waiting: list[JobRecord]) -> list[JobRecord]:
         """Budgets are checked at admission: past a team's budget nothing new is placed; a job past
         its own budget fails."""
         teams = self.store.teams()
-        budgeted = [j for j in waiting if (j.spec.cost.budget_gpu_hours or j.spec.cost.budget_usd
-                                           or teams.get(j.team, {}).get("budget_gpu_hours")
-                                           or teams.get(j.team, {}).get("budget_usd"))]
+        budgeted = [
+            j
+            for j in waiting
+            if (
+                j.spec.cost.budget_gpu_hours
+                or j.spec.cost.budget_usd
+                or teams.get(j.team, {}).get("budget_gpu_hours")
+                or teams.get(j.team, {}).get("budget_usd")
+            )
+        ]
         if not budgeted:
             return waiting
         report = cost_report(self.store, now=self.clock.now())
@@ -361,34 +450,68 @@ class ControllerCore:
         for job in waiting:
             team = teams.get(job.team, {})
             spent = report["by_team"].get(job.team, {"gpu_hours": 0.0, "cost_usd": 0.0})
-            team_check = check(spent["gpu_hours"], spent["cost_usd"], team.get("budget_gpu_hours"),
-                               team.get("budget_usd"), f"team {job.team}")
+            team_check = check(
+                spent["gpu_hours"],
+                spent["cost_usd"],
+                team.get("budget_gpu_hours"),
+                team.get("budget_usd"),
+                f"team {job.team}",
+            )
             mine = per_job.get(job.id)
-            job_check = check(mine["gpu_hours"]["total"], mine["cost_usd"], job.spec.cost.budget_gpu_hours,
-                              job.spec.cost.budget_usd, "job") if mine else None
+            job_check = (
+                check(
+                    mine["gpu_hours"]["total"],
+                    mine["cost_usd"],
+                    job.spec.cost.budget_gpu_hours,
+                    job.spec.cost.budget_usd,
+                    "job",
+                )
+                if mine
+                else None
+            )
             if job_check is not None and job_check.over:
-                self._move(job, S.FAILED, job_check.reason, "job.failed",
-                           failure_reason=FailureReason.BUDGET_EXCEEDED.value, message=job_check.reason)
+                self._move(
+                    job,
+                    S.FAILED,
+                    job_check.reason,
+                    "job.failed",
+                    failure_reason=FailureReason.BUDGET_EXCEEDED.value,
+                    message=job_check.reason,
+                )
             elif team_check.over:
                 if job.message != team_check.reason:
-                    self.store.set_wait_reason(job.id, team_check.reason,
-                                               EventRecord("budget.exceeded", f"{job.id}: waits: {team_check.reason}"))
+                    self.store.set_wait_reason(
+                        job.id,
+                        team_check.reason,
+                        EventRecord("budget.exceeded", f"{job.id}: waits: {team_check.reason}"),
+                    )
             else:
                 admitted.append(job)
         return admitted
 
     def _warn_budgets(self, teams: dict, report: dict) -> None:
         """Record once per team and threshold (80%, 100%) that its spend crossed it."""
-        warned = {(e["data"] or {}).get("team"): (e["data"] or {}).get("threshold", 0)
-                  for e in self.store.events(limit=100_000) if e["kind"] == "budget.warning"}
+        warned = {
+            (e["data"] or {}).get("team"): (e["data"] or {}).get("threshold", 0)
+            for e in self.store.events(limit=100_000)
+            if e["kind"] == "budget.warning"
+        }
         for name, team in teams.items():
             spent = report["by_team"].get(name, {"gpu_hours": 0.0, "cost_usd": 0.0})
-            result = check(spent["gpu_hours"], spent["cost_usd"], team.get("budget_gpu_hours"),
-                           team.get("budget_usd"), f"team {name}")
+            result = check(
+                spent["gpu_hours"],
+                spent["cost_usd"],
+                team.get("budget_gpu_hours"),
+                team.get("budget_usd"),
+                f"team {name}",
+            )
             for threshold in WARN_AT:
                 if result.fraction >= threshold > warned.get(name, 0):
-                    self.store.add_event("budget.warning", f"{result.reason} ({threshold:.0%} reached)",
-                                         data={"team": name, "threshold": threshold})
+                    self.store.add_event(
+                        "budget.warning",
+                        f"{result.reason} ({threshold:.0%} reached)",
+                        data={"team": name, "threshold": threshold},
+                    )
                     warned[name] = threshold
 
 
@@ -427,8 +550,11 @@ class ControllerLoop:
             return False
         if self.lease.term != self.leading_term:
             self.leading_term = self.lease.term
-            self.core.store.add_event("controller.leader", f"{self.lease.holder} leads (term {self.lease.term})",
-                                      data={"holder": self.lease.holder, "term": self.lease.term})
+            self.core.store.add_event(
+                "controller.leader",
+                f"{self.lease.holder} leads (term {self.lease.term})",
+                data={"holder": self.lease.holder, "term": self.lease.term},
+            )
         return True
 
     def _run(self) -> None:
@@ -450,6 +576,12 @@ class ControllerLoop:
             self._stop.wait(self.interval)
 
     def stats(self) -> dict:
-        return {"passes": self.passes, "errors": self.errors, "last_error": self.last_error, "time": time.time(),
-                "leading": self.lease is None or self.leading_term is not None, "standby_passes": self.standby_passes,
-                "holder": self.lease.holder if self.lease else None}
+        return {
+            "passes": self.passes,
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "time": time.time(),
+            "leading": self.lease is None or self.leading_term is not None,
+            "standby_passes": self.standby_passes,
+            "holder": self.lease.holder if self.lease else None,
+        }

@@ -22,11 +22,27 @@ BACKOFF_CAP_S = 600.0
 
 REFUSED_MARKERS = ("CheckpointFormatError",)
 COMMIT_MARKERS = ("CommitFailed",)
-STORAGE_MARKERS = ("StorageError", "ObjectNotFound", "ReadTimeoutError", "ConnectTimeoutError",
-                   "EndpointConnectionError", "ConnectionClosedError", "SlowDown", "ServiceUnavailable")
-INFRASTRUCTURE_MARKERS = ("ActorDiedError", "ActorUnavailableError", "NodeDiedError", "node died",
-                          "WorkerGroupStartupTimeoutError", "ray.exceptions.RayActorError", "OwnerDiedError",
-                          "Connection closed by peer", "Connection reset by peer")
+STORAGE_MARKERS = (
+    "StorageError",
+    "ObjectNotFound",
+    "ReadTimeoutError",
+    "ConnectTimeoutError",
+    "EndpointConnectionError",
+    "ConnectionClosedError",
+    "SlowDown",
+    "ServiceUnavailable",
+)
+INFRASTRUCTURE_MARKERS = (
+    "ActorDiedError",
+    "ActorUnavailableError",
+    "NodeDiedError",
+    "node died",
+    "WorkerGroupStartupTimeoutError",
+    "ray.exceptions.RayActorError",
+    "OwnerDiedError",
+    "Connection closed by peer",
+    "Connection reset by peer",
+)
 
 RESTART = frozenset({FailureReason.CHECKPOINT_STORAGE, FailureReason.CHECKPOINT_COMMIT, FailureReason.NODE_LOST})
 BACKOFF = frozenset({FailureReason.CHECKPOINT_STORAGE, FailureReason.CHECKPOINT_COMMIT})
@@ -34,10 +50,12 @@ BACKOFF = frozenset({FailureReason.CHECKPOINT_STORAGE, FailureReason.CHECKPOINT_
 
 def classify(error_text: str) -> FailureReason:
     """The failure reason of an attempt that raised ``error_text`` (a traceback)."""
-    for markers, reason in ((REFUSED_MARKERS, FailureReason.CHECKPOINT_REFUSED),
-                            (COMMIT_MARKERS, FailureReason.CHECKPOINT_COMMIT),
-                            (STORAGE_MARKERS, FailureReason.CHECKPOINT_STORAGE),
-                            (INFRASTRUCTURE_MARKERS, FailureReason.NODE_LOST)):
+    for markers, reason in (
+        (REFUSED_MARKERS, FailureReason.CHECKPOINT_REFUSED),
+        (COMMIT_MARKERS, FailureReason.CHECKPOINT_COMMIT),
+        (STORAGE_MARKERS, FailureReason.CHECKPOINT_STORAGE),
+        (INFRASTRUCTURE_MARKERS, FailureReason.NODE_LOST),
+    ):
         if any(marker in error_text for marker in markers):
             return reason
     return FailureReason.TRAINING_ERROR

@@ -28,9 +28,15 @@ DRAIN_MARGIN_S = 15.0  # evict this long before the node goes, whatever the chec
 
 
 class NoticeResponder:
-    def __init__(self, provider: KubernetesNodeProvider, notices: ProviderNotices,
-                 ask_runner: Callable[[dict, str, float], None], actor: str = "kubernetes",
-                 sleep: Callable[[float], None] = time.sleep, poll_s: float = 2.0):
+    def __init__(
+        self,
+        provider: KubernetesNodeProvider,
+        notices: ProviderNotices,
+        ask_runner: Callable[[dict, str, float], None],
+        actor: str = "kubernetes",
+        sleep: Callable[[float], None] = time.sleep,
+        poll_s: float = 2.0,
+    ):
         self.provider, self.store, self.notices = provider, provider.store, notices
         self.first = InterruptionResponder(provider.store, notices, ask_runner, actor)
         self.actor, self.sleep, self.poll_s = actor, sleep, poll_s

@@ -43,9 +43,14 @@ class RayLauncher:
     def start(self, job: JobRecord, attempt: int) -> None:
         from orchestrator.control.runner import JobRunner  # a Ray actor class: importing it imports Ray
 
-        runner = JobRunner.options(name=runner_name(job.id, attempt), namespace="orch", lifetime="detached",
-                                   resources={"orch_head": 0.001}, max_restarts=0, get_if_exists=True).remote(
-            job.id, attempt, self.state_url, self.home)
+        runner = JobRunner.options(
+            name=runner_name(job.id, attempt),
+            namespace="orch",
+            lifetime="detached",
+            resources={"orch_head": 0.001},
+            max_restarts=0,
+            get_if_exists=True,
+        ).remote(job.id, attempt, self.state_url, self.home)
         runner.run.remote()
 
     def status(self, job: JobRecord) -> RunnerStatus | None:

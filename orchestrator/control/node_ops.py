@@ -37,10 +37,20 @@ def node_rows(store: StateStore, provider: NodeProvider) -> list[dict]:
     for node in provider.nodes():
         jobs = holders.get(node.name, [])
         used = sum(j["devices_per_node"] for j in jobs)
-        rows.append({"name": node.name, "pool": node.pool, "kind": node.pool_kind, "devices": node.devices,
-                     "used": used, "free": max(0, node.devices - used) if node.alive else 0,
-                     "health": "alive" if node.alive else "dead", "cordoned": node.cordoned,
-                     "cordon_reason": cordons.get(node.name), "jobs": [j["id"] for j in jobs]})
+        rows.append(
+            {
+                "name": node.name,
+                "pool": node.pool,
+                "kind": node.pool_kind,
+                "devices": node.devices,
+                "used": used,
+                "free": max(0, node.devices - used) if node.alive else 0,
+                "health": "alive" if node.alive else "dead",
+                "cordoned": node.cordoned,
+                "cordon_reason": cordons.get(node.name),
+                "jobs": [j["id"] for j in jobs],
+            }
+        )
     return rows
 
 
@@ -64,16 +74,27 @@ def set_node(store: StateStore, provider: NodeProvider, node: str, action: str, 
     return done
 
 
-def preempt_drill(store: StateStore, provider: NodeProvider, cluster, node: str, notice: float, replace: bool,
-                  actor: str, ask_runner: Callable[[dict, str, float], None],
-                  sleep: Callable[[float], None] = time.sleep) -> list[str]:
+def preempt_drill(
+    store: StateStore,
+    provider: NodeProvider,
+    cluster,
+    node: str,
+    notice: float,
+    replace: bool,
+    actor: str,
+    ask_runner: Callable[[dict, str, float], None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
     """Take ``node`` away like a spot reclaim: notice (the jobs on it checkpoint by the deadline), kill
     its raylet, optionally start a replacement. ``ask_runner(job, directive, deadline)`` reaches the
     attempt's runner."""
     check_known(provider, node)
-    store.add_event("node.preempt", f"{node}: preemption drill" + (f" with {notice:.0f} s notice" if notice
-                                                                   else " without notice"),
-                    data={"node": node, "notice_s": notice}, actor=actor)
+    store.add_event(
+        "node.preempt",
+        f"{node}: preemption drill" + (f" with {notice:.0f} s notice" if notice else " without notice"),
+        data={"node": node, "notice_s": notice},
+        actor=actor,
+    )
     done = []
     if notice > 0:
         deadline = time.time() + notice

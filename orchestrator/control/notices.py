@@ -20,18 +20,28 @@ from orchestrator.state.store import StateStore
 AskRunner = Callable[[dict, str, float], None]  # (job, directive, deadline): reaches the attempt's runner
 
 
-def handle_notice(store: StateStore, node: str, deadline: float, why: str, actor: str,
-                  ask_runner: AskRunner) -> list[str]:
+def handle_notice(
+    store: StateStore, node: str, deadline: float, why: str, actor: str, ask_runner: AskRunner
+) -> list[str]:
     """Cordon ``node`` (recording when it goes) and tell every attempt on it to checkpoint and stop by
     ``deadline``."""
     store.set_cordon(node, True, f"{NOTICE_CORDON_PREFIX} {why}", actor, notice_deadline=deadline)
-    store.add_event("node.notice", f"{node}: {why}; goes in {deadline - store.clock.now():.0f} s",
-                    data={"node": node, "deadline": deadline}, actor=actor)
+    store.add_event(
+        "node.notice",
+        f"{node}: {why}; goes in {deadline - store.clock.now():.0f} s",
+        data={"node": node, "deadline": deadline},
+        actor=actor,
+    )
     done = []
     for job in store.holding_jobs(node):
         left = deadline - store.clock.now()
-        store.request_preempt(job["id"], f"{node} goes in {left:.0f} s ({why}): checkpoint and stop", actor,
-                              deadline=deadline, data={"node": node})
+        store.request_preempt(
+            job["id"],
+            f"{node} goes in {left:.0f} s ({why}): checkpoint and stop",
+            actor,
+            deadline=deadline,
+            data={"node": node},
+        )
         ask_runner(job, Directive.CHECKPOINT_STOP, deadline)
         done.append(f"{job['id']}: told to checkpoint within {left:.0f} s")
     return done
@@ -48,8 +58,7 @@ class InterruptionResponder:
     a rebalance recommendation only cordons, ``NotReady`` is recorded (the runner's loss drives the
     restart)."""
 
-    def __init__(self, store: StateStore, notices: ProviderNotices, ask_runner: AskRunner,
-                 actor: str = "kubernetes"):
+    def __init__(self, store: StateStore, notices: ProviderNotices, ask_runner: AskRunner, actor: str = "kubernetes"):
         self.store, self.notices, self.ask_runner, self.actor = store, notices, ask_runner, actor
         self.handled: set[tuple[str, str]] = set()
 
@@ -60,11 +69,18 @@ class InterruptionResponder:
         self.handled.add(key)
         if signal.kind == "interruption":
             deadline = self.store.clock.now() + self.notices.notice_seconds
-            return handle_notice(self.store, signal.node, deadline, f"{self.notices.provider} {signal.source}",
-                                 self.actor, self.ask_runner)
+            return handle_notice(
+                self.store,
+                signal.node,
+                deadline,
+                f"{self.notices.provider} {signal.source}",
+                self.actor,
+                self.ask_runner,
+            )
         if signal.kind in ("rebalance", "maintenance"):
             self.store.set_cordon(signal.node, True, f"{signal.kind}: {signal.source}", self.actor)
             return [f"{signal.node}: cordoned ({signal.source})"]
-        self.store.add_event("node.lost", f"{signal.node}: {signal.source}", data={"node": signal.node},
-                             actor=self.actor)
+        self.store.add_event(
+            "node.lost", f"{signal.node}: {signal.source}", data={"node": signal.node}, actor=self.actor
+        )
         return [f"{signal.node}: not ready"]

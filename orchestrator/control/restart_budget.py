@@ -42,8 +42,9 @@ def window_s(ft: FaultToleranceSpec) -> float | None:
     return None if ft.restart_budget is None else ft.restart_budget.window_hours * 3600.0
 
 
-def refuse_restart(ft: FaultToleranceSpec, kind: str, earlier_in_window: list[str],
-                   lifetime_used: int) -> Refusal | None:
+def refuse_restart(
+    ft: FaultToleranceSpec, kind: str, earlier_in_window: list[str], lifetime_used: int
+) -> Refusal | None:
     """None when restart number ``lifetime_used + 1`` (of ``kind``) is allowed, else why not.
 
     ``earlier_in_window`` holds the kinds of the job's restarts inside the window before this one."""
@@ -60,12 +61,16 @@ def refuse_restart(ft: FaultToleranceSpec, kind: str, earlier_in_window: list[st
     used = sum(1 for k in earlier_in_window if k == kind)
     if kind == CRASH:
         if used >= budget.crash_restarts:
-            return Refusal(FailureReason.TRAINING_ERROR,
-                           f"crash loop: {used} crash restart(s) in the last {budget.window_hours:g} h "
-                           f"of restart_budget.crash_restarts={budget.crash_restarts}")
+            return Refusal(
+                FailureReason.TRAINING_ERROR,
+                f"crash loop: {used} crash restart(s) in the last {budget.window_hours:g} h "
+                f"of restart_budget.crash_restarts={budget.crash_restarts}",
+            )
         return None
     if used >= budget.restarts:
-        return Refusal(FailureReason.MAX_RESTARTS,
-                       f"{used} infrastructure restarts in the last {budget.window_hours:g} h "
-                       f"of restart_budget.restarts={budget.restarts}")
+        return Refusal(
+            FailureReason.MAX_RESTARTS,
+            f"{used} infrastructure restarts in the last {budget.window_hours:g} h "
+            f"of restart_budget.restarts={budget.restarts}",
+        )
     return None

@@ -9,10 +9,16 @@ def job_row(job_id: str, plan: Plan, source: dict) -> dict:
     """The jobs-table row of a planned spec (the simulator inserts the very same row)."""
     spec = plan.spec
     return {
-        "id": job_id, "name": spec.name, "team": spec.team, "priority": spec.priority,
-        "spec": spec.model_dump(mode="json"), "source": source,
-        "world_size": plan.mesh.world_size, "nodes": plan.mesh.nodes,
-        "devices_per_node": plan.mesh.devices_per_node, "total_steps": plan.total_steps,
+        "id": job_id,
+        "name": spec.name,
+        "team": spec.team,
+        "priority": spec.priority,
+        "spec": spec.model_dump(mode="json"),
+        "source": source,
+        "world_size": plan.mesh.world_size,
+        "nodes": plan.mesh.nodes,
+        "devices_per_node": plan.mesh.devices_per_node,
+        "total_steps": plan.total_steps,
     }
 
 

@@ -51,8 +51,12 @@ class JobRunner:
         elapsed = time.time() - job["submitted_at"]
         text = f"start-up: {phase}" + (f" ({detail})" if detail else "") + f" at +{elapsed:.1f} s"
         self.log(f"attempt {self.attempt} {text}")
-        self.store.add_event("job.startup", f"{self.job_id}: attempt {self.attempt} {text}", self.job_id,
-                             {"phase": phase, "detail": detail, "attempt": self.attempt, "elapsed_s": elapsed})
+        self.store.add_event(
+            "job.startup",
+            f"{self.job_id}: attempt {self.attempt} {text}",
+            self.job_id,
+            {"phase": phase, "detail": detail, "attempt": self.attempt, "elapsed_s": elapsed},
+        )
 
     # ------------------------------------------------------------------ called by the controller
 
@@ -75,8 +79,9 @@ class JobRunner:
         if result["committed"]:
             # the newest committed step: what `status` shows and what the ledger keeps (nothing lost)
             self.steps.commit(result["step"], announce=False)
-        self.store.add_event("checkpoint.emergency", f"{self.job_id}: checkpoint at step {result['step']} {verdict}",
-                             self.job_id, result)
+        self.store.add_event(
+            "checkpoint.emergency", f"{self.job_id}: checkpoint at step {result['step']} {verdict}", self.job_id, result
+        )
 
     def run(self) -> dict:
         """Run the attempt to its end and record the outcome (blocking; an actor task)."""
@@ -92,18 +97,31 @@ class JobRunner:
             plan = make_plan(job.spec)
             assignment = list(job.assignment)
             selectors = [{"orch-node": assignment[p.node]} for p in plan.mesh.placements()]
-            self.log(f"attempt {self.attempt}: {plan.mesh.world_size} workers on {', '.join(assignment)} "
-                     f"(PP{plan.mesh.pipeline} x DP{plan.mesh.data} EP{plan.mesh.expert})")
+            self.log(
+                f"attempt {self.attempt}: {plan.mesh.world_size} workers on {', '.join(assignment)} "
+                f"(PP{plan.mesh.pipeline} x DP{plan.mesh.data} EP{plan.mesh.expert})"
+            )
             self.startup("workers starting", f"a gang of {plan.mesh.world_size} Ray Train workers")
             seen = gang_exposure(self.store, self.job_id, plan.mesh.world_size)
-            self.log(f"attempt {self.attempt}: the checkpoint interval policy starts from {seen.interruptions} "
-                     f"infrastructure interruption(s) over {seen.held_s:.0f} s of holding the gang")
+            self.log(
+                f"attempt {self.attempt}: the checkpoint interval policy starts from {seen.interruptions} "
+                f"infrastructure interruption(s) over {seen.held_s:.0f} s of holding the gang"
+            )
             handle = ray.get_runtime_context().current_actor
             result = run_with_ray_train(
-                job.spec_data, plan.mesh.world_size, str(self.dir / "ray"), f"{self.job_id}-a{self.attempt}",
-                label_selectors=selectors, runner=handle, assignment=assignment,
-                extra_resources={"orch_device": 1}, cpus_per_worker=0.5, job_id=self.job_id, home=self.home,
-                interruptions=seen.as_tuple())
+                job.spec_data,
+                plan.mesh.world_size,
+                str(self.dir / "ray"),
+                f"{self.job_id}-a{self.attempt}",
+                label_selectors=selectors,
+                runner=handle,
+                assignment=assignment,
+                extra_resources={"orch_device": 1},
+                cpus_per_worker=0.5,
+                job_id=self.job_id,
+                home=self.home,
+                interruptions=seen.as_tuple(),
+            )
             if result.error is not None:
                 outcome.update(status="failed", error=_describe(result.error), **_failure(result.error))
             elif self.directive in (Directive.STOP, Directive.CHECKPOINT_STOP):
@@ -114,8 +132,10 @@ class JobRunner:
             outcome.update(status="failed", error=_describe(exc), **_failure(exc))
         outcome["step"] = self.step
         self.steps.flush(force=True)
-        self.log(f"attempt {self.attempt} ended: {outcome['status']}"
-                 + (f": {outcome['error'].splitlines()[-1]}" if outcome.get("error") else ""))
+        self.log(
+            f"attempt {self.attempt} ended: {outcome['status']}"
+            + (f": {outcome['error'].splitlines()[-1]}" if outcome.get("error") else "")
+        )
         if outcome.get("error"):
             self.log(outcome["error"])
         self.store.record_outcome(self.job_id, RunnerOutcome.from_row(outcome))
@@ -138,8 +158,15 @@ class JobRunner:
             restored = committed == metrics.get("resumed_from")
             if self.steps.commit(committed, announce=not restored) and not restored:  # rows written first
                 self.log(f"checkpoint committed at step {committed}")
-        self.log(json.dumps({k: metrics[k] for k in ("step", "loss", "tokens_per_s", "step_time_s",
-                                                      "expert_imbalance", "global_batch") if k in metrics}))
+        self.log(
+            json.dumps(
+                {
+                    k: metrics[k]
+                    for k in ("step", "loss", "tokens_per_s", "step_time_s", "expert_imbalance", "global_batch")
+                    if k in metrics
+                }
+            )
+        )
         self.steps.flush()
         return [self.directive, self.deadline or 0.0]
 

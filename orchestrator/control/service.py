@@ -30,8 +30,7 @@ class ControllerActor:
         embedded = EmbeddedCluster(home).load() is not None  # this controller runs in orch's own local cluster
         provider = EmbeddedNodeProvider(self.store, home) if embedded else RayNodeProvider(self.store)
         core = ControllerCore(self.store, provider, RayLauncher(state_url, home))
-        self.store.add_event("controller.started", f"controller started (pid {os.getpid()})",
-                             data={"pid": os.getpid()})
+        self.store.add_event("controller.started", f"controller started (pid {os.getpid()})", data={"pid": os.getpid()})
         # the same lease as controllers run outside the head (`orch controller --in-process`): only one
         # acts; a restart of this actor (same holder name) takes the lease back at once
         lease = Lease(self.store, holder=f"ray-actor:{CONTROLLER_NAME}")
@@ -45,8 +44,13 @@ class ControllerActor:
 
 def ensure_controller(state_url: str, home: str):
     """The running controller, started if absent (idempotent)."""
-    return ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE, lifetime="detached",
-                                   get_if_exists=True, resources={"orch_head": 0.001}).remote(state_url, home)
+    return ControllerActor.options(
+        name=CONTROLLER_NAME,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        resources={"orch_head": 0.001},
+    ).remote(state_url, home)
 
 
 def get_controller():

@@ -25,20 +25,23 @@ def _held(jobs: list[JobRecord]) -> set[str]:
 
 
 def _wants_spares(job: JobRecord) -> bool:
-    return not job.state.is_terminal and job.spec.fault_tolerance.spare_nodes > 0 and any(
-        p.kind == "spare" for p in job.spec.resources.pools)
+    return (
+        not job.state.is_terminal
+        and job.spec.fault_tolerance.spare_nodes > 0
+        and any(p.kind == "spare" for p in job.spec.resources.pools)
+    )
 
 
 def _idle_for(job: JobRecord, nodes: list[NodeView], held: set[str], coming: dict[str, int]) -> int:
     """Idle nodes the job could restart on, plus those on their way to its pools."""
     allowed = {p.name for p in job.spec.resources.pools}
-    idle = sum(1 for n in nodes if n.pool in allowed and usable(n) and n.name not in held
-               and n.devices >= job.devices_per_node)
+    idle = sum(
+        1 for n in nodes if n.pool in allowed and usable(n) and n.name not in held and n.devices >= job.devices_per_node
+    )
     return idle + sum(coming.get(p, 0) for p in allowed)
 
 
-def spare_shortfall(jobs: list[JobRecord], nodes: list[NodeView],
-                    coming: dict[str, int]) -> dict[str, tuple[str, int]]:
+def spare_shortfall(jobs: list[JobRecord], nodes: list[NodeView], coming: dict[str, int]) -> dict[str, tuple[str, int]]:
     """pool -> (kind, nodes to provision). ``coming``: nodes being provisioned, by pool."""
     held = _held(jobs)
     wanted: dict[str, tuple[str, int]] = {}
@@ -51,8 +54,13 @@ def spare_shortfall(jobs: list[JobRecord], nodes: list[NodeView],
     return wanted
 
 
-def spare_surplus(jobs: list[JobRecord], nodes: list[NodeView], coming: dict[str, int],
-                  added: dict[str, int], provisioned: list[str] = ()) -> list[NodeView]:
+def spare_surplus(
+    jobs: list[JobRecord],
+    nodes: list[NodeView],
+    coming: dict[str, int],
+    added: dict[str, int],
+    provisioned: list[str] = (),
+) -> list[NodeView]:
     """The idle spare-pool nodes to retire. ``added``: nodes orch provisioned into each pool less those
     it retired (the most it may take away); ``provisioned``: the names it provisioned, oldest first,
     retired first (newest first), then the others by name, highest first."""

@@ -74,17 +74,27 @@ def build_loop(state_url: str, home: Path, interval: float, ttl_s: float, holder
     return ControllerLoop(core, interval, lease=lease)
 
 
-def run_in_process(address: str, state_url: str, home: Path, *, interval: float = 1.0, ttl_s: float = 15.0,
-                   check_every: float = 2.0, stop: threading.Event | None = None, holder: str | None = None,
-                   report=print) -> None:
+def run_in_process(
+    address: str,
+    state_url: str,
+    home: Path,
+    *,
+    interval: float = 1.0,
+    ttl_s: float = 15.0,
+    check_every: float = 2.0,
+    stop: threading.Event | None = None,
+    holder: str | None = None,
+    report=print,
+) -> None:
     """Run the elected controller here until ``stop`` is set, reconnecting to Ray after head loss."""
     stop = stop or threading.Event()
     ray_conn = RayConnection(address)
     ray_conn.connect()
     loop = build_loop(state_url, home, interval, ttl_s, holder)
     loop.start()
-    report(f"orch controller: in this process as {loop.lease.holder}, Ray at {address}, "
-           f"state store {redact(state_url)}")
+    report(
+        f"orch controller: in this process as {loop.lease.holder}, Ray at {address}, state store {redact(state_url)}"
+    )
     leading = None
     try:
         while not stop.wait(check_every):
@@ -98,4 +108,3 @@ def run_in_process(address: str, state_url: str, home: Path, *, interval: float 
                 report(f"orch controller: {'leading' if leading else 'standing by (another controller leads)'}")
     finally:
         loop.stop(release=True)
-

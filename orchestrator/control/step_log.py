@@ -21,8 +21,9 @@ FLUSH_SECONDS = 1.0
 class StepLog:
     """Buffers one attempt's step metrics; the only writer of its metric rows and checkpoint records."""
 
-    def __init__(self, store: StateStore, job_id: str, attempt: int, clock: Clock | None = None,
-                 flush_s: float = FLUSH_SECONDS):
+    def __init__(
+        self, store: StateStore, job_id: str, attempt: int, clock: Clock | None = None, flush_s: float = FLUSH_SECONDS
+    ):
         self.store, self.job_id, self.attempt = store, job_id, attempt
         self.clock = clock or SystemClock()
         self.flush_s = flush_s

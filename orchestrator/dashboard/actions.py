@@ -45,18 +45,28 @@ def whoami(actor: str = Depends(operator)) -> dict:
 
 
 @router.post("/nodes/{node}/preempt", summary="Preemption drill: take the node away like a spot reclaim")
-def node_preempt(node: str, body: PreemptBody, actor: str = Depends(operator),
-                 ctx: DashboardContext = Depends(context)) -> dict:
+def node_preempt(
+    node: str, body: PreemptBody, actor: str = Depends(operator), ctx: DashboardContext = Depends(context)
+) -> dict:
     if ctx.cluster is None or ctx.ask_runner is None:
         raise HTTPException(501, "the preemption drill needs the embedded cluster")
     nodes_from = require_provider(ctx)
-    return {"done": preempt_drill(ctx.store, nodes_from, ctx.cluster, node, body.notice, body.replace, actor,
-                                  ctx.ask_runner), "actor": actor}
+    return {
+        "done": preempt_drill(
+            ctx.store, nodes_from, ctx.cluster, node, body.notice, body.replace, actor, ctx.ask_runner
+        ),
+        "actor": actor,
+    }
 
 
 @router.post("/nodes/{node}/{action}", summary="Cordon, uncordon or drain a node")
-def node_action(node: str, action: str, body: NodeActionBody, actor: str = Depends(operator),
-                ctx: DashboardContext = Depends(context)) -> dict:
+def node_action(
+    node: str,
+    action: str,
+    body: NodeActionBody,
+    actor: str = Depends(operator),
+    ctx: DashboardContext = Depends(context),
+) -> dict:
     if action not in NODE_ACTIONS:
         raise HTTPException(404, f"no node action '{action[:40]}'; use one of {', '.join(NODE_ACTIONS)}")
     return {"done": set_node(ctx.store, require_provider(ctx), node, action, body.reason, actor), "actor": actor}
@@ -67,10 +77,14 @@ def cancel(job_id: str, _body: Empty, actor: str = Depends(operator), ctx: Dashb
     return {"job": job_json(cancel_job(ctx.store, job_id, actor)), "actor": actor}
 
 
-@router.post("/jobs/{job_id}/checkpoints/{step}/verify", status_code=202,
-             summary="Start checking a checkpoint's shards against its manifest (a background task)")
-def verify_checkpoint(job_id: str, step: int, _body: Empty, actor: str = Depends(operator),
-                      ctx: DashboardContext = Depends(context)):
+@router.post(
+    "/jobs/{job_id}/checkpoints/{step}/verify",
+    status_code=202,
+    summary="Start checking a checkpoint's shards against its manifest (a background task)",
+)
+def verify_checkpoint(
+    job_id: str, step: int, _body: Empty, actor: str = Depends(operator), ctx: DashboardContext = Depends(context)
+):
     row = ctx.store.get_job(job_id)
     checkpoints = open_job_checkpoints(row["spec"]["checkpoint"], row["id"], ctx.home)
     if step not in checkpoints.committed():
@@ -78,9 +92,11 @@ def verify_checkpoint(job_id: str, step: int, _body: Empty, actor: str = Depends
     try:
         task, new = ctx.tasks.start(checkpoints, checkpoints.manifest(step), row["id"], actor)
     except Busy:
-        raise HTTPException(429, f"{ctx.tasks.slots} verification(s) already running; try again when done",
-                            headers={"Retry-After": "10"}) from None
+        raise HTTPException(
+            429,
+            f"{ctx.tasks.slots} verification(s) already running; try again when done",
+            headers={"Retry-After": "10"},
+        ) from None
     if new:
-        ctx.store.add_event("checkpoint.verify", f"verification of step {step} started", job_id=row["id"],
-                            actor=actor)
+        ctx.store.add_event("checkpoint.verify", f"verification of step {step} started", job_id=row["id"], actor=actor)
     return JSONResponse({**task.view(), "progress": f"/api/tasks/{task.id}"}, status_code=202 if new else 200)

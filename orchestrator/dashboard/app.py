@@ -22,10 +22,15 @@ __all__ = ["DashboardContext", "create_app"]
 
 
 def create_app(ctx: DashboardContext) -> FastAPI:
-    app = FastAPI(title="orch dashboard", version=__version__, docs_url=None, redoc_url=None,
-                  description="The cluster, jobs, GPU-hours and cost of an orch control plane. Reads need a token "
-                              "when the dashboard listens beyond loopback; actions need an operator token "
-                              "(Authorization: Bearer).")
+    app = FastAPI(
+        title="orch dashboard",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        description="The cluster, jobs, GPU-hours and cost of an orch control plane. Reads need a token "
+        "when the dashboard listens beyond loopback; actions need an operator token "
+        "(Authorization: Bearer).",
+    )
     if ctx.tasks is None:
         ctx.tasks = VerifyBoard(ctx.verify_slots)
     app.state.ctx = ctx

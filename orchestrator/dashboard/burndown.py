@@ -46,8 +46,11 @@ def spent_series(intervals: list, now: float, samples: int = 100) -> dict:
     devices = np.array([i.devices for i in intervals])[None, :]
     prices = np.array([i.price_per_device_hour for i in intervals])[None, :]
     held = np.clip(np.minimum(ends, times[:, None]) - begins, 0.0, None) * devices / 3600.0
-    return {"t": times.tolist(), "gpu_hours": held.sum(axis=1).tolist(),
-            "cost_usd": (held * prices).sum(axis=1).tolist()}
+    return {
+        "t": times.tolist(),
+        "gpu_hours": held.sum(axis=1).tolist(),
+        "cost_usd": (held * prices).sum(axis=1).tolist(),
+    }
 
 
 def utilisation(store, nodes_from, now: float) -> list[dict]:
@@ -59,14 +62,37 @@ def utilisation(store, nodes_from, now: float) -> list[dict]:
     pools: dict[str, dict] = {}
     for job in report["per_job"]:
         for name, p in job["by_pool"].items():
-            row = pools.setdefault(name, {"pool": name, "kind": p["kind"], "gpu_hours": 0.0, "cost_usd": 0.0,
-                                          "nodes": 0, "busy": 0, "idle": 0, "down": 0, "cordoned": 0})
+            row = pools.setdefault(
+                name,
+                {
+                    "pool": name,
+                    "kind": p["kind"],
+                    "gpu_hours": 0.0,
+                    "cost_usd": 0.0,
+                    "nodes": 0,
+                    "busy": 0,
+                    "idle": 0,
+                    "down": 0,
+                    "cordoned": 0,
+                },
+            )
             row["gpu_hours"] += p["gpu_hours"]
             row["cost_usd"] += p["cost_usd"]
     for node in node_rows(store, nodes_from):
-        row = pools.setdefault(node["pool"], {"pool": node["pool"], "kind": node["kind"], "gpu_hours": 0.0,
-                                              "cost_usd": 0.0, "nodes": 0, "busy": 0, "idle": 0, "down": 0,
-                                              "cordoned": 0})
+        row = pools.setdefault(
+            node["pool"],
+            {
+                "pool": node["pool"],
+                "kind": node["kind"],
+                "gpu_hours": 0.0,
+                "cost_usd": 0.0,
+                "nodes": 0,
+                "busy": 0,
+                "idle": 0,
+                "down": 0,
+                "cordoned": 0,
+            },
+        )
         row["nodes"] += 1
         if node["health"] != "alive":
             row["down"] += 1
@@ -76,20 +102,43 @@ def utilisation(store, nodes_from, now: float) -> list[dict]:
             row["idle"] += 1
         row["cordoned"] += bool(node["cordoned"])
     for name, u in history.items():
-        row = pools.setdefault(name, {"pool": name, "kind": u["kind"], "gpu_hours": 0.0, "cost_usd": 0.0,
-                                      "nodes": 0, "busy": 0, "idle": 0, "down": 0, "cordoned": 0})
+        row = pools.setdefault(
+            name,
+            {
+                "pool": name,
+                "kind": u["kind"],
+                "gpu_hours": 0.0,
+                "cost_usd": 0.0,
+                "nodes": 0,
+                "busy": 0,
+                "idle": 0,
+                "down": 0,
+                "cordoned": 0,
+            },
+        )
         row["node_hours"] = {k: u[k] for k in ("up", "allocated", "idle", "spare", "down", "cordoned")}
         row["usd"] = {k: u[f"{k}_usd"] for k in ("allocated", "idle", "spare", "down")}
     return sorted(pools.values(), key=lambda r: r["pool"])
 
 
-@router.get("/jobs/{job_id}/burndown",
-            summary="Spent so far over time, the forecast band (orch forecast JOB --json), budget, reference, pools")
-def burndown(job_id: str, runs: int = Query(100, ge=1, le=10_000), ctx: DashboardContext = Depends(context),
-             nodes_from=Depends(provider)) -> dict:
+@router.get(
+    "/jobs/{job_id}/burndown",
+    summary="Spent so far over time, the forecast band (orch forecast JOB --json), budget, reference, pools",
+)
+def burndown(
+    job_id: str,
+    runs: int = Query(100, ge=1, le=10_000),
+    ctx: DashboardContext = Depends(context),
+    nodes_from=Depends(provider),
+) -> dict:
     job = ctx.store.get_job(job_id)
     now = ctx.store.clock.now()
     forecast = job_forecast(ctx.store, job["id"], runs=runs, now=now)
     spent = spent_series(job_intervals(ctx.store, ctx.store.job(job["id"]), now), now)
-    return {"job": job["id"], "now": now, "spent": spent,
-            "forecast": forecast, "utilisation": utilisation(ctx.store, nodes_from, now)}
+    return {
+        "job": job["id"],
+        "now": now,
+        "spent": spent,
+        "forecast": forecast,
+        "utilisation": utilisation(ctx.store, nodes_from, now),
+    }

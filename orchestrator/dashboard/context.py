@@ -37,10 +37,19 @@ def parse_public_url(url: str | None) -> str | None:
     if not url:
         return None
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password \
-            or parts.query or parts.fragment or parts.path not in ("", "/"):
-        raise DashboardConfigError(f"--public-url {url[:200]!r}: expected an origin such as "
-                                   "https://orch.example.com (scheme, host and optional port; no path or user)")
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username
+        or parts.password
+        or parts.query
+        or parts.fragment
+        or parts.path not in ("", "/")
+    ):
+        raise DashboardConfigError(
+            f"--public-url {url[:200]!r}: expected an origin such as "
+            "https://orch.example.com (scheme, host and optional port; no path or user)"
+        )
     return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
@@ -48,7 +57,7 @@ def host_name(value: str) -> str:
     """The name part of a Host header value (``[::1]:8267`` -> ``::1``, ``a.b:80`` -> ``a.b``), lowercased."""
     value = value.strip().lower()
     if value.startswith("["):
-        return value[1:value.find("]")] if "]" in value else value
+        return value[1 : value.find("]")] if "]" in value else value
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 

@@ -18,10 +18,23 @@ from orchestrator.control.node_ops import UnknownNode
 from orchestrator.errors import OrchError
 from orchestrator.state.store import JobNotFound
 
-CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-         408: "request_timeout", 409: "conflict", 411: "length_required", 413: "payload_too_large",
-         415: "unsupported_media_type", 421: "misdirected_request", 422: "invalid_input", 429: "too_many_requests",
-         501: "not_implemented", 503: "unavailable"}
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    409: "conflict",
+    411: "length_required",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    421: "misdirected_request",
+    422: "invalid_input",
+    429: "too_many_requests",
+    501: "not_implemented",
+    503: "unavailable",
+}
 MAX_DETAIL = 300
 
 

@@ -61,10 +61,19 @@ def summary(ctx: DashboardContext = Depends(context)) -> dict:
         states[job["state"]] = states.get(job["state"], 0) + 1
     report = cost_report(store)
     nodes = node_rows(store, ctx.provider) if ctx.provider is not None else []
-    return {"version": __version__, "time": time.time(), "jobs": states, "cluster_reachable": ctx.provider is not None,
-            "nodes": len(nodes), "devices": sum(n["devices"] for n in nodes if n["health"] == "alive"),
-            "devices_used": sum(n["used"] for n in nodes), "gpu_hours": report["gpu_hours"],
-            "cost_usd": report["cost_usd"], "goodput": report["goodput"], "reference": report["reference"]}
+    return {
+        "version": __version__,
+        "time": time.time(),
+        "jobs": states,
+        "cluster_reachable": ctx.provider is not None,
+        "nodes": len(nodes),
+        "devices": sum(n["devices"] for n in nodes if n["health"] == "alive"),
+        "devices_used": sum(n["used"] for n in nodes),
+        "gpu_hours": report["gpu_hours"],
+        "cost_usd": report["cost_usd"],
+        "goodput": report["goodput"],
+        "reference": report["reference"],
+    }
 
 
 @router.get("/jobs", summary="Every job (orch list --all --json)")
@@ -79,8 +88,9 @@ def job(job_id: str, ctx: DashboardContext = Depends(context)) -> dict:
 
 
 @router.get("/jobs/{job_id}/metrics", summary="Step metrics as series (loss, tokens/s, step time, balance)")
-def job_metrics(job_id: str, after_step: int = Query(-1, ge=-1, le=10**12),
-                ctx: DashboardContext = Depends(context)) -> dict:
+def job_metrics(
+    job_id: str, after_step: int = Query(-1, ge=-1, le=10**12), ctx: DashboardContext = Depends(context)
+) -> dict:
     return series.job_metric_series(ctx.store, ctx.store.get_job(job_id)["id"], after_step)
 
 
@@ -93,9 +103,20 @@ def job_checkpoints(job_id: str, ctx: DashboardContext = Depends(context)) -> di
     newest = max((m.step for m in manifests), default=None)
     holding = not JobState(row["state"]).is_terminal
     in_flight = [s for s in started if newest is None or s > newest] if holding else []
-    return {"uri": checkpoints.objects.uri, "in_flight": in_flight[-1:],
-            "committed": [{"step": m.step, "tokens": m.tokens, "bytes": m.total_bytes, "files": len(m.files),
-                           "created_at": m.created_at} for m in manifests]}
+    return {
+        "uri": checkpoints.objects.uri,
+        "in_flight": in_flight[-1:],
+        "committed": [
+            {
+                "step": m.step,
+                "tokens": m.tokens,
+                "bytes": m.total_bytes,
+                "files": len(m.files),
+                "created_at": m.created_at,
+            }
+            for m in manifests
+        ],
+    }
 
 
 @router.get("/tasks/{task_id}", summary="A background task's progress (checkpoint verification)")
@@ -112,8 +133,12 @@ def nodes(ctx: DashboardContext = Depends(context), nodes_from=Depends(provider)
 
 
 @router.get("/events", summary="The event log, oldest first (orch events --json)")
-def events(job: str | None = Query(None, max_length=200), after: int = Query(0, ge=0, le=2**62),
-           limit: int = 500, ctx: DashboardContext = Depends(context)) -> list[dict]:
+def events(
+    job: str | None = Query(None, max_length=200),
+    after: int = Query(0, ge=0, le=2**62),
+    limit: int = 500,
+    ctx: DashboardContext = Depends(context),
+) -> list[dict]:
     job_id = ctx.store.get_job(job)["id"] if job else None
     return ctx.store.events(job_id, after_id=after, limit=min(max(limit, 1), 5000))
 
@@ -128,8 +153,10 @@ def cost(ctx: DashboardContext = Depends(context)) -> dict:
 
 @router.get("/cost/series", summary="Cumulative GPU-hours by category over time; the categories in order")
 def cost_series(samples: int = 120, ctx: DashboardContext = Depends(context)) -> dict:
-    return {**series.gpu_hours_over_time(ctx.store, time.time(), min(max(samples, 2), 1000)),
-            "categories": series.category_legend()}
+    return {
+        **series.gpu_hours_over_time(ctx.store, time.time(), min(max(samples, 2), 1000)),
+        "categories": series.category_legend(),
+    }
 
 
 @router.get("/cost/{job_id}", summary="One job's ledger (orch cost JOB --json)")

@@ -31,11 +31,17 @@ from orchestrator.dashboard.context import DashboardContext, host_name
 from orchestrator.dashboard.errors import error_bytes
 from orchestrator.dashboard.tokens import TokenFileError, load_tokens, who
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer"),
-                    (b"cache-control", b"no-store")]
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
 SAFE_METHODS = ("GET", "HEAD")
 
 
@@ -78,22 +84,31 @@ class Guard:
         headers = _headers(scope)
         host = headers.get("host", "")
         if host_name(host) not in self.ctx.allowed_hosts:
-            raise Refused(421, f"Host {host[:100]!r} is not a name of this dashboard; allowed: "
-                               f"{', '.join(self.ctx.allowed_hosts)} (add names with --allow-host)")
+            raise Refused(
+                421,
+                f"Host {host[:100]!r} is not a name of this dashboard; allowed: "
+                f"{', '.join(self.ctx.allowed_hosts)} (add names with --allow-host)",
+            )
         identity = self.identify(headers.get("authorization"))
         if scope["method"] not in SAFE_METHODS:
             self.check_action(scope, headers, identity)
         elif self.ctx.read_token_required and _is_api(scope["path"]) and identity is None:
-            raise Refused(401, "this dashboard listens beyond loopback: reading needs a token "
-                               "(Authorization: Bearer TOKEN)", headers={"WWW-Authenticate": "Bearer"})
+            raise Refused(
+                401,
+                "this dashboard listens beyond loopback: reading needs a token (Authorization: Bearer TOKEN)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return identity
 
     def identify(self, header: str | None) -> tuple[str, str] | None:
         if not header:
             return None
         if not header.startswith("Bearer ") or not header[7:].strip():
-            raise Refused(401, "malformed Authorization header; send 'Authorization: Bearer TOKEN'",
-                          headers={"WWW-Authenticate": "Bearer"})
+            raise Refused(
+                401,
+                "malformed Authorization header; send 'Authorization: Bearer TOKEN'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         presented = header[7:].strip()
         try:
             operators = load_tokens(self.ctx.tokens_file)
@@ -118,14 +133,19 @@ class Guard:
         if not headers.get("content-type", "").startswith("application/json"):
             raise Refused(415, "actions take a JSON body (Content-Type: application/json)")
         if identity is None:
-            raise Refused(401, "this action needs an operator token: Authorization: Bearer TOKEN "
-                               f"(tokens are in {self.ctx.tokens_file})", headers={"WWW-Authenticate": "Bearer"})
+            raise Refused(
+                401,
+                "this action needs an operator token: Authorization: Bearer TOKEN "
+                f"(tokens are in {self.ctx.tokens_file})",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if identity[1] != "operator":
             raise Refused(403, f"'{identity[0]}' holds a read-only token")
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.ctx.max_body_bytes):
-            raise Refused(413, f"a request body may hold at most {self.ctx.max_body_bytes} bytes "
-                               f"(Content-Length: {length[:20]})")
+            raise Refused(
+                413, f"a request body may hold at most {self.ctx.max_body_bytes} bytes (Content-Length: {length[:20]})"
+            )
 
     def expected_origin(self, scope: Scope, headers: dict[str, str]) -> str:
         """The origin a same-site browser sends: the public URL, a trusted proxy's forwarded one, or Host's."""
@@ -142,8 +162,11 @@ class Guard:
     def limited(self, scope: Scope, receive: Receive) -> Receive:
         """``receive`` that refuses a body past the size limit or past the time limit."""
         limit, timeout = self.ctx.max_body_bytes, self.ctx.body_timeout_s
-        state = {"bytes": 0, "done": scope["method"] in SAFE_METHODS and not _declares_body(scope),
-                 "deadline": time.monotonic() + timeout}
+        state = {
+            "bytes": 0,
+            "done": scope["method"] in SAFE_METHODS and not _declares_body(scope),
+            "deadline": time.monotonic() + timeout,
+        }
 
         async def receive_limited() -> Message:
             if state["done"]:
@@ -164,8 +187,11 @@ class Guard:
     @staticmethod
     async def refuse(send: Send, exc: Refused) -> None:
         body = error_bytes(exc.status_code, exc.detail)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"connection", b"close")]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
         headers += [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
         await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -190,8 +216,9 @@ def operator(request: Request) -> str:
     an operator (``/api/whoami``) is refused here."""
     identity = request.scope.get("state", {}).get("identity")
     if identity is None:
-        raise HTTPException(401, "this needs an operator token: Authorization: Bearer TOKEN",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "this needs an operator token: Authorization: Bearer TOKEN", headers={"WWW-Authenticate": "Bearer"}
+        )
     if identity[1] != "operator":
         raise HTTPException(403, f"'{identity[0]}' holds a read-only token")
     client = request.client.host if request.client else "unknown"

@@ -54,5 +54,8 @@ def job_metric_series(store: StateStore, job_id: str, after_step: int = -1) -> d
     """Per step: loss, tokens/s, step time, expert imbalance, checkpoint stalls (newest attempt wins)."""
     rows = store.metrics(job_id, after_step)
     names = ("loss", "tokens_per_s", "step_time_s", "expert_imbalance", "checkpoint_stall_s", "lr")
-    return {"step": [r["step"] for r in rows], "attempt": [r.get("attempt") for r in rows],
-            **{n: [r.get(n) for r in rows] for n in names}}
+    return {
+        "step": [r["step"] for r in rows],
+        "attempt": [r.get("attempt") for r in rows],
+        **{n: [r.get(n) for r in rows] for n in names},
+    }

@@ -57,8 +57,10 @@ def load_tokens(path: Path, role: str = "operator") -> dict[str, str]:
     try:
         mode = path.stat().st_mode
         if mode & 0o007 or (mode & 0o070 and not _platform_managed(path)):
-            raise TokenFileError(f"the dashboard token file {path} is readable by others (mode {mode & 0o777:o}); "
-                                 f"make it private: chmod 600 {path}")
+            raise TokenFileError(
+                f"the dashboard token file {path} is readable by others (mode {mode & 0o777:o}); "
+                f"make it private: chmod 600 {path}"
+            )
         if path.stat().st_size > 1_000_000:
             raise TokenFileError(f"the dashboard token file {path} is over 1 MB; it holds NAME TOKEN lines")
         lines = path.read_text().splitlines()
@@ -71,8 +73,9 @@ def load_tokens(path: Path, role: str = "operator") -> dict[str, str]:
             continue
         parts = line.split()
         if len(parts) not in (2, 3) or len(parts[1]) < 16 or (len(parts) == 3 and parts[2] not in ROLES):
-            raise TokenFileError(f"{path}:{number}: expected 'NAME TOKEN [operator|reader]' with a token of "
-                                 "16+ characters")
+            raise TokenFileError(
+                f"{path}:{number}: expected 'NAME TOKEN [operator|reader]' with a token of 16+ characters"
+            )
         if role == "reader" or (parts[2] if len(parts) == 3 else "operator") == "operator":
             tokens[parts[0]] = parts[1]
     return tokens

@@ -53,8 +53,7 @@ class VerifyBoard:
         with self._lock:
             return self._tasks.get(task_id)
 
-    def start(self, checkpoints, manifest, job: str, actor: str,
-              chunk_bytes: int = 8 << 20) -> tuple[VerifyTask, bool]:
+    def start(self, checkpoints, manifest, job: str, actor: str, chunk_bytes: int = 8 << 20) -> tuple[VerifyTask, bool]:
         """(the task, whether it is new); raises ``Busy`` when every slot is taken."""
         with self._lock:
             for task in self._tasks.values():
@@ -62,12 +61,14 @@ class VerifyBoard:
                     return task, False
             if sum(t.state == "running" for t in self._tasks.values()) >= self.slots:
                 raise Busy()
-            task = VerifyTask(f"verify-{next(self._ids)}", job, manifest.step, actor, len(manifest.files),
-                              manifest.total_bytes)
+            task = VerifyTask(
+                f"verify-{next(self._ids)}", job, manifest.step, actor, len(manifest.files), manifest.total_bytes
+            )
             self._tasks[task.id] = task
             self._forget_old()
-        threading.Thread(target=self._run, args=(task, checkpoints, manifest, chunk_bytes), daemon=True,
-                         name=task.id).start()
+        threading.Thread(
+            target=self._run, args=(task, checkpoints, manifest, chunk_bytes), daemon=True, name=task.id
+        ).start()
         return task, True
 
     def _run(self, task: VerifyTask, checkpoints, manifest, chunk_bytes: int) -> None:
@@ -89,5 +90,5 @@ class VerifyBoard:
 
     def _forget_old(self) -> None:
         finished = [t for t in self._tasks.values() if t.state != "running"]
-        for task in sorted(finished, key=lambda t: t.started_at)[:-KEEP_FINISHED or None]:
+        for task in sorted(finished, key=lambda t: t.started_at)[: -KEEP_FINISHED or None]:
             del self._tasks[task.id]

@@ -42,9 +42,13 @@ def record_crossing(store: StateStore, forecast: dict, quantile: str = "p50") ->
     over = crossing(forecast, quantile)
     if over and not was_over:
         unit = "$" if over["budget"] == "usd" else ""
-        store.add_event(OVER, f"{job}: {quantile.upper()} forecast {unit}{over['forecast']:,.0f} is over the "
-                              f"budget of {unit}{over['limit']:,.0f} ({over['budget']})", job,
-                        {**over, "quantile": quantile})
+        store.add_event(
+            OVER,
+            f"{job}: {quantile.upper()} forecast {unit}{over['forecast']:,.0f} is over the "
+            f"budget of {unit}{over['limit']:,.0f} ({over['budget']})",
+            job,
+            {**over, "quantile": quantile},
+        )
         return OVER
     if was_over and not over:
         store.add_event(UNDER, f"{job}: {quantile.upper()} forecast is back within budget", job, {"quantile": quantile})
@@ -95,11 +99,17 @@ def team_outlook(store: StateStore, runs: int = 100) -> dict[str, dict]:
     teams = store.teams()
     out: dict[str, dict] = {}
     for j in report["per_job"]:
-        t = out.setdefault(j["team"], {"budget_usd": (teams.get(j["team"]) or {}).get("budget_usd"),
-                                       "budget_gpu_hours": (teams.get(j["team"]) or {}).get("budget_gpu_hours"),
-                                       "spent_usd": 0.0, "spent_gpu_hours": 0.0,
-                                       "forecast_usd": {"p50": 0.0, "p90": 0.0},
-                                       "forecast_gpu_hours": {"p50": 0.0, "p90": 0.0}})
+        t = out.setdefault(
+            j["team"],
+            {
+                "budget_usd": (teams.get(j["team"]) or {}).get("budget_usd"),
+                "budget_gpu_hours": (teams.get(j["team"]) or {}).get("budget_gpu_hours"),
+                "spent_usd": 0.0,
+                "spent_gpu_hours": 0.0,
+                "forecast_usd": {"p50": 0.0, "p90": 0.0},
+                "forecast_gpu_hours": {"p50": 0.0, "p90": 0.0},
+            },
+        )
         t["spent_usd"] += j["total_cost_usd"]
         t["spent_gpu_hours"] += j["gpu_hours"]["total"]
         fc = job_forecast(store, j["job"], runs=runs) if j["state"] in WATCHED_STATES else None
@@ -107,7 +117,15 @@ def team_outlook(store: StateStore, runs: int = 100) -> dict[str, dict]:
             t["forecast_usd"][q] += fc["cost_usd"][q] if fc else j["total_cost_usd"]
             t["forecast_gpu_hours"][q] += fc["gpu_hours"][q] if fc else j["gpu_hours"]["total"]
     for name, team in teams.items():
-        out.setdefault(name, {"budget_usd": team.get("budget_usd"), "budget_gpu_hours": team.get("budget_gpu_hours"),
-                              "spent_usd": 0.0, "spent_gpu_hours": 0.0, "forecast_usd": {"p50": 0.0, "p90": 0.0},
-                              "forecast_gpu_hours": {"p50": 0.0, "p90": 0.0}})
+        out.setdefault(
+            name,
+            {
+                "budget_usd": team.get("budget_usd"),
+                "budget_gpu_hours": team.get("budget_gpu_hours"),
+                "spent_usd": 0.0,
+                "spent_gpu_hours": 0.0,
+                "forecast_usd": {"p50": 0.0, "p90": 0.0},
+                "forecast_gpu_hours": {"p50": 0.0, "p90": 0.0},
+            },
+        )
     return out

@@ -64,12 +64,17 @@ class PoolEvidence:
         return self.shape / self.rate if self.rate > 0 else self.prior_rate
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "nodes": self.nodes,
-                "price_per_gpu_hour": self.price_per_device_hour,
-                "prior_per_node_day": self.prior_rate, "prior_node_days": self.prior_node_days,
-                "observed_interruptions": self.observed, "exposure_node_days": self.exposure_node_days,
-                "posterior": {"shape": self.shape, "rate_node_days": self.rate,
-                              "mean_per_node_day": self.posterior_mean}}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "nodes": self.nodes,
+            "price_per_gpu_hour": self.price_per_device_hour,
+            "prior_per_node_day": self.prior_rate,
+            "prior_node_days": self.prior_node_days,
+            "observed_interruptions": self.observed,
+            "exposure_node_days": self.exposure_node_days,
+            "posterior": {"shape": self.shape, "rate_node_days": self.rate, "mean_per_node_day": self.posterior_mean},
+        }
 
 
 @dataclass(frozen=True)
@@ -147,8 +152,9 @@ def remaining_compute(timeline: StepTimeline, scales: list[float | None], from_s
     return total, source
 
 
-def _recovery(store: StateStore, job: dict, cost: dict, scenario: Scenario, restore_s: float,
-              spares: int) -> tuple[float, float, str]:
+def _recovery(
+    store: StateStore, job: dict, cost: dict, scenario: Scenario, restore_s: float, spares: int
+) -> tuple[float, float, str]:
     restarts = job["restarts"] or 0
     if restarts:
         held = cost["gpu_hours"]["recovery"] * 3600.0 / max(1, job["world_size"]) / restarts
@@ -164,8 +170,9 @@ def _recovery(store: StateStore, job: dict, cost: dict, scenario: Scenario, rest
     return scenario.restart_s + restore_s, wait, "simulator defaults"
 
 
-def gather(store: StateStore, job_ref: str, now: float | None = None, prior_days: float = 1.0,
-           scenario: Scenario | None = None) -> Evidence:
+def gather(
+    store: StateStore, job_ref: str, now: float | None = None, prior_days: float = 1.0, scenario: Scenario | None = None
+) -> Evidence:
     """The job's evidence as of ``now``. ``scenario`` gives the infrastructure figures the run has not
     measured yet (storage bandwidth, restart time, provisioning delay)."""
     scenario = scenario or Scenario()
@@ -184,8 +191,9 @@ def gather(store: StateStore, job_ref: str, now: float | None = None, prior_days
     rel_se = (statistics.stdev(ratios) / statistics.fmean(ratios) / len(ratios) ** 0.5) if len(ratios) > 1 else 0.1
     cost = job_cost(store, store.job(job["id"]), now)
     # a real step record with a stall is one save; a simulator's folded record sums several
-    stalls = [float(m["checkpoint_stall_s"]) for m in metrics
-              if m.get("checkpoint_stall_s") and not m.get("steps_folded")]
+    stalls = [
+        float(m["checkpoint_stall_s"]) for m in metrics if m.get("checkpoint_stall_s") and not m.get("steps_folded")
+    ]
     stall = statistics.fmean(stalls) if stalls else costs.stall_s
     spares = spec.fault_tolerance.spare_nodes + sum(p.nodes for p in spec.resources.pools if p.kind == "spare")
     recovery, wait, recovery_source = _recovery(store, job, cost, scenario, costs.restore_s, spares)
@@ -193,26 +201,52 @@ def gather(store: StateStore, job_ref: str, now: float | None = None, prior_days
     gang_rate = sum(p.nodes * p.posterior_mean for p in pools) / DAY
     interval = _interval(spec, stall, costs.save_s, gang_rate, timeline, remaining)
     return Evidence(
-        job_id=job["id"], state=job["state"], now=now, world_size=job["world_size"],
-        devices_per_node=job["devices_per_node"], step=step, committed_step=committed,
-        total_steps=timeline.total_steps, tokens=job["tokens"] or 0.0,
-        planned_tokens=float(timeline.tokens[-1]), remaining_compute_s=remaining,
+        job_id=job["id"],
+        state=job["state"],
+        now=now,
+        world_size=job["world_size"],
+        devices_per_node=job["devices_per_node"],
+        step=step,
+        committed_step=committed,
+        total_steps=timeline.total_steps,
+        tokens=job["tokens"] or 0.0,
+        planned_tokens=float(timeline.tokens[-1]),
+        remaining_compute_s=remaining,
         at_risk_s=max(0.0, at_risk - remaining),
-        scale_rel_se=rel_se, save_stall_s=stall, save_commit_s=costs.save_s, final_save_s=costs.save_s,
-        interval_s=interval, recovery_s=recovery, replacement_wait_s=wait,
-        max_restarts=_lifetime_cap(spec), restarts=job["restarts"] or 0, pools=pools,
+        scale_rel_se=rel_se,
+        save_stall_s=stall,
+        save_commit_s=costs.save_s,
+        final_save_s=costs.save_s,
+        interval_s=interval,
+        recovery_s=recovery,
+        replacement_wait_s=wait,
+        max_restarts=_lifetime_cap(spec),
+        restarts=job["restarts"] or 0,
+        pools=pools,
         **_window(store, spec, job["id"], now),
-        spent={"gpu_hours": cost["gpu_hours"]["total"], "cost_usd": cost["cost_usd"],
-               "storage_cost_usd": cost["storage"]["cost_usd"], "goodput": cost["goodput"]},
-        budget_usd=spec.cost.budget_usd, budget_gpu_hours=spec.cost.budget_gpu_hours,
-        checkpoint={"bytes": costs.checkpoint_bytes, "keep_last": spec.checkpoint.retention.keep_last,
-                    "keep_every": spec.checkpoint.retention.keep_every,
-                    "gb_month_usd": spec.cost.storage.gb_month_usd,
-                    "put_usd": cost["storage"]["checkpoint_puts"]["cost_usd"] / max(1, cost["storage"]["checkpoints"])
-                    if cost["storage"]["checkpoints"] else _put_usd(spec, costs.checkpoint_bytes)},
-        sources={"step_times": scale_source, "recovery": recovery_source,
-                 "save_stall": "measured" if stalls else "plan and storage bandwidth",
-                 "phase_step_time_ratio": dict(zip(timeline.phase_names, scales))},
+        spent={
+            "gpu_hours": cost["gpu_hours"]["total"],
+            "cost_usd": cost["cost_usd"],
+            "storage_cost_usd": cost["storage"]["cost_usd"],
+            "goodput": cost["goodput"],
+        },
+        budget_usd=spec.cost.budget_usd,
+        budget_gpu_hours=spec.cost.budget_gpu_hours,
+        checkpoint={
+            "bytes": costs.checkpoint_bytes,
+            "keep_last": spec.checkpoint.retention.keep_last,
+            "keep_every": spec.checkpoint.retention.keep_every,
+            "gb_month_usd": spec.cost.storage.gb_month_usd,
+            "put_usd": cost["storage"]["checkpoint_puts"]["cost_usd"] / max(1, cost["storage"]["checkpoints"])
+            if cost["storage"]["checkpoints"]
+            else _put_usd(spec, costs.checkpoint_bytes),
+        },
+        sources={
+            "step_times": scale_source,
+            "recovery": recovery_source,
+            "save_stall": "measured" if stalls else "plan and storage bandwidth",
+            "phase_step_time_ratio": dict(zip(timeline.phase_names, scales)),
+        },
     )
 
 
@@ -231,20 +265,34 @@ def _pools(spec, job: dict, cost: dict, prior_days: float, observed: int) -> tup
         weights = [float(take) for _, take in used]
     total_weight = sum(weights) or 1.0
     restarts = float(observed)
-    return tuple(PoolEvidence(pool.name, pool.kind, take, spec.pool_price(pool), pool.interruptions_per_node_day,
-                              restarts * w / total_weight, held_days * take, prior_days * take)
-                 for (pool, take), w in zip(used, weights))
+    return tuple(
+        PoolEvidence(
+            pool.name,
+            pool.kind,
+            take,
+            spec.pool_price(pool),
+            pool.interruptions_per_node_day,
+            restarts * w / total_weight,
+            held_days * take,
+            prior_days * take,
+        )
+        for (pool, take), w in zip(used, weights)
+    )
 
 
-def _interval(spec, stall: float, commit_s: float, gang_rate: float, timeline: StepTimeline,
-              remaining: float) -> float:
+def _interval(spec, stall: float, commit_s: float, gang_rate: float, timeline: StepTimeline, remaining: float) -> float:
     """Seconds of compute between saves, as the real policy would choose them now."""
     interval = spec.checkpoint.interval
     if isinstance(interval, CheckpointInterval) and interval.steps is not None:
         per_step = timeline.seconds(0, timeline.total_steps) / max(1, timeline.total_steps)
         return interval.steps * per_step
-    policy = IntervalPolicy(spec, ManualClock(0.0), save_cost_s=stall, save_duration_s=commit_s,
-                            observed_mtbf_s=(1.0 / gang_rate) if gang_rate > 0 else None)
+    policy = IntervalPolicy(
+        spec,
+        ManualClock(0.0),
+        save_cost_s=stall,
+        save_duration_s=commit_s,
+        observed_mtbf_s=(1.0 / gang_rate) if gang_rate > 0 else None,
+    )
     return max(1e-3, policy.interval_seconds())
 
 
@@ -267,6 +315,7 @@ def _window(store: StateStore, spec, job_id: str, now: float) -> dict:
     if budget is None:
         return {"window_s": None, "window_restarts": None, "recent_restarts": ()}
     window = budget.window_hours * 3600.0
-    recent = tuple(at - now for at, kind in store.restarts_since(job_id, now - window)
-                   if kind == RestartKind.INFRASTRUCTURE)
+    recent = tuple(
+        at - now for at, kind in store.restarts_since(job_id, now - window) if kind == RestartKind.INFRASTRUCTURE
+    )
     return {"window_s": window, "window_restarts": budget.restarts, "recent_restarts": recent}

@@ -30,7 +30,7 @@ import numpy as np
 
 from orchestrator.forecast.evidence import DAY, Evidence
 
-GIB = 1024 ** 3
+GIB = 1024**3
 HOURS_PER_MONTH = 730.0
 
 
@@ -106,8 +106,16 @@ def simulate_rest(ev: Evidence, runs: int, seed: int = 0) -> dict:
         again = hit[~over]
         wall[again] += ev.replacement_wait_s
         startup[again] = ev.recovery_s
-    return {"held_s": held, "wall_s": wall, "restarts": restarts, "failed": failed, "failed_on": failed_on,
-            "scale": scale, "rate_per_day": rate * DAY, "computed_s": computed}
+    return {
+        "held_s": held,
+        "wall_s": wall,
+        "restarts": restarts,
+        "failed": failed,
+        "failed_on": failed_on,
+        "scale": scale,
+        "rate_per_day": rate * DAY,
+        "computed_s": computed,
+    }
 
 
 class RestartWindow:
@@ -137,7 +145,7 @@ class RestartWindow:
         times = np.full(self.runs, -np.inf)
         times[idx] = at
         self.times.append(times)
-        del self.times[:-max(1, self.limit)]  # only the ``limit`` newest decide
+        del self.times[: -max(1, self.limit)]  # only the ``limit`` newest decide
 
 
 def storage_rest(ev: Evidence, sim: dict) -> np.ndarray:

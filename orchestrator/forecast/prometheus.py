@@ -24,8 +24,9 @@ class LedgerCollector:
 
     def collect(self):
         report = cost_report(self.store)
-        hours = GaugeMetricFamily("orch_gpu_hours", "Device-hours held by a job, by category",
-                                  labels=["job", "team", "category"])
+        hours = GaugeMetricFamily(
+            "orch_gpu_hours", "Device-hours held by a job, by category", labels=["job", "team", "category"]
+        )
         cost = GaugeMetricFamily("orch_cost_usd", "Dollars spent by a job", labels=["job", "team"])
         goodput = GaugeMetricFamily("orch_goodput_ratio", "Productive / total device-hours", labels=["job", "team"])
         tokens = GaugeMetricFamily("orch_tokens_trained", "Tokens trained by a job", labels=["job", "team"])
@@ -37,27 +38,35 @@ class LedgerCollector:
             goodput.add_metric([j["job"], j["team"]], j["goodput"])
             tokens.add_metric([j["job"], j["team"]], j["tokens"])
             state.add_metric([j["job"], j["team"], j["state"]], 1)
-        storage = GaugeMetricFamily("orch_storage_cost_usd", "Checkpoint storage, requests and data-read dollars",
-                                    labels=["job", "team"])
+        storage = GaugeMetricFamily(
+            "orch_storage_cost_usd", "Checkpoint storage, requests and data-read dollars", labels=["job", "team"]
+        )
         for j in report["per_job"]:
             storage.add_metric([j["job"], j["team"]], j.get("storage", {}).get("cost_usd", 0.0))
         yield from (hours, cost, goodput, tokens, state, storage)
         yield from self._forecasts(report["per_job"])
         yield from self._utilisation(report)
-        total = GaugeMetricFamily("orch_total_gpu_hours", "Device-hours of all jobs",
-                                  value=report["gpu_hours"]["total"])
+        total = GaugeMetricFamily(
+            "orch_total_gpu_hours", "Device-hours of all jobs", value=report["gpu_hours"]["total"]
+        )
         yield total
-        yield GaugeMetricFamily("orch_reference_gpu_hours", "DeepSeek-V3's published GPU-hours",
-                                value=reference.REFERENCE_GPU_HOURS)
-        yield GaugeMetricFamily("orch_reference_cost_usd", "DeepSeek-V3's published cost",
-                                value=reference.REFERENCE_COST_USD)
+        yield GaugeMetricFamily(
+            "orch_reference_gpu_hours", "DeepSeek-V3's published GPU-hours", value=reference.REFERENCE_GPU_HOURS
+        )
+        yield GaugeMetricFamily(
+            "orch_reference_cost_usd", "DeepSeek-V3's published cost", value=reference.REFERENCE_COST_USD
+        )
 
     def _utilisation(self, report: dict):
         """Per pool node-hours and dollars allocated, idle, spare and down (``orch utilisation``)."""
-        hours = GaugeMetricFamily("orch_pool_node_hours", "Node-hours of a pool by use since the node history began",
-                                  labels=["pool", "kind", "use"])
-        usd = GaugeMetricFamily("orch_pool_cost_usd", "Dollars of a pool's node-hours by use",
-                                labels=["pool", "kind", "use"])
+        hours = GaugeMetricFamily(
+            "orch_pool_node_hours",
+            "Node-hours of a pool by use since the node history began",
+            labels=["pool", "kind", "use"],
+        )
+        usd = GaugeMetricFamily(
+            "orch_pool_cost_usd", "Dollars of a pool's node-hours by use", labels=["pool", "kind", "use"]
+        )
         for pool, u in cluster_utilisation(self.store, report=report).items():
             for use in ("allocated", "idle", "spare", "down"):
                 hours.add_metric([pool, u["kind"], use], u[use])
@@ -68,14 +77,20 @@ class LedgerCollector:
     def _forecasts(self, per_job: list[dict]):
         """Forecast bands of every live job, and whether its alerting quantile is over its budget."""
         usd = GaugeMetricFamily("orch_forecast_cost_usd", "Forecast total dollars", labels=["job", "team", "quantile"])
-        gpu = GaugeMetricFamily("orch_forecast_gpu_hours", "Forecast total device-hours",
-                                labels=["job", "team", "quantile"])
-        finish = GaugeMetricFamily("orch_forecast_finish_timestamp_seconds", "Forecast finish (Unix time)",
-                                   labels=["job", "team", "quantile"])
-        over = GaugeMetricFamily("orch_forecast_over_budget", "1 if the alerting forecast quantile is over budget",
-                                 labels=["job", "team", "quantile"])
-        budget_usd = GaugeMetricFamily("orch_job_budget_usd", "A job's dollar budget (spec cost.budget_usd)",
-                                       labels=["job", "team"])
+        gpu = GaugeMetricFamily(
+            "orch_forecast_gpu_hours", "Forecast total device-hours", labels=["job", "team", "quantile"]
+        )
+        finish = GaugeMetricFamily(
+            "orch_forecast_finish_timestamp_seconds", "Forecast finish (Unix time)", labels=["job", "team", "quantile"]
+        )
+        over = GaugeMetricFamily(
+            "orch_forecast_over_budget",
+            "1 if the alerting forecast quantile is over budget",
+            labels=["job", "team", "quantile"],
+        )
+        budget_usd = GaugeMetricFamily(
+            "orch_job_budget_usd", "A job's dollar budget (spec cost.budget_usd)", labels=["job", "team"]
+        )
         budget_hours = GaugeMetricFamily("orch_job_budget_gpu_hours", "A job's GPU-hour budget", labels=["job", "team"])
         for j in per_job:
             cost = self.store.get_job(j["job"])["spec"]["cost"]

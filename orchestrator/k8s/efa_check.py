@@ -33,10 +33,14 @@ def verdict(log: str) -> tuple[bool, str]:
     if libfabric and providers == ["efa"]:
         return True, f"NCCL uses {networks[0]} with the efa provider"
     if not libfabric:
-        return False, (f"NCCL uses {', '.join(networks)}, not Libfabric: aws-ofi-nccl is not loaded (is "
-                       "/opt/amazon/ofi-nccl/lib on LD_LIBRARY_PATH?); traffic would go over TCP")
-    return False, (f"NCCL uses Libfabric with provider {', '.join(providers) or 'unknown'}, not efa: check "
-                   "FI_PROVIDER=efa and that the pod requests vpc.amazonaws.com/efa")
+        return False, (
+            f"NCCL uses {', '.join(networks)}, not Libfabric: aws-ofi-nccl is not loaded (is "
+            "/opt/amazon/ofi-nccl/lib on LD_LIBRARY_PATH?); traffic would go over TCP"
+        )
+    return False, (
+        f"NCCL uses Libfabric with provider {', '.join(providers) or 'unknown'}, not efa: check "
+        "FI_PROVIDER=efa and that the pod requests vpc.amazonaws.com/efa"
+    )
 
 
 def nccl_log(gpus: int) -> str:
@@ -44,8 +48,9 @@ def nccl_log(gpus: int) -> str:
     import torch
 
     folder = tempfile.mkdtemp(prefix="orch-efa-check-")
-    os.environ.update({"NCCL_DEBUG": "INFO", "NCCL_DEBUG_SUBSYS": "INIT,NET",
-                       "NCCL_DEBUG_FILE": f"{folder}/nccl.%p.log"})
+    os.environ.update(
+        {"NCCL_DEBUG": "INFO", "NCCL_DEBUG_SUBSYS": "INIT,NET", "NCCL_DEBUG_FILE": f"{folder}/nccl.%p.log"}
+    )
     from torch.cuda import nccl
 
     tensors = [torch.ones(1, device=f"cuda:{i}") for i in range(gpus)]

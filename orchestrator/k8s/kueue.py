@@ -35,21 +35,36 @@ def resource_flavors() -> list[dict]:
         if kind != "on-demand":
             spec["nodeTaints"] = [{"key": "orch.dev/pool-kind", "value": kind, "effect": "NoSchedule"}]
         flavors.append({"apiVersion": API, "kind": "ResourceFlavor", "metadata": {"name": kind}, "spec": spec})
-    flavors.append({"apiVersion": API, "kind": "ResourceFlavor", "metadata": {"name": "system"},
-                    "spec": {"nodeLabels": {"orch.dev/pool-kind": "system"}}})
+    flavors.append(
+        {
+            "apiVersion": API,
+            "kind": "ResourceFlavor",
+            "metadata": {"name": "system"},
+            "spec": {"nodeLabels": {"orch.dev/pool-kind": "system"}},
+        }
+    )
     return flavors
 
 
 def topology() -> dict:
-    return {"apiVersion": TOPOLOGY_API, "kind": "Topology", "metadata": {"name": TOPOLOGY},
-            "spec": {"levels": [{"nodeLabel": label} for label in NETWORK_LAYERS]
-                     + [{"nodeLabel": "kubernetes.io/hostname"}]}}
+    return {
+        "apiVersion": TOPOLOGY_API,
+        "kind": "Topology",
+        "metadata": {"name": TOPOLOGY},
+        "spec": {
+            "levels": [{"nodeLabel": label} for label in NETWORK_LAYERS] + [{"nodeLabel": "kubernetes.io/hostname"}]
+        },
+    }
 
 
 def _quota(devices: int) -> dict[str, object]:
     nodes = math.ceil(devices / NODE["gpus"])
-    return {"cpu": nodes * NODE["cpu"], "memory": f"{nodes * NODE['memory_gi']}Gi", "nvidia.com/gpu": devices,
-            "vpc.amazonaws.com/efa": nodes * NODE["efa"]}
+    return {
+        "cpu": nodes * NODE["cpu"],
+        "memory": f"{nodes * NODE['memory_gi']}Gi",
+        "nvidia.com/gpu": devices,
+        "vpc.amazonaws.com/efa": nodes * NODE["efa"],
+    }
 
 
 def team_queues(quotas: dict[str, int], namespace: str = "orch") -> list[dict]:
@@ -57,17 +72,38 @@ def team_queues(quotas: dict[str, int], namespace: str = "orch") -> list[dict]:
     objects = []
     for team, devices in sorted(quotas.items()):
         name = dns_name(team)
-        gpu_flavors = [{"name": kind, "resources": [{"name": r, "nominalQuota": v} for r, v in _quota(devices).items()]}
-                       for kind in GPU_KINDS]
-        system = {"name": "system", "resources": [{"name": "cpu", "nominalQuota": SYSTEM["cpu"]},
-                                                  {"name": "memory", "nominalQuota": f"{SYSTEM['memory_gi']}Gi"},
-                                                  {"name": "nvidia.com/gpu", "nominalQuota": 0},
-                                                  {"name": "vpc.amazonaws.com/efa", "nominalQuota": 0}]}
-        objects.append({"apiVersion": API, "kind": "ClusterQueue", "metadata": {"name": name},
-                        "spec": {"cohort": COHORT, "namespaceSelector": {},
-                                 "queueingStrategy": "StrictFIFO",
-                                 "resourceGroups": [{"coveredResources": RESOURCES,
-                                                     "flavors": gpu_flavors + [system]}]}})
-        objects.append({"apiVersion": API, "kind": "LocalQueue", "metadata": {"name": name, "namespace": namespace},
-                        "spec": {"clusterQueue": name}})
+        gpu_flavors = [
+            {"name": kind, "resources": [{"name": r, "nominalQuota": v} for r, v in _quota(devices).items()]}
+            for kind in GPU_KINDS
+        ]
+        system = {
+            "name": "system",
+            "resources": [
+                {"name": "cpu", "nominalQuota": SYSTEM["cpu"]},
+                {"name": "memory", "nominalQuota": f"{SYSTEM['memory_gi']}Gi"},
+                {"name": "nvidia.com/gpu", "nominalQuota": 0},
+                {"name": "vpc.amazonaws.com/efa", "nominalQuota": 0},
+            ],
+        }
+        objects.append(
+            {
+                "apiVersion": API,
+                "kind": "ClusterQueue",
+                "metadata": {"name": name},
+                "spec": {
+                    "cohort": COHORT,
+                    "namespaceSelector": {},
+                    "queueingStrategy": "StrictFIFO",
+                    "resourceGroups": [{"coveredResources": RESOURCES, "flavors": gpu_flavors + [system]}],
+                },
+            }
+        )
+        objects.append(
+            {
+                "apiVersion": API,
+                "kind": "LocalQueue",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"clusterQueue": name},
+            }
+        )
     return objects

@@ -17,10 +17,19 @@ import yaml
 
 from orchestrator.errors import OrchError
 
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "CustomResourceDefinition",
-                  "StorageClass", "PersistentVolume", "ResourceFlavor", "ClusterQueue", "Topology"}
-SUPPORTED = {"apiVersion", "kind", "resources", "namespace", "images", "configMapGenerator", "patches",
-             "replacements"}
+CLUSTER_SCOPED = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "PriorityClass",
+    "CustomResourceDefinition",
+    "StorageClass",
+    "PersistentVolume",
+    "ResourceFlavor",
+    "ClusterQueue",
+    "Topology",
+}
+SUPPORTED = {"apiVersion", "kind", "resources", "namespace", "images", "configMapGenerator", "patches", "replacements"}
 
 
 class KustomizeError(OrchError):
@@ -130,8 +139,14 @@ def _field(obj, path: str):
 
 def _matches(obj: dict, target: dict) -> bool:
     group, _, version = obj["apiVersion"].rpartition("/")
-    return all([target.get("kind") in (None, obj["kind"]), target.get("name") in (None, obj["metadata"]["name"]),
-                target.get("group") in (None, group), target.get("version") in (None, version)])
+    return all(
+        [
+            target.get("kind") in (None, obj["kind"]),
+            target.get("name") in (None, obj["metadata"]["name"]),
+            target.get("group") in (None, group),
+            target.get("version") in (None, version),
+        ]
+    )
 
 
 def _retag(node, image: dict) -> None:

@@ -18,8 +18,12 @@ from orchestrator.cluster.kubernetes import topology_of
 
 
 def labels_for(node_name: str, pool: str, kind: str, node_labels: dict[str, str]) -> dict[str, str]:
-    return {"orch-node": node_name, "orch-pool": pool, "orch-pool-kind": kind,
-            "orch-topology": topology_of(node_labels)}
+    return {
+        "orch-node": node_name,
+        "orch-pool": pool,
+        "orch-pool-kind": kind,
+        "orch-topology": topology_of(node_labels),
+    }
 
 
 def read_node_labels(api_client, node: str) -> dict[str, str]:

@@ -38,8 +38,11 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 SLICE_TOPOLOGY = "kueue.x-k8s.io/podset-slice-required-topology"
 SLICE_SIZE = "kueue.x-k8s.io/podset-slice-size"
 PREFERRED_TOPOLOGY = "kueue.x-k8s.io/podset-preferred-topology"
-NETWORK_LAYERS = ("topology.k8s.aws/network-node-layer-1", "topology.k8s.aws/network-node-layer-2",
-                  "topology.k8s.aws/network-node-layer-3")
+NETWORK_LAYERS = (
+    "topology.k8s.aws/network-node-layer-1",
+    "topology.k8s.aws/network-node-layer-2",
+    "topology.k8s.aws/network-node-layer-3",
+)
 RUN_AS = 1000  # the image's non-root user (docker/Dockerfile)
 DEADLINE_MARGIN = 1.5  # activeDeadlineSeconds: the plan's wall-clock time times this
 
@@ -75,7 +78,7 @@ def dns_name(text: str, limit: int = MAX_RAYJOB_NAME) -> str:
     name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
     if not name[:1].isalpha():
         name = "j-" + name
-    return f"{name[:limit - 9].rstrip('-')}-{digest}"
+    return f"{name[: limit - 9].rstrip('-')}-{digest}"
 
 
 def quoted_resources(resources: dict[str, int]) -> str:
@@ -84,13 +87,20 @@ def quoted_resources(resources: dict[str, int]) -> str:
 
 
 def _env() -> list[dict]:
-    return [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-            {"name": "ORCH_STATE_URL", "valueFrom": {"secretKeyRef": {"name": "orch-postgres", "key": "url"}}},
-            {"name": "DS_ACCELERATOR", "value": "cuda"}]
+    return [
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "ORCH_STATE_URL", "valueFrom": {"secretKeyRef": {"name": "orch-postgres", "key": "url"}}},
+        {"name": "DS_ACCELERATOR", "value": "cuda"},
+    ]
 
 
-POD_SECURITY = {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
-                "seccompProfile": {"type": "RuntimeDefault"}}
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "runAsGroup": RUN_AS,
+    "fsGroup": RUN_AS,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
@@ -106,36 +116,64 @@ def _worker_template(spec: JobSpec, pool, replicas: int, settings: K8sSettings) 
     limits = {"cpu": settings.worker_cpu, "memory": settings.worker_memory, "nvidia.com/gpu": str(gpus)}
     if settings.efa_per_node:
         limits["vpc.amazonaws.com/efa"] = str(settings.efa_per_node)
-    labels_script = ("python -m orchestrator.k8s.node_labels --node \"$NODE_NAME\" "
-                     f"--pool {pool.name} --kind {kind} --out {LABELS_FILE}")
+    labels_script = (
+        'python -m orchestrator.k8s.node_labels --node "$NODE_NAME" '
+        f"--pool {pool.name} --kind {kind} --out {LABELS_FILE}"
+    )
     return {
-        "metadata": {"labels": {"orch.dev/pool": pool.name, "orch.dev/pool-kind": kind,
-                                "app.kubernetes.io/part-of": "orch"},
-                     "annotations": topology_annotations(spec, pool.kind, replicas)},
+        "metadata": {
+            "labels": {"orch.dev/pool": pool.name, "orch.dev/pool-kind": kind, "app.kubernetes.io/part-of": "orch"},
+            "annotations": topology_annotations(spec, pool.kind, replicas),
+        },
         "spec": {
             "serviceAccountName": settings.service_account,
             "priorityClassName": "orch-spare" if kind == "spare" else "orch-training",
             "terminationGracePeriodSeconds": settings.grace_seconds,
             "securityContext": POD_SECURITY,
-            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "orch.dev/pool", "operator": "In", "values": [pool.name]}]}]}}},
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "orch.dev/pool", "operator": "In", "values": [pool.name]}]}
+                        ]
+                    }
+                }
+            },
             "tolerations": _tolerations(kind),
-            "initContainers": [{"name": "ray-node-labels", "image": settings.image,
-                                "command": ["/bin/sh", "-c", labels_script],
-                                "env": [_env()[0]], "securityContext": CONTAINER_SECURITY,
-                                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
-                                              "limits": {"cpu": "500m", "memory": "256Mi"}},
-                                "volumeMounts": [{"name": "orch-labels", "mountPath": "/etc/orch"}]}]
+            "initContainers": [
+                {
+                    "name": "ray-node-labels",
+                    "image": settings.image,
+                    "command": ["/bin/sh", "-c", labels_script],
+                    "env": [_env()[0]],
+                    "securityContext": CONTAINER_SECURITY,
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "128Mi"},
+                        "limits": {"cpu": "500m", "memory": "256Mi"},
+                    },
+                    "volumeMounts": [{"name": "orch-labels", "mountPath": "/etc/orch"}],
+                }
+            ]
             + _efa_check(limits, settings),
-            "containers": [{
-                "name": "ray-worker", "image": settings.image,
-                "resources": {"limits": limits, "requests": dict(limits)},
-                "env": _env(), "securityContext": CONTAINER_SECURITY,
-                "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
-                                 {"name": "orch-labels", "mountPath": "/etc/orch"}]}],
-            "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}},
-                        {"name": "orch-labels", "emptyDir": {}}],
-        }}
+            "containers": [
+                {
+                    "name": "ray-worker",
+                    "image": settings.image,
+                    "resources": {"limits": limits, "requests": dict(limits)},
+                    "env": _env(),
+                    "securityContext": CONTAINER_SECURITY,
+                    "volumeMounts": [
+                        {"name": "dshm", "mountPath": "/dev/shm"},
+                        {"name": "orch-labels", "mountPath": "/etc/orch"},
+                    ],
+                }
+            ],
+            "volumes": [
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}},
+                {"name": "orch-labels", "emptyDir": {}},
+            ],
+        },
+    }
 
 
 def _efa_check(limits: dict, settings: K8sSettings) -> list[dict]:
@@ -143,10 +181,16 @@ def _efa_check(limits: dict, settings: K8sSettings) -> list[dict]:
     holds the same GPUs and EFA devices as the worker (init containers run before, not beside it)."""
     if not settings.efa_per_node:
         return []
-    return [{"name": "efa-check", "image": settings.image, "command": ["python", "-m", "orchestrator.k8s.efa_check"],
-             "securityContext": CONTAINER_SECURITY,
-             "resources": {"limits": dict(limits), "requests": dict(limits)},
-             "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}]
+    return [
+        {
+            "name": "efa-check",
+            "image": settings.image,
+            "command": ["python", "-m", "orchestrator.k8s.efa_check"],
+            "securityContext": CONTAINER_SECURITY,
+            "resources": {"limits": dict(limits), "requests": dict(limits)},
+            "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        }
+    ]
 
 
 def topology_annotations(spec: JobSpec, kind: str, replicas: int) -> dict[str, str]:
@@ -164,9 +208,14 @@ def _worker_group(spec: JobSpec, pool, replicas: int, settings: K8sSettings) -> 
     gpus = spec.resources.gpus_per_node
     return {
         "groupName": pool.name,
-        "replicas": replicas, "minReplicas": replicas, "maxReplicas": max(replicas, pool.nodes),
-        "rayStartParams": {"labels-file": LABELS_FILE, "num-gpus": str(gpus),
-                           "resources": quoted_resources({"orch_device": gpus})},
+        "replicas": replicas,
+        "minReplicas": replicas,
+        "maxReplicas": max(replicas, pool.nodes),
+        "rayStartParams": {
+            "labels-file": LABELS_FILE,
+            "num-gpus": str(gpus),
+            "resources": quoted_resources({"orch_device": gpus}),
+        },
         "template": _worker_template(spec, pool, replicas, settings),
     }
 
@@ -193,31 +242,49 @@ def _head_group(settings: K8sSettings, spec_configmap: str | None) -> dict:
     size = {"cpu": settings.head_cpu, "memory": settings.head_memory}
     return {
         # num-cpus 0: no training task or actor lands on the head; orch's own actors ask for orch_head
-        "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0", "num-gpus": "0",
-                           "resources": quoted_resources({"orch_head": 1})},
+        "rayStartParams": {
+            "dashboard-host": "0.0.0.0",
+            "num-cpus": "0",
+            "num-gpus": "0",
+            "resources": quoted_resources({"orch_head": 1}),
+        },
         "labels": {"orch-node": "head", "orch-pool": "control", "orch-pool-kind": "control"},
-        "template": {"metadata": {"labels": {"app.kubernetes.io/part-of": "orch"}}, "spec": {
-            "serviceAccountName": settings.service_account,
-            "priorityClassName": "orch-control",
-            "securityContext": POD_SECURITY,
-            "nodeSelector": {"orch.dev/pool-kind": "system"},
-            "containers": [{"name": "ray-head", "image": settings.image,
-                            "resources": {"limits": dict(size), "requests": dict(size)},
-                            "env": _env(), "securityContext": CONTAINER_SECURITY,
-                            "ports": [{"name": "gcs", "containerPort": 6379},
-                                      {"name": "dashboard", "containerPort": 8265},
-                                      {"name": "client", "containerPort": 10001}],
-                            "volumeMounts": mounts}],
-            "volumes": volumes}}}
+        "template": {
+            "metadata": {"labels": {"app.kubernetes.io/part-of": "orch"}},
+            "spec": {
+                "serviceAccountName": settings.service_account,
+                "priorityClassName": "orch-control",
+                "securityContext": POD_SECURITY,
+                "nodeSelector": {"orch.dev/pool-kind": "system"},
+                "containers": [
+                    {
+                        "name": "ray-head",
+                        "image": settings.image,
+                        "resources": {"limits": dict(size), "requests": dict(size)},
+                        "env": _env(),
+                        "securityContext": CONTAINER_SECURITY,
+                        "ports": [
+                            {"name": "gcs", "containerPort": 6379},
+                            {"name": "dashboard", "containerPort": 8265},
+                            {"name": "client", "containerPort": 10001},
+                        ],
+                        "volumeMounts": mounts,
+                    }
+                ],
+                "volumes": volumes,
+            },
+        },
+    }
 
 
 def ray_cluster_spec(spec: JobSpec, settings: K8sSettings, spec_configmap: str | None = None) -> dict:
     return {
         "rayVersion": RAY_VERSION,
         "authOptions": {"mode": "token", "secretName": RAY_AUTH_SECRET},
-        "gcsFaultToleranceOptions": {"redisAddress": settings.redis_address,
-                                     "redisPassword": {"valueFrom": {"secretKeyRef": {"name": "orch-redis",
-                                                                                      "key": "password"}}}},
+        "gcsFaultToleranceOptions": {
+            "redisAddress": settings.redis_address,
+            "redisPassword": {"valueFrom": {"secretKeyRef": {"name": "orch-redis", "key": "password"}}},
+        },
         "headGroupSpec": _head_group(settings, spec_configmap),
         "workerGroupSpecs": [_worker_group(spec, pool, replicas, settings) for pool, replicas in pool_replicas(spec)],
     }
@@ -226,11 +293,13 @@ def ray_cluster_spec(spec: JobSpec, settings: K8sSettings, spec_configmap: str |
 def deletion_rules() -> list[dict]:
     """Free the GPUs at once when the job ends; keep the head (logs, dashboard) a while to look at a
     failure; the RayJob object itself stays for `orch status` and the ledger."""
-    return [{"policy": "DeleteWorkers", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 0}},
-            {"policy": "DeleteCluster", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 600}},
-            {"policy": "DeleteWorkers", "condition": {"jobStatus": "FAILED", "ttlSeconds": 0}},
-            {"policy": "DeleteCluster", "condition": {"jobStatus": "FAILED", "ttlSeconds": 86400}},
-            {"policy": "DeleteCluster", "condition": {"jobDeploymentStatus": "Failed", "ttlSeconds": 3600}}]
+    return [
+        {"policy": "DeleteWorkers", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 0}},
+        {"policy": "DeleteCluster", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 600}},
+        {"policy": "DeleteWorkers", "condition": {"jobStatus": "FAILED", "ttlSeconds": 0}},
+        {"policy": "DeleteCluster", "condition": {"jobStatus": "FAILED", "ttlSeconds": 86400}},
+        {"policy": "DeleteCluster", "condition": {"jobDeploymentStatus": "Failed", "ttlSeconds": 3600}},
+    ]
 
 
 def active_deadline_seconds(plan: Plan) -> int:
@@ -242,16 +311,25 @@ def job_manifests(spec: JobSpec, plan: Plan, job_id: str, settings: K8sSettings)
     """The ConfigMap holding the resolved spec and the RayJob that trains it."""
     name = dns_name(job_id)
     labels = {"app.kubernetes.io/part-of": "orch", "orch.dev/job": name}
-    configmap = {"apiVersion": "v1", "kind": "ConfigMap",
-                 "metadata": {"name": f"{name}-spec", "namespace": settings.namespace, "labels": labels},
-                 "data": {"spec.json": json.dumps(spec.model_dump(mode="json"), sort_keys=True)}}
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{name}-spec", "namespace": settings.namespace, "labels": labels},
+        "data": {"spec.json": json.dumps(spec.model_dump(mode="json"), sort_keys=True)},
+    }
     rayjob = {
-        "apiVersion": "ray.io/v1", "kind": "RayJob",
-        "metadata": {"name": name, "namespace": settings.namespace,
-                     "labels": {**labels, QUEUE_LABEL: dns_name(spec.team)},
-                     "annotations": {"orch.dev/world-size": str(plan.mesh.world_size),
-                                     "orch.dev/nodes": str(plan.mesh.nodes),
-                                     "orch.dev/total-steps": str(plan.total_steps)}},
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {
+            "name": name,
+            "namespace": settings.namespace,
+            "labels": {**labels, QUEUE_LABEL: dns_name(spec.team)},
+            "annotations": {
+                "orch.dev/world-size": str(plan.mesh.world_size),
+                "orch.dev/nodes": str(plan.mesh.nodes),
+                "orch.dev/total-steps": str(plan.total_steps),
+            },
+        },
         "spec": {
             "entrypoint": f"python -m orchestrator.train.ray_job --spec /etc/orch/job/spec.json --job-id {job_id}",
             "submissionMode": "K8sJobMode",
@@ -269,7 +347,13 @@ def job_manifests(spec: JobSpec, plan: Plan, job_id: str, settings: K8sSettings)
 
 def cluster_manifest(spec: JobSpec, name: str, settings: K8sSettings) -> dict:
     """A long-lived RayCluster for the spec's pools (the control plane submits jobs to it)."""
-    return {"apiVersion": "ray.io/v1", "kind": "RayCluster",
-            "metadata": {"name": name, "namespace": settings.namespace,
-                         "labels": {"app.kubernetes.io/part-of": "orch", QUEUE_LABEL: dns_name(spec.team)}},
-            "spec": ray_cluster_spec(spec, settings)}
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": {
+            "name": name,
+            "namespace": settings.namespace,
+            "labels": {"app.kubernetes.io/part-of": "orch", QUEUE_LABEL: dns_name(spec.team)},
+        },
+        "spec": ray_cluster_spec(spec, settings),
+    }

@@ -67,28 +67,46 @@ def job_state_of(status: dict) -> JobState:
     return JobState.QUEUED
 
 
-PATH = {JobState.QUEUED: [], JobState.PLACING: [JobState.PLACING],
-        JobState.RUNNING: [JobState.PLACING, JobState.RUNNING],
-        JobState.SUCCEEDED: [JobState.PLACING, JobState.RUNNING, JobState.SUCCEEDED],
-        JobState.FAILED: [JobState.FAILED]}
+PATH = {
+    JobState.QUEUED: [],
+    JobState.PLACING: [JobState.PLACING],
+    JobState.RUNNING: [JobState.PLACING, JobState.RUNNING],
+    JobState.SUCCEEDED: [JobState.PLACING, JobState.RUNNING, JobState.SUCCEEDED],
+    JobState.FAILED: [JobState.FAILED],
+}
 
 
 def record(store: StateStore, row: dict, created: list[str], namespace: str) -> str:
     """Enqueue the job's row as the Kubernetes control plane's (``Owner.KUBERNETES``): ``follow`` moves
     it, and no Ray controller sharing the state store acts on it (it would train the job a second time)."""
-    return store.insert_job(row, [EventRecord("job.submitted", f"{row['id']}: submitted to Kubernetes "
-                                                                f"({', '.join(created)} in {namespace})",
-                                              {"objects": created, "namespace": namespace})],
-                            owner=Owner.KUBERNETES)
+    return store.insert_job(
+        row,
+        [
+            EventRecord(
+                "job.submitted",
+                f"{row['id']}: submitted to Kubernetes ({', '.join(created)} in {namespace})",
+                {"objects": created, "namespace": namespace},
+            )
+        ],
+        owner=Owner.KUBERNETES,
+    )
 
 
 class NotOurs(KubernetesError):
     """The job row belongs to another control plane."""
 
 
-def follow(api_client, store: StateStore, job_id: str, namespace: str, name: str,
-           on_change: Callable[[JobState, dict], None] = lambda s, st: None, poll_s: float = 5.0,
-           timeout_s: float | None = None, sleep: Callable[[float], None] = time.sleep) -> JobState:
+def follow(
+    api_client,
+    store: StateStore,
+    job_id: str,
+    namespace: str,
+    name: str,
+    on_change: Callable[[JobState, dict], None] = lambda s, st: None,
+    poll_s: float = 5.0,
+    timeout_s: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> JobState:
     """Poll the RayJob until it ends, moving the job's row through the states it passes."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
@@ -111,9 +129,14 @@ def follow(api_client, store: StateStore, job_id: str, namespace: str, name: str
                 continue
             if target == JobState.FAILED or step in _after(current):
                 message = status.get("message") or status.get("jobStatus") or status.get("jobDeploymentStatus", "")
-                store.transition(job_id, current, step, f"RayJob {name}: {message}",
-                                 events=[EventRecord(f"job.{step.value}", f"{job_id}: RayJob {name} {message}")],
-                                 updates={"message": message} if step == JobState.FAILED else {})
+                store.transition(
+                    job_id,
+                    current,
+                    step,
+                    f"RayJob {name}: {message}",
+                    events=[EventRecord(f"job.{step.value}", f"{job_id}: RayJob {name} {message}")],
+                    updates={"message": message} if step == JobState.FAILED else {},
+                )
                 on_change(step, status)
                 current = step
         if current.is_terminal:
@@ -125,4 +148,4 @@ def follow(api_client, store: StateStore, job_id: str, namespace: str, name: str
 
 def _after(state: JobState) -> list[JobState]:
     order = [JobState.QUEUED, JobState.PLACING, JobState.RUNNING, JobState.SUCCEEDED]
-    return order[order.index(state) + 1:] if state in order else []
+    return order[order.index(state) + 1 :] if state in order else []

@@ -26,41 +26,119 @@ def crd_schemas() -> dict[tuple[str, str], dict]:
     return schemas
 
 
-SERVICE_MONITOR = {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "properties": {
-    "spec": {"type": "object", "required": ["selector", "endpoints"], "additionalProperties": False, "properties": {
-        "selector": {"type": "object"}, "namespaceSelector": {"type": "object"}, "jobLabel": {"type": "string"},
-        "endpoints": {"type": "array", "minItems": 1, "items": {"type": "object", "additionalProperties": False,
-                                                                 "properties": {"port": {"type": "string"},
-                                                                                "path": {"type": "string"},
-                                                                                "interval": {"type": "string"},
-                                                                                "scheme": {"type": "string"}}}}}}}}
+SERVICE_MONITOR = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "spec": {
+            "type": "object",
+            "required": ["selector", "endpoints"],
+            "additionalProperties": False,
+            "properties": {
+                "selector": {"type": "object"},
+                "namespaceSelector": {"type": "object"},
+                "jobLabel": {"type": "string"},
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "interval": {"type": "string"},
+                            "scheme": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
 
 
 _QUANTITY = {"anyOf": [{"type": "integer"}, {"type": "string"}]}
 KUEUE = {
-    "ResourceFlavor": {"type": "object", "additionalProperties": False, "properties": {
-        "nodeLabels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "nodeTaints": {"type": "array", "items": {"type": "object", "required": ["key", "effect"]}},
-        "tolerations": {"type": "array"}, "topologyName": {"type": "string"}}},
-    "Topology": {"type": "object", "required": ["levels"], "additionalProperties": False, "properties": {
-        "levels": {"type": "array", "minItems": 1, "maxItems": 16, "items": {
-            "type": "object", "required": ["nodeLabel"], "additionalProperties": False,
-            "properties": {"nodeLabel": {"type": "string"}}}}}},
-    "ClusterQueue": {"type": "object", "required": ["resourceGroups"], "additionalProperties": False, "properties": {
-        "cohort": {"type": "string"}, "namespaceSelector": {"type": "object"},
-        "queueingStrategy": {"enum": ["StrictFIFO", "BestEffortFIFO"]},
-        "resourceGroups": {"type": "array", "items": {
-            "type": "object", "required": ["coveredResources", "flavors"], "additionalProperties": False,
-            "properties": {"coveredResources": {"type": "array", "items": {"type": "string"}},
-                           "flavors": {"type": "array", "items": {
-                               "type": "object", "required": ["name", "resources"], "additionalProperties": False,
-                               "properties": {"name": {"type": "string"}, "resources": {"type": "array", "items": {
-                                   "type": "object", "required": ["name", "nominalQuota"],
-                                   "additionalProperties": False,
-                                   "properties": {"name": {"type": "string"}, "nominalQuota": _QUANTITY,
-                                                  "borrowingLimit": _QUANTITY}}}}}}}}}}},
-    "LocalQueue": {"type": "object", "required": ["clusterQueue"], "additionalProperties": False,
-                   "properties": {"clusterQueue": {"type": "string"}}},
+    "ResourceFlavor": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "nodeLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "nodeTaints": {"type": "array", "items": {"type": "object", "required": ["key", "effect"]}},
+            "tolerations": {"type": "array"},
+            "topologyName": {"type": "string"},
+        },
+    },
+    "Topology": {
+        "type": "object",
+        "required": ["levels"],
+        "additionalProperties": False,
+        "properties": {
+            "levels": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 16,
+                "items": {
+                    "type": "object",
+                    "required": ["nodeLabel"],
+                    "additionalProperties": False,
+                    "properties": {"nodeLabel": {"type": "string"}},
+                },
+            }
+        },
+    },
+    "ClusterQueue": {
+        "type": "object",
+        "required": ["resourceGroups"],
+        "additionalProperties": False,
+        "properties": {
+            "cohort": {"type": "string"},
+            "namespaceSelector": {"type": "object"},
+            "queueingStrategy": {"enum": ["StrictFIFO", "BestEffortFIFO"]},
+            "resourceGroups": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["coveredResources", "flavors"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "coveredResources": {"type": "array", "items": {"type": "string"}},
+                        "flavors": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "resources"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "resources": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["name", "nominalQuota"],
+                                            "additionalProperties": False,
+                                            "properties": {
+                                                "name": {"type": "string"},
+                                                "nominalQuota": _QUANTITY,
+                                                "borrowingLimit": _QUANTITY,
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "LocalQueue": {
+        "type": "object",
+        "required": ["clusterQueue"],
+        "additionalProperties": False,
+        "properties": {"clusterQueue": {"type": "string"}},
+    },
 }
 
 
@@ -71,16 +149,21 @@ def _kueue_problems(manifest: dict, where: str) -> list[str]:
     if schema is None:
         return [f"{where}: orch does not use Kueue kind {manifest.get('kind')}"]
     validator = jsonschema.Draft7Validator(schema)
-    return [f"{where}: spec.{'.'.join(str(p) for p in e.absolute_path)}: {e.message}"
-            for e in validator.iter_errors(manifest.get("spec", {}))]
+    return [
+        f"{where}: spec.{'.'.join(str(p) for p in e.absolute_path)}: {e.message}"
+        for e in validator.iter_errors(manifest.get("spec", {}))
+    ]
 
 
 def _structural(schema: dict) -> dict:
     """A CRD schema as JSON Schema: objects without ``properties`` (free-form) stay open; objects with
     them reject unknown fields, as the API server prunes or refuses them."""
     schema = dict(schema)
-    if (schema.get("type") == "object" and "properties" in schema
-            and not schema.get("x-kubernetes-preserve-unknown-fields")):
+    if (
+        schema.get("type") == "object"
+        and "properties" in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
         schema.setdefault("additionalProperties", False)
     if schema.get("x-kubernetes-int-or-string"):
         schema.pop("type", None)
@@ -107,8 +190,10 @@ def problems(manifest: dict) -> list[str]:
     if (api, kind) in crd_schemas():
         schema = {**_structural(crd_schemas()[(api, kind)]), "additionalProperties": True}
         validator = jsonschema.Draft7Validator(schema)
-        return [f"{where}: {'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
-                for e in sorted(validator.iter_errors(manifest), key=lambda e: list(e.absolute_path))]
+        return [
+            f"{where}: {'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
+            for e in sorted(validator.iter_errors(manifest), key=lambda e: list(e.absolute_path))
+        ]
     if api.startswith("kueue.x-k8s.io/"):
         return _kueue_problems(manifest, where)
     if api.startswith("monitoring.coreos.com/"):

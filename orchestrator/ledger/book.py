@@ -24,23 +24,49 @@ def holds_for(assignment: list[str], devices_per_node: int, nodes_by_name: dict,
     for name in assignment:
         node = nodes_by_name.get(name)
         pool = node.pool if node else "unknown"
-        holds.append({"node": name, "pool": pool, "pool_kind": node.pool_kind if node else "unknown",
-                      "devices": devices_per_node, "price_per_device_hour": prices.get(pool, default_price)})
+        holds.append(
+            {
+                "node": name,
+                "pool": pool,
+                "pool_kind": node.pool_kind if node else "unknown",
+                "devices": devices_per_node,
+                "price_per_device_hour": prices.get(pool, default_price),
+            }
+        )
     return holds
 
 
-def build_attempt(job: JobRecord, placed_at: float | None, metrics: list[dict], held_until: float,
-                  ending: Ending) -> Attempt:
+def build_attempt(
+    job: JobRecord, placed_at: float | None, metrics: list[dict], held_until: float, ending: Ending
+) -> Attempt:
     """The job's current attempt, from its placement (``placed_at``, the latest transition to
     placing) to ``held_until``."""
     held_from = placed_at if placed_at is not None else held_until
-    steps = tuple(StepRecord(m["step"], m.get("wall_time", m["at"]), m.get("step_time_s", 0.0),
-                             m.get("checkpoint_stall_s", 0.0) or 0.0, m.get("phase", ""),
-                             int(m.get("steps_folded", 1) or 1))
-                  for m in metrics if m.get("attempt") == job.attempt)
+    steps = tuple(
+        StepRecord(
+            m["step"],
+            m.get("wall_time", m["at"]),
+            m.get("step_time_s", 0.0),
+            m.get("checkpoint_stall_s", 0.0) or 0.0,
+            m.get("phase", ""),
+            int(m.get("steps_folded", 1) or 1),
+        )
+        for m in metrics
+        if m.get("attempt") == job.attempt
+    )
     nodes = tuple(NodeHold(**h) for h in (job.holds or []))
-    return Attempt(job.id, job.attempt, held_from, held_until, ending, steps, job.last_checkpoint_step,
-                   job.spec.resources.accelerator.type, nodes, job.spec.phases[0].name)
+    return Attempt(
+        job.id,
+        job.attempt,
+        held_from,
+        held_until,
+        ending,
+        steps,
+        job.last_checkpoint_step,
+        job.spec.resources.accelerator.type,
+        nodes,
+        job.spec.phases[0].name,
+    )
 
 
 def job_figures(job: JobRecord, intervals: list[Interval], plan_tokens: float, now: float) -> dict:
@@ -56,16 +82,27 @@ def job_figures(job: JobRecord, intervals: list[Interval], plan_tokens: float, n
         extra_hours = remaining_tokens * hours_per_token
         world = max(1, job.world_size)
         price = summary["cost_usd"] / hours if hours else 0.0
-        projection = {"remaining_tokens": remaining_tokens, "gpu_hours": hours + extra_hours,
-                      "cost_usd": summary["cost_usd"] + extra_hours * price,
-                      "finish_at": now + extra_hours * 3600 / world if job.state in (JobState.RUNNING, JobState.PLACING)
-                      else None}
+        projection = {
+            "remaining_tokens": remaining_tokens,
+            "gpu_hours": hours + extra_hours,
+            "cost_usd": summary["cost_usd"] + extra_hours * price,
+            "finish_at": now + extra_hours * 3600 / world
+            if job.state in (JobState.RUNNING, JobState.PLACING)
+            else None,
+        }
     return {
-        "job": job.id, "team": job.team, "state": job.state.value,
-        "gpu_hours": summary["gpu_hours"], "by_phase": summary["by_phase"], "by_pool": summary["by_pool"],
-        "cost_usd": summary["cost_usd"], "goodput": summary["goodput"],
-        "wall_goodput": wall_goodput(job, summary["gpu_hours"]["productive"], now), "tokens": tokens,
-        "gpu_hours_per_trillion_tokens": per_trillion, "projection": projection,
+        "job": job.id,
+        "team": job.team,
+        "state": job.state.value,
+        "gpu_hours": summary["gpu_hours"],
+        "by_phase": summary["by_phase"],
+        "by_pool": summary["by_pool"],
+        "cost_usd": summary["cost_usd"],
+        "goodput": summary["goodput"],
+        "wall_goodput": wall_goodput(job, summary["gpu_hours"]["productive"], now),
+        "tokens": tokens,
+        "gpu_hours_per_trillion_tokens": per_trillion,
+        "projection": projection,
         "reference": reference.reference_summary(),
     }
 
@@ -89,9 +126,15 @@ def total_figures(per_job: list[dict]) -> dict:
         team["gpu_hours"] += j["gpu_hours"]["total"]
         team["cost_usd"] += j["cost_usd"]
     storage = sum(j.get("storage", {}).get("cost_usd", 0.0) for j in per_job)
-    return {"gpu_hours": hours, "cost_usd": sum(j["cost_usd"] for j in per_job),
-            "storage_cost_usd": storage, "total_cost_usd": sum(j["cost_usd"] for j in per_job) + storage,
-            "goodput": hours["productive"] / hours["total"] if hours["total"] else 0.0, "tokens": tokens,
-            "gpu_hours_per_trillion_tokens": hours["total"] / (tokens / 1e12) if tokens else None,
-            "by_team": by_team, "jobs": len(per_job),
-            "reference": reference.reference_summary()}
+    return {
+        "gpu_hours": hours,
+        "cost_usd": sum(j["cost_usd"] for j in per_job),
+        "storage_cost_usd": storage,
+        "total_cost_usd": sum(j["cost_usd"] for j in per_job) + storage,
+        "goodput": hours["productive"] / hours["total"] if hours["total"] else 0.0,
+        "tokens": tokens,
+        "gpu_hours_per_trillion_tokens": hours["total"] / (tokens / 1e12) if tokens else None,
+        "by_team": by_team,
+        "jobs": len(per_job),
+        "reference": reference.reference_summary(),
+    }

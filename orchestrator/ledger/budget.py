@@ -17,8 +17,9 @@ class BudgetCheck:
     fraction: float
 
 
-def check(spent_hours: float, spent_usd: float, budget_hours: float | None, budget_usd: float | None,
-          who: str) -> BudgetCheck:
+def check(
+    spent_hours: float, spent_usd: float, budget_hours: float | None, budget_usd: float | None, who: str
+) -> BudgetCheck:
     fractions = []
     if budget_hours:
         fractions.append((spent_hours / budget_hours, f"{spent_hours:,.4g} of {budget_hours:,.4g} GPU-hours"))

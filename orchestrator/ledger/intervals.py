@@ -77,9 +77,16 @@ def _segments(a: Attempt) -> list[tuple[str, str, float, float]]:
     start_category = "startup" if a.attempt <= 1 else "recovery"
     if not a.steps:
         tail = {"lost": "recovery", "stopped": "recovery", "failed": "lost", "cancelled": "lost"}.get(
-            a.ending, start_category)
-        return [(tail if a.ending in ("lost", "stopped", "failed", "cancelled") else start_category, a.first_phase,
-                 a.held_from, a.held_until)]
+            a.ending, start_category
+        )
+        return [
+            (
+                tail if a.ending in ("lost", "stopped", "failed", "cancelled") else start_category,
+                a.first_phase,
+                a.held_from,
+                a.held_until,
+            )
+        ]
     first = a.steps[0]
     cursor = max(a.held_from, first.end - first.checkpoint_stall_s - first.step_time_s)
     segments.append((start_category, first.phase, a.held_from, cursor))
@@ -93,8 +100,15 @@ def _segments(a: Attempt) -> list[tuple[str, str, float, float]]:
         stall_end = max(work_end, min(s.end, a.held_until))
         segments.append(("checkpoint", s.phase, work_end, stall_end))
         cursor = stall_end
-    tail_category = {"succeeded": "checkpoint", "checkpointed": "checkpoint", "stopped": "checkpoint",
-                     "lost": "recovery", "failed": "lost", "cancelled": "lost", "running": "productive"}[a.ending]
+    tail_category = {
+        "succeeded": "checkpoint",
+        "checkpointed": "checkpoint",
+        "stopped": "checkpoint",
+        "lost": "recovery",
+        "failed": "lost",
+        "cancelled": "lost",
+        "running": "productive",
+    }[a.ending]
     tail_end = max(cursor, a.held_until)
     if a.ending == "lost":  # the step under way when the workers went is lost work, not recovery
         partial_end = min(tail_end, cursor + a.steps[-1].one_step_s)
@@ -120,8 +134,9 @@ def pool_holds(nodes: tuple[NodeHold, ...]) -> tuple[NodeHold, ...]:
     for n in nodes:
         key = (n.pool, n.pool_kind, n.price_per_device_hour)
         seen = folded.get(key)
-        folded[key] = NodeHold(f"pool:{n.pool}", n.pool, n.pool_kind, n.devices + (seen.devices if seen else 0),
-                               n.price_per_device_hour)
+        folded[key] = NodeHold(
+            f"pool:{n.pool}", n.pool, n.pool_kind, n.devices + (seen.devices if seen else 0), n.price_per_device_hour
+        )
     return tuple(folded.values())
 
 
@@ -131,9 +146,24 @@ def attempt_intervals(a: Attempt, by_pool: bool = False) -> list[Interval]:
     of times)."""
     segments = _segments(a)
     nodes = pool_holds(a.nodes) if by_pool else a.nodes
-    return [Interval(a.job_id, a.attempt, n.node, n.pool, n.pool_kind, n.devices, a.device_type, phase, category,
-                     start, end, n.price_per_device_hour)
-            for n in nodes for category, phase, start, end in segments]
+    return [
+        Interval(
+            a.job_id,
+            a.attempt,
+            n.node,
+            n.pool,
+            n.pool_kind,
+            n.devices,
+            a.device_type,
+            phase,
+            category,
+            start,
+            end,
+            n.price_per_device_hour,
+        )
+        for n in nodes
+        for category, phase, start, end in segments
+    ]
 
 
 def summarize(intervals: list[Interval]) -> dict:
@@ -150,5 +180,10 @@ def summarize(intervals: list[Interval]) -> dict:
         pool["cost_usd"] += i.cost_usd
         cost += i.cost_usd
     total = sum(by_category.values())
-    return {"gpu_hours": {"total": total, **by_category}, "by_phase": by_phase, "by_pool": by_pool,
-            "cost_usd": cost, "goodput": by_category["productive"] / total if total else 0.0}
+    return {
+        "gpu_hours": {"total": total, **by_category},
+        "by_phase": by_phase,
+        "by_pool": by_pool,
+        "cost_usd": cost,
+        "goodput": by_category["productive"] / total if total else 0.0,
+    }

@@ -22,8 +22,13 @@ def job_intervals(store: StateStore, job: JobRecord, now: float) -> list[Interva
     """Closed attempts from the ledger, plus the attempt still holding devices priced up to now."""
     intervals = store.intervals(job.id)
     if job.state in HOLDING and job.assignment:
-        attempt = build_attempt(job, store.last_transition_at(job.id, JobState.PLACING),
-                                store.metrics_of_attempt(job.id, job.attempt), now, Ending.RUNNING)
+        attempt = build_attempt(
+            job,
+            store.last_transition_at(job.id, JobState.PLACING),
+            store.metrics_of_attempt(job.id, job.attempt),
+            now,
+            Ending.RUNNING,
+        )
         intervals += attempt_intervals(attempt)
     return intervals
 
@@ -42,22 +47,31 @@ def job_storage(store: StateStore, job: JobRecord, now: float) -> dict:
     """Checkpoint storage, requests and data reads so far, from the commits the runner recorded
     (``checkpoint.committed`` events) and the restarts that restored one."""
     spec = job.spec
-    commits = [(e["data"]["step"], e["at"]) for e in store.events(job.id, limit=10_000_000)
-               if e["kind"] == "checkpoint.committed" and (e.get("data") or {}).get("step") is not None]
+    commits = [
+        (e["data"]["step"], e["at"])
+        for e in store.events(job.id, limit=10_000_000)
+        if e["kind"] == "checkpoint.committed" and (e.get("data") or {}).get("step") is not None
+    ]
     data_bytes = 0.0
     if spec.data.source == "shards":
         data_bytes = (job.tokens or 0.0) * (2 if spec.data.dtype == "uint16" else 4)
-    return storage_lines(commits, job_checkpointing(spec), spec.cost.storage, now,
-                         restores=job.restarts or 0, data_bytes_read=data_bytes)
+    return storage_lines(
+        commits, job_checkpointing(spec), spec.cost.storage, now, restores=job.restarts or 0, data_bytes_read=data_bytes
+    )
 
 
 def job_cost(store: StateStore, job: JobRecord, now: float | None = None) -> dict:
     now = store.clock.now() if now is None else now
     figures = job_figures(job, job_intervals(store, job, now), planned_tokens(job), now)
     storage = job_storage(store, job, now)
-    return {**figures, "storage": storage, "total_cost_usd": figures["cost_usd"] + storage["cost_usd"],
-            "queued_s": queued_seconds(store.transitions(job.id), now),
-            "plan": planned_compute(job.id, job.spec_data), "unpriced_pools": unpriced_pools(job.spec_data, figures)}
+    return {
+        **figures,
+        "storage": storage,
+        "total_cost_usd": figures["cost_usd"] + storage["cost_usd"],
+        "queued_s": queued_seconds(store.transitions(job.id), now),
+        "plan": planned_compute(job.id, job.spec_data),
+        "unpriced_pools": unpriced_pools(job.spec_data, figures),
+    }
 
 
 def queued_seconds(transitions: list[dict], now: float) -> float:
@@ -77,8 +91,12 @@ def _plan_figures(job_id: str, spec_json: str) -> dict | None:
         plan = make_plan(validate_mapping(json.loads(spec_json), job_id))
     except OrchError:
         return None
-    return {"gpu_hours": plan.total_gpu_hours, "cost_usd": plan.total_cost_usd, "days": plan.total_days,
-            "basis": "training compute at the expected MFU; excludes start-up, checkpoints, restarts"}
+    return {
+        "gpu_hours": plan.total_gpu_hours,
+        "cost_usd": plan.total_cost_usd,
+        "days": plan.total_days,
+        "basis": "training compute at the expected MFU; excludes start-up, checkpoints, restarts",
+    }
 
 
 def planned_compute(job_id: str, spec: dict) -> dict | None:
@@ -89,8 +107,9 @@ def planned_compute(job_id: str, spec: dict) -> dict | None:
 def unpriced_pools(spec_data: dict, figures: dict) -> list[str]:
     """Pools the job held that name no price: the ledger prices them at ``cost.price_per_gpu_hour``."""
     pools = {p["name"]: p for p in spec_data["resources"].get("pools") or []}
-    return sorted(name for name in figures["by_pool"]
-                  if name in pools and pools[name].get("price_per_gpu_hour") is None)
+    return sorted(
+        name for name in figures["by_pool"] if name in pools and pools[name].get("price_per_gpu_hour") is None
+    )
 
 
 def cost_report(store: StateStore, job_ref: str | None = None, now: float | None = None) -> dict:

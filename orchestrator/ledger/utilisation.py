@@ -31,8 +31,17 @@ def node_seconds(history: list[dict], now: float) -> dict[str, dict]:
         was_up = False
         for row, nxt in zip(rows, rows[1:] + [None]):
             span = max(0.0, (nxt["at"] if nxt else now) - row["at"]) * row["devices"]
-            pool = pools.setdefault(row["pool"], {"kind": row["pool_kind"], "devices": row["devices"],
-                                                  "up": 0.0, "cordoned": 0.0, "down": 0.0, "nodes": set()})
+            pool = pools.setdefault(
+                row["pool"],
+                {
+                    "kind": row["pool_kind"],
+                    "devices": row["devices"],
+                    "up": 0.0,
+                    "cordoned": 0.0,
+                    "down": 0.0,
+                    "nodes": set(),
+                },
+            )
             pool["nodes"].add(row["name"])
             pool["devices"] = max(pool["devices"], row["devices"])
             was_up = was_up or row["state"] in UP
@@ -45,8 +54,9 @@ def node_seconds(history: list[dict], now: float) -> dict[str, dict]:
     return pools
 
 
-def utilisation(history: list[dict], allocated_device_hours: dict[str, float], prices: dict[str, float | None],
-                now: float) -> dict[str, dict]:
+def utilisation(
+    history: list[dict], allocated_device_hours: dict[str, float], prices: dict[str, float | None], now: float
+) -> dict[str, dict]:
     """Per pool, node-hours ``up`` = ``allocated`` + ``idle`` (or ``spare``, in a spare pool), and
     ``down``; ``cordoned`` is the part of ``up`` the node was cordoned. Dollars at the pool's price
     per device-hour (None where no price is known). Allocation beyond the recorded up time (a job
@@ -58,10 +68,18 @@ def utilisation(history: list[dict], allocated_device_hours: dict[str, float], p
         allocated = min(up, allocated_device_hours.get(name, 0.0) / p["devices"])
         unused = up - allocated
         price = prices.get(name)
-        row = {"kind": p["kind"], "nodes": len(p["nodes"]), "devices_per_node": p["devices"], "up": up,
-               "allocated": allocated, "idle": 0.0 if p["kind"] == "spare" else unused,
-               "spare": unused if p["kind"] == "spare" else 0.0, "down": p["down"] / per_node,
-               "cordoned": p["cordoned"] / per_node, "price_per_device_hour": price}
+        row = {
+            "kind": p["kind"],
+            "nodes": len(p["nodes"]),
+            "devices_per_node": p["devices"],
+            "up": up,
+            "allocated": allocated,
+            "idle": 0.0 if p["kind"] == "spare" else unused,
+            "spare": unused if p["kind"] == "spare" else 0.0,
+            "down": p["down"] / per_node,
+            "cordoned": p["cordoned"] / per_node,
+            "price_per_device_hour": price,
+        }
         for key in ("allocated", "idle", "spare", "down"):
             row[f"{key}_usd"] = None if price is None else row[key] * p["devices"] * price
         out[name] = row

@@ -41,22 +41,48 @@ def checkpoint_bytes(plan: Plan) -> float:
     return (plan.params.total + plan.params.mtp) * CHECKPOINT_BYTES_PER_PARAM
 
 
-def run_costs(plan: Plan, storage_gbps: float, snapshot_gbps: float, restart_s: float = COLD.rejoin_s,
-              blocking_saves: bool = False, detect_s: float = 0.0, warm_restart_s: float | None = None,
-              restore_from: str = "storage", peer_gbps: float = PEER_GBPS) -> RunCosts:
+def run_costs(
+    plan: Plan,
+    storage_gbps: float,
+    snapshot_gbps: float,
+    restart_s: float = COLD.rejoin_s,
+    blocking_saves: bool = False,
+    detect_s: float = 0.0,
+    warm_restart_s: float | None = None,
+    restore_from: str = "storage",
+    peer_gbps: float = PEER_GBPS,
+) -> RunCosts:
     size = checkpoint_bytes(plan)
     snapshot = size / plan.mesh.world_size / (snapshot_gbps * 1e9)
     transfer = size / (storage_gbps * 1e9)
     save = snapshot + transfer
-    restore = (shard_restore_from_memory(size, plan.mesh.world_size, peer_gbps, snapshot_gbps)
-               if restore_from == "memory" else transfer)
-    return RunCosts(checkpoint_bytes=size, stall_s=save if blocking_saves else snapshot, save_s=save,
-                    restore_s=restore, restart_s=restart_s, detect_s=detect_s, warm_restart_s=warm_restart_s,
-                    restore_from=restore_from)
+    restore = (
+        shard_restore_from_memory(size, plan.mesh.world_size, peer_gbps, snapshot_gbps)
+        if restore_from == "memory"
+        else transfer
+    )
+    return RunCosts(
+        checkpoint_bytes=size,
+        stall_s=save if blocking_saves else snapshot,
+        save_s=save,
+        restore_s=restore,
+        restart_s=restart_s,
+        detect_s=detect_s,
+        warm_restart_s=warm_restart_s,
+        restore_from=restore_from,
+    )
 
 
 def scenario_costs(plan: Plan, scenario) -> RunCosts:
     """The costs of a ``Scenario`` (the simulator's and the sweep's one way to build them)."""
-    return run_costs(plan, scenario.storage_gbps, scenario.snapshot_gbps, scenario.restart_s, scenario.blocking_saves,
-                     detect_s=scenario.detect_s, warm_restart_s=scenario.warm_restart_s,
-                     restore_from=scenario.restore_from, peer_gbps=scenario.peer_gbps)
+    return run_costs(
+        plan,
+        scenario.storage_gbps,
+        scenario.snapshot_gbps,
+        scenario.restart_s,
+        scenario.blocking_saves,
+        detect_s=scenario.detect_s,
+        warm_restart_s=scenario.warm_restart_s,
+        restore_from=scenario.restore_from,
+        peer_gbps=scenario.peer_gbps,
+    )

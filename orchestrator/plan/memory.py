@@ -113,8 +113,16 @@ def block_activation_bytes(model, index: int, tokens: int, checkpointing: bool) 
     return kept, full
 
 
-def stage_memory(model, spec_parallel, precision: str, layers: StageLayers, params: StageParams,
-                 data: int, seq_len: int, micro_batches: int) -> StageMemory:
+def stage_memory(
+    model,
+    spec_parallel,
+    precision: str,
+    layers: StageLayers,
+    params: StageParams,
+    data: int,
+    seq_len: int,
+    micro_batches: int,
+) -> StageMemory:
     p = spec_parallel
     wbytes = BYTES_WEIGHT[precision]
     copies = 2 if p.schedule == "dualpipe" else 1

@@ -143,45 +143,76 @@ def _mesh_problems(spec: JobSpec) -> tuple[Mesh | None, list[FieldProblem]]:
     world = res.nodes * res.gpus_per_node
     model_parallel = par.pipeline * par.tensor
     if world % model_parallel:
-        problems.append(FieldProblem(
-            "parallelism.pipeline",
-            f"world size {world} ({res.nodes} nodes x {res.gpus_per_node}) is not divisible by "
-            f"pipeline x tensor = {par.pipeline} x {par.tensor} = {model_parallel}",
-            par.pipeline, fix=f"choose pipeline x tensor dividing {world}, or change resources.nodes"))
+        problems.append(
+            FieldProblem(
+                "parallelism.pipeline",
+                f"world size {world} ({res.nodes} nodes x {res.gpus_per_node}) is not divisible by "
+                f"pipeline x tensor = {par.pipeline} x {par.tensor} = {model_parallel}",
+                par.pipeline,
+                fix=f"choose pipeline x tensor dividing {world}, or change resources.nodes",
+            )
+        )
         return None, problems
     data = world // model_parallel
     if par.data != "auto" and par.data != data:
-        problems.append(FieldProblem(
-            "parallelism.data",
-            f"world size {world} = pipeline {par.pipeline} x data {data} x tensor {par.tensor}, not data {par.data}",
-            par.data, fix=f"set parallelism.data to {data} or auto"))
+        problems.append(
+            FieldProblem(
+                "parallelism.data",
+                f"world size {world} = pipeline {par.pipeline} x data {data} x tensor {par.tensor}, "
+                f"not data {par.data}",
+                par.data,
+                fix=f"set parallelism.data to {data} or auto",
+            )
+        )
     if par.pipeline > model.n_layers:
-        problems.append(FieldProblem(
-            "parallelism.pipeline", f"{par.pipeline} stages for {model.n_layers} blocks; each stage needs a block",
-            par.pipeline, fix=f"use at most {model.n_layers} stages"))
+        problems.append(
+            FieldProblem(
+                "parallelism.pipeline",
+                f"{par.pipeline} stages for {model.n_layers} blocks; each stage needs a block",
+                par.pipeline,
+                fix=f"use at most {model.n_layers} stages",
+            )
+        )
     if data % par.expert:
-        problems.append(FieldProblem(
-            "parallelism.expert",
-            f"expert parallelism {par.expert} must divide the data-parallel degree {data} "
-            f"(world {world} / pipeline {par.pipeline} / tensor {par.tensor})",
-            par.expert, fix=f"choose a divisor of {data}"))
+        problems.append(
+            FieldProblem(
+                "parallelism.expert",
+                f"expert parallelism {par.expert} must divide the data-parallel degree {data} "
+                f"(world {world} / pipeline {par.pipeline} / tensor {par.tensor})",
+                par.expert,
+                fix=f"choose a divisor of {data}",
+            )
+        )
     if model.n_routed_experts % par.expert:
-        problems.append(FieldProblem(
-            "parallelism.expert",
-            f"n_routed_experts ({model.n_routed_experts}) is not divisible by expert parallelism {par.expert}",
-            par.expert, fix=f"choose a divisor of {model.n_routed_experts}"))
+        problems.append(
+            FieldProblem(
+                "parallelism.expert",
+                f"n_routed_experts ({model.n_routed_experts}) is not divisible by expert parallelism {par.expert}",
+                par.expert,
+                fix=f"choose a divisor of {model.n_routed_experts}",
+            )
+        )
     if model.n_heads % par.tensor:
-        problems.append(FieldProblem(
-            "parallelism.tensor", f"n_heads ({model.n_heads}) is not divisible by tensor {par.tensor}",
-            par.tensor, fix="choose a divisor of n_heads"))
+        problems.append(
+            FieldProblem(
+                "parallelism.tensor",
+                f"n_heads ({model.n_heads}) is not divisible by tensor {par.tensor}",
+                par.tensor,
+                fix="choose a divisor of n_heads",
+            )
+        )
     if isinstance(par.layer_partition, list):
         counts = par.layer_partition
         if len(counts) != par.pipeline or sum(counts) != model.n_layers or min(counts, default=0) < 1:
-            problems.append(FieldProblem(
-                "parallelism.layer_partition",
-                f"{len(counts)} entries summing to {sum(counts)}; need {par.pipeline} entries (one per stage), "
-                f"each at least 1, summing to n_layers {model.n_layers}",
-                counts, fix="fix the list or write 'balanced'"))
+            problems.append(
+                FieldProblem(
+                    "parallelism.layer_partition",
+                    f"{len(counts)} entries summing to {sum(counts)}; need {par.pipeline} entries (one per stage), "
+                    f"each at least 1, summing to n_layers {model.n_layers}",
+                    counts,
+                    fix="fix the list or write 'balanced'",
+                )
+            )
     if problems:
         return None, problems
     mesh = Mesh(par.pipeline, data, par.expert, par.tensor, res.gpus_per_node)
@@ -196,14 +227,17 @@ def _routing_problems(spec: JobSpec, mesh: Mesh) -> list[FieldProblem]:
         return []
     span = mesh.expert_group_nodes()
     if span > model.n_expert_groups or model.n_expert_groups % span:
-        return [FieldProblem(
-            "parallelism.expert",
-            f"the expert-parallel group of {mesh.expert} ranks spans {span} nodes, but node-limited routing "
-            f"has n_expert_groups={model.n_expert_groups} (n_limited_groups={model.n_limited_groups}); "
-            f"groups must map whole onto nodes, so the span must divide {model.n_expert_groups}",
-            mesh.expert,
-            fix=f"use expert <= {model.n_expert_groups * mesh.devices_per_node} with a node span dividing "
-                f"{model.n_expert_groups}, or change model.n_expert_groups")]
+        return [
+            FieldProblem(
+                "parallelism.expert",
+                f"the expert-parallel group of {mesh.expert} ranks spans {span} nodes, but node-limited routing "
+                f"has n_expert_groups={model.n_expert_groups} (n_limited_groups={model.n_limited_groups}); "
+                f"groups must map whole onto nodes, so the span must divide {model.n_expert_groups}",
+                mesh.expert,
+                fix=f"use expert <= {model.n_expert_groups * mesh.devices_per_node} with a node span dividing "
+                f"{model.n_expert_groups}, or change model.n_expert_groups",
+            )
+        ]
     return []
 
 
@@ -217,22 +251,40 @@ def _batch_problems(spec: JobSpec, mesh: Mesh) -> tuple[list[FieldProblem], list
         where = f"phases.{i}.global_batch"
         for value in values:
             if value % per_step:
-                problems.append(FieldProblem(
-                    where, f"{value} sequences is not divisible by data-parallel {mesh.data} x micro-batch "
-                    f"{par.micro_batch_size} = {per_step}", value, fix=f"use a multiple of {per_step}"))
+                problems.append(
+                    FieldProblem(
+                        where,
+                        f"{value} sequences is not divisible by data-parallel {mesh.data} x micro-batch "
+                        f"{par.micro_batch_size} = {per_step}",
+                        value,
+                        fix=f"use a multiple of {per_step}",
+                    )
+                )
                 continue
             micro = value // per_step
             if par.schedule == "dualpipe" and micro % 2:
-                problems.append(FieldProblem(
-                    where, f"DualPipe needs an even number of micro-batches per replica; {value} sequences give "
-                    f"{micro}", value, fix=f"use a multiple of {2 * per_step}"))
+                problems.append(
+                    FieldProblem(
+                        where,
+                        f"DualPipe needs an even number of micro-batches per replica; {value} sequences give {micro}",
+                        value,
+                        fix=f"use a multiple of {2 * per_step}",
+                    )
+                )
             if micro < par.pipeline:
-                warnings.append(f"phase {phase.name}: {micro} micro-batches for {par.pipeline} stages leaves the "
-                                "pipeline mostly idle (bubble)")
+                warnings.append(
+                    f"phase {phase.name}: {micro} micro-batches for {par.pipeline} stages leaves the "
+                    "pipeline mostly idle (bubble)"
+                )
     if par.schedule == "dualpipe" and par.pipeline % 2:
-        problems.append(FieldProblem(
-            "parallelism.schedule", f"DualPipe needs an even number of pipeline stages, got {par.pipeline}",
-            par.pipeline, fix="use an even parallelism.pipeline or schedule 1f1b"))
+        problems.append(
+            FieldProblem(
+                "parallelism.schedule",
+                f"DualPipe needs an even number of pipeline stages, got {par.pipeline}",
+                par.pipeline,
+                fix="use an even parallelism.pipeline or schedule 1f1b",
+            )
+        )
     return problems, warnings
 
 
@@ -259,9 +311,17 @@ def _phase_plan(spec: JobSpec, mesh: Mesh, phase: PhaseSpec, price: float) -> Ph
     gpu_hours = tokens * fpt / rate / 3600
     step_seconds = schedule.end * phase.seq_len * fpt / (mesh.world_size * rate)
     return PhasePlan(
-        name=phase.name, tokens=tokens, seq_len=phase.seq_len, steps=steps,
-        batch_start=schedule.start, batch_end=schedule.end, flops_per_token=fpt, mfu=mfu,
-        step_seconds=step_seconds, gpu_hours=gpu_hours, cost_usd=gpu_hours * price,
+        name=phase.name,
+        tokens=tokens,
+        seq_len=phase.seq_len,
+        steps=steps,
+        batch_start=schedule.start,
+        batch_end=schedule.end,
+        flops_per_token=fpt,
+        mfu=mfu,
+        step_seconds=step_seconds,
+        gpu_hours=gpu_hours,
+        cost_usd=gpu_hours * price,
         days=gpu_hours / mesh.world_size / 24,
     )
 
@@ -275,40 +335,52 @@ def make_plan(spec: JobSpec) -> Plan:
     problems += batch_problems
     par, model = spec.parallelism, spec.model
     seq0 = spec.phases[0].seq_len
-    counts = (par.layer_partition if isinstance(par.layer_partition, list)
-              else balanced_counts(model, seq0, par.pipeline))
+    counts = (
+        par.layer_partition if isinstance(par.layer_partition, list) else balanced_counts(model, seq0, par.pipeline)
+    )
     stages = stage_layers_from_counts(counts, model.mtp_depth)
     sparams = [stage_params(model, s, mesh.expert, mesh.tensor) for s in stages]
     memories = []
     for phase in spec.phases:
         first_batch = phase.global_batch if isinstance(phase.global_batch, int) else phase.global_batch.start
         micro = max(1, first_batch // (mesh.data * par.micro_batch_size))
-        memories.append([
-            stage_memory(model, par, spec.training.precision, s, p, mesh.data, phase.seq_len, micro)
-            for s, p in zip(stages, sparams)
-        ])
+        memories.append(
+            [
+                stage_memory(model, par, spec.training.precision, s, p, mesh.data, phase.seq_len, micro)
+                for s, p in zip(stages, sparams)
+            ]
+        )
     worst_index = max(range(len(memories)), key=lambda k: max(m.total for m in memories[k]))
     worst_phase = memories[worst_index]
     limit = spec.resources.accelerator.memory_gb * GIB
     for m in worst_phase:
         if m.total > limit:
-            problems.append(FieldProblem(
-                "resources.accelerator.memory_gb",
-                f"in phase {spec.phases[worst_index].name}, stage {m.stage} needs {_gib(m.total)} GiB per device "
-                f"(weights {_gib(m.weights)}, gradients {_gib(m.gradients)}, optimizer {_gib(m.optimizer)}, "
-                f"activations {_gib(m.activations)}) "
-                f"but the accelerator has {spec.resources.accelerator.memory_gb:g}",
-                spec.resources.accelerator.memory_gb,
-                fix="add pipeline stages or expert parallelism, enable activation_checkpointing, "
-                    "or lower micro_batch_size"))
+            problems.append(
+                FieldProblem(
+                    "resources.accelerator.memory_gb",
+                    f"in phase {spec.phases[worst_index].name}, stage {m.stage} needs {_gib(m.total)} GiB per device "
+                    f"(weights {_gib(m.weights)}, gradients {_gib(m.gradients)}, optimizer {_gib(m.optimizer)}, "
+                    f"activations {_gib(m.activations)}) "
+                    f"but the accelerator has {spec.resources.accelerator.memory_gb:g}",
+                    spec.resources.accelerator.memory_gb,
+                    fix="add pipeline stages or expert parallelism, enable activation_checkpointing, "
+                    "or lower micro_batch_size",
+                )
+            )
             break
     if problems:
         raise PlanError(problems, spec.name)
     price = blended_price(spec)
     return Plan(
-        spec=spec, mesh=mesh, stages=stages, stage_params=sparams, stage_memory=worst_phase,
-        params=model_params(model), flops_per_token=model_flops_per_token(model, seq0),
+        spec=spec,
+        mesh=mesh,
+        stages=stages,
+        stage_params=sparams,
+        stage_memory=worst_phase,
+        params=model_params(model),
+        flops_per_token=model_flops_per_token(model, seq0),
         mtp_flops_per_token=mtp_flops(model, seq0),
         phases=[_phase_plan(spec, mesh, p, price) for p in spec.phases],
-        price_per_gpu_hour=price, warnings=warnings,
+        price_per_gpu_hour=price,
+        warnings=warnings,
     )

@@ -46,20 +46,35 @@ class MeasuredRecovery:
 
 
 # The cold path: every worker restarted, the checkpoint read back from object storage.
-COLD = MeasuredRecovery("abrupt loss, cold: object storage (today's path)", "16a39c1", detect_s=4.1, replace_s=0.0,
-                        rejoin_s=36.0, restore_s=1.84, first_step_s=1.0)
+COLD = MeasuredRecovery(
+    "abrupt loss, cold: object storage (today's path)",
+    "16a39c1",
+    detect_s=4.1,
+    replace_s=0.0,
+    rejoin_s=36.0,
+    restore_s=1.84,
+    first_step_s=1.0,
+)
 # The warm path: ranks start in pre-started worker processes (torch, DeepSpeed, the model code imported),
 # the checkpoint comes from a peer's memory. None would leave the simulator with the cold path only.
-WARM: MeasuredRecovery | None = MeasuredRecovery("abrupt loss, warm: peer memory", "16a39c1", detect_s=4.3,
-                                                 replace_s=0.0, rejoin_s=29.6, restore_s=0.20, first_step_s=5.7)
+WARM: MeasuredRecovery | None = MeasuredRecovery(
+    "abrupt loss, warm: peer memory",
+    "16a39c1",
+    detect_s=4.3,
+    replace_s=0.0,
+    rejoin_s=29.6,
+    restore_s=0.20,
+    first_step_s=5.7,
+)
 MEASURED = {"cold": COLD, "warm": WARM}
 DEFAULT = WARM or COLD  # the path the runtime takes by default (fault_tolerance.warm_restart: on)
 
 PEER_GBPS = 50.0  # per device, between nodes: the achieved InfiniBand figure of ../shared/REFERENCE.md
 
 
-def shard_restore_from_memory(checkpoint_bytes: float, world_size: int, peer_gbps: float,
-                              snapshot_gbps: float) -> float:
+def shard_restore_from_memory(
+    checkpoint_bytes: float, world_size: int, peer_gbps: float, snapshot_gbps: float
+) -> float:
     """A replaced rank's shard from its peer's host memory, then onto the device."""
     shard = checkpoint_bytes / world_size
     return shard / (peer_gbps * 1e9) + shard / (snapshot_gbps * 1e9)

@@ -39,9 +39,16 @@ def compare_phases(phase_gpu_hours: dict[str, float]) -> list[dict]:
     rows = []
     for name, ref in REFERENCE_PHASE_GPU_HOURS.items():
         mine = sum(h for phase, h in phase_gpu_hours.items() if phase.startswith(name))
-        rows.append({"phase": name, "gpu_hours": mine, "reference_gpu_hours": ref,
-                     "ratio": mine / ref if ref else None})
+        rows.append(
+            {"phase": name, "gpu_hours": mine, "reference_gpu_hours": ref, "ratio": mine / ref if ref else None}
+        )
     total = sum(phase_gpu_hours.values())
-    rows.append({"phase": "total", "gpu_hours": total, "reference_gpu_hours": REFERENCE_GPU_HOURS,
-                 "ratio": total / REFERENCE_GPU_HOURS})
+    rows.append(
+        {
+            "phase": "total",
+            "gpu_hours": total,
+            "reference_gpu_hours": REFERENCE_GPU_HOURS,
+            "ratio": total / REFERENCE_GPU_HOURS,
+        }
+    )
     return rows

@@ -47,8 +47,9 @@ class Scenario:
         try:
             parsed = value if key == "checkpoint_interval" else (int(value) if key == "spares" else float(value))
         except ValueError:
-            raise option_error(f"--sweep {key}", f"'{value}' is not a number",
-                               f"give numbers, e.g. --sweep {key}=1,2,4") from None
+            raise option_error(
+                f"--sweep {key}", f"'{value}' is not a number", f"give numbers, e.g. --sweep {key}=1,2,4"
+            ) from None
         return replace(self, **{key: parsed})
 
 
@@ -64,23 +65,39 @@ def apply_scenario(spec: JobSpec, scenario: Scenario) -> JobSpec:
     pools = resources["pools"]
     if scenario.spot_fraction is not None:
         if not 0.0 <= scenario.spot_fraction <= 1.0:
-            raise option_error("--spot-fraction", f"{scenario.spot_fraction} is not in [0, 1]",
-                               "give a share of the job's nodes, e.g. 0.5")
+            raise option_error(
+                "--spot-fraction",
+                f"{scenario.spot_fraction} is not in [0, 1]",
+                "give a share of the job's nodes, e.g. 0.5",
+            )
         nodes = resources["nodes"]
         spot = round(nodes * scenario.spot_fraction)
         old_spot = next((p for p in pools if p["kind"] == "spot"), {})
         old_od = next((p for p in pools if p["kind"] == "on-demand"), {})
         new = []
         if nodes - spot:
-            new.append({"name": "sim-on-demand", "kind": "on-demand", "nodes": nodes - spot,
-                        "price_per_gpu_hour": old_od.get("price_per_gpu_hour") or price,
-                        "interruptions_per_node_day": old_od.get("interruptions_per_node_day", 0.0)})
+            new.append(
+                {
+                    "name": "sim-on-demand",
+                    "kind": "on-demand",
+                    "nodes": nodes - spot,
+                    "price_per_gpu_hour": old_od.get("price_per_gpu_hour") or price,
+                    "interruptions_per_node_day": old_od.get("interruptions_per_node_day", 0.0),
+                }
+            )
         if spot:
-            new.append({"name": "sim-spot", "kind": "spot", "nodes": spot,
-                        "price_per_gpu_hour": scenario.spot_price if scenario.spot_price is not None
-                        else old_spot.get("price_per_gpu_hour") or round(0.4 * price, 4),
-                        "interruptions_per_node_day": old_spot.get("interruptions_per_node_day", 0.0),
-                        "notice_seconds": old_spot.get("notice_seconds")})
+            new.append(
+                {
+                    "name": "sim-spot",
+                    "kind": "spot",
+                    "nodes": spot,
+                    "price_per_gpu_hour": scenario.spot_price
+                    if scenario.spot_price is not None
+                    else old_spot.get("price_per_gpu_hour") or round(0.4 * price, 4),
+                    "interruptions_per_node_day": old_spot.get("interruptions_per_node_day", 0.0),
+                    "notice_seconds": old_spot.get("notice_seconds"),
+                }
+            )
         pools = new + [p for p in pools if p["kind"] == "spare"]
     for pool in pools:
         if pool["kind"] == "spot":
@@ -98,8 +115,15 @@ def apply_scenario(spec: JobSpec, scenario: Scenario) -> JobSpec:
             working = [p for p in pools if p["kind"] != "spare"]
             nodes = sum(p["nodes"] for p in working) or 1
             rate = sum(p["nodes"] * p.get("interruptions_per_node_day", 0.0) for p in working) / nodes
-            pools.append({"name": "sim-spare", "kind": "spare", "nodes": scenario.spares, "price_per_gpu_hour": price,
-                          "interruptions_per_node_day": round(rate, 9)})
+            pools.append(
+                {
+                    "name": "sim-spare",
+                    "kind": "spare",
+                    "nodes": scenario.spares,
+                    "price_per_gpu_hour": price,
+                    "interruptions_per_node_day": round(rate, 9),
+                }
+            )
         data.setdefault("fault_tolerance", {})["spare_nodes"] = scenario.spares
     resources["pools"] = pools
     if scenario.checkpoint_interval is not None:
@@ -110,6 +134,7 @@ def apply_scenario(spec: JobSpec, scenario: Scenario) -> JobSpec:
             try:
                 data["checkpoint"]["interval"] = {"minutes": float(value)}
             except ValueError:
-                raise option_error("checkpoint_interval", f"'{value}' is not a number",
-                                   "give minutes (e.g. 30) or auto") from None
+                raise option_error(
+                    "checkpoint_interval", f"'{value}' is not a number", "give minutes (e.g. 30) or auto"
+                ) from None
     return validate_mapping(data, spec.name)

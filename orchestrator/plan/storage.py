@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from orchestrator.spec.schema import RetentionSpec, StorageCostSpec
 
 CHECKPOINT_BYTES_PER_PARAM = 2 + 4 + 4 + 4  # bf16 weights, fp32 master, Adam m and v
-GIB = 1024 ** 3
+GIB = 1024**3
 HOURS_PER_MONTH = 730.0
 
 
@@ -64,7 +64,7 @@ def lifetimes(commits: list[tuple[int, float]], retention: RetentionSpec, now: f
     for step, at in sorted(commits, key=lambda c: (c[1], c[0])):
         kept.append((step, at))
         steps = sorted(s for s, _ in kept)
-        keep = set(steps[-retention.keep_last:])
+        keep = set(steps[-retention.keep_last :])
         if retention.keep_every > 0:
             windows.setdefault(step // retention.keep_every, step)
             keep |= set(windows.values())
@@ -75,8 +75,14 @@ def lifetimes(commits: list[tuple[int, float]], retention: RetentionSpec, now: f
     return sorted(out)
 
 
-def storage_lines(commits: list[tuple[int, float]], ck: Checkpointing, prices: StorageCostSpec, now: float,
-                  restores: int = 0, data_bytes_read: float = 0.0) -> dict:
+def storage_lines(
+    commits: list[tuple[int, float]],
+    ck: Checkpointing,
+    prices: StorageCostSpec,
+    now: float,
+    restores: int = 0,
+    data_bytes_read: float = 0.0,
+) -> dict:
     """The non-GPU lines of a job's bill. ``commits``: (step, committed at) of every checkpoint."""
     lives = lifetimes(commits, ck.retention, now)
     minimum_s = prices.minimum_days * 86400.0
@@ -95,18 +101,28 @@ def storage_lines(commits: list[tuple[int, float]], ck: Checkpointing, prices: S
         "checkpoint_storage": {"gib_months": gib_months, "cost_usd": gib_months * prices.gb_month_usd},
         "checkpoint_puts": {"requests": puts, "cost_usd": puts / 1000 * prices.put_per_1000_usd},
         "checkpoint_restores": {"requests": gets, "cost_usd": gets / 1000 * prices.get_per_1000_usd},
-        "data_reads": {"bytes": data_bytes_read, "requests": data_gets,
-                       "cost_usd": data_gets / 1000 * prices.get_per_1000_usd
-                       + data_bytes_read / 1e9 * prices.transfer_per_gb_usd},
+        "data_reads": {
+            "bytes": data_bytes_read,
+            "requests": data_gets,
+            "cost_usd": data_gets / 1000 * prices.get_per_1000_usd + data_bytes_read / 1e9 * prices.transfer_per_gb_usd,
+        },
     }
-    return {**lines, "cost_usd": sum(line["cost_usd"] for line in lines.values()),
-            "checkpoints": len(commits), "checkpoint_bytes": ck.checkpoint_bytes,
-            "retained": {"checkpoints": len(retained), "gib": retained_gib,
-                         "usd_per_month": retained_gib * prices.gb_month_usd}}
+    return {
+        **lines,
+        "cost_usd": sum(line["cost_usd"] for line in lines.values()),
+        "checkpoints": len(commits),
+        "checkpoint_bytes": ck.checkpoint_bytes,
+        "retained": {
+            "checkpoints": len(retained),
+            "gib": retained_gib,
+            "usd_per_month": retained_gib * prices.gb_month_usd,
+        },
+    }
 
 
-def steady_storage_usd(ck: Checkpointing, prices: StorageCostSpec, interval_s: float, run_s: float,
-                       total_steps: int) -> dict:
+def steady_storage_usd(
+    ck: Checkpointing, prices: StorageCostSpec, interval_s: float, run_s: float, total_steps: int
+) -> dict:
     """What checkpointing every ``interval_s`` for ``run_s`` costs (the plan's view): every save is
     PUT, ``keep_last`` checkpoints live at any time, and the first of every ``keep_every``-step window
     (saves spread evenly over ``total_steps``) accumulates, as retention keeps them."""

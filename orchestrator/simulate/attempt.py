@@ -151,8 +151,12 @@ class SimulatedAttempt:
         """Finish the step in progress, save it (blocking) and stop: the time it will have stopped, or
         None (nothing changes) if the save cannot commit by ``deadline`` or a stop is already under way.
         ``complete_stop`` applies it at that time; ``lose`` before then abandons it."""
-        if self.outcome is not None or self.finishing_at is not None or self.pending_stop is not None \
-                or now < self.ready_at:
+        if (
+            self.outcome is not None
+            or self.finishing_at is not None
+            or self.pending_stop is not None
+            or now < self.ready_at
+        ):
             return None
         step = min(self.step + 1, self.timeline.total_steps)
         step_end = self.t + self.timeline.seconds(self.step, step)
@@ -160,8 +164,14 @@ class SimulatedAttempt:
         ends = step_end + wait + self.costs.save_s
         if ends > deadline:
             return None
-        self.pending_stop = {"ends": ends, "step": step, "step_end": step_end, "stall": wait + self.costs.save_s,
-                             "why": why, "status": status}
+        self.pending_stop = {
+            "ends": ends,
+            "step": step,
+            "step_end": step_end,
+            "stall": wait + self.costs.save_s,
+            "why": why,
+            "status": status,
+        }
         return ends
 
     def complete_stop(self) -> None:
@@ -192,12 +202,17 @@ class SimulatedAttempt:
         for cut in sorted(cuts):
             stall_before = self._stall_through(previous)
             stall_through = self._stall_through(cut)
-            records.append({
-                "step": cut, "wall_time": self.ready_at + tl.seconds(start, cut) + stall_through,
-                "step_time_s": tl.seconds(previous, cut), "checkpoint_stall_s": stall_through - stall_before,
-                "phase": tl.phase_names[tl.phase_of(cut)], "tokens": float(tl.tokens[cut]),
-                "steps_folded": cut - previous,
-            })
+            records.append(
+                {
+                    "step": cut,
+                    "wall_time": self.ready_at + tl.seconds(start, cut) + stall_through,
+                    "step_time_s": tl.seconds(previous, cut),
+                    "checkpoint_stall_s": stall_through - stall_before,
+                    "phase": tl.phase_names[tl.phase_of(cut)],
+                    "tokens": float(tl.tokens[cut]),
+                    "steps_folded": cut - previous,
+                }
+            )
             previous = cut
         return records
 

@@ -30,8 +30,14 @@ class SimNode:
     gone: float | None = None  # when it was retired (it no longer belongs to the cluster)
 
     def view(self) -> NodeView:
-        return NodeView(name=self.name, pool=self.pool, pool_kind=self.pool_kind, devices=self.devices,
-                        alive=self.alive, cordoned=self.cordoned)
+        return NodeView(
+            name=self.name,
+            pool=self.pool,
+            pool_kind=self.pool_kind,
+            devices=self.devices,
+            alive=self.alive,
+            cordoned=self.cordoned,
+        )
 
 
 class SimulatedCluster(NodeProvider, Provisioning, Retiring, Notices):
@@ -43,9 +49,20 @@ class SimulatedCluster(NodeProvider, Provisioning, Retiring, Notices):
         self.nodes_by_name: dict[str, SimNode] = {}
         self.pools: dict[str, list[SimNode]] = {}
         for pool in spec.resources.pools:
-            members = [SimNode(f"{pool.name}-{i:04d}", pool.name, pool.kind, spec.resources.gpus_per_node,
-                               spec.pool_price(pool), pool.interruptions_per_node_day, pool.notice_seconds,
-                               up_since=start, born=start) for i in range(pool.nodes)]
+            members = [
+                SimNode(
+                    f"{pool.name}-{i:04d}",
+                    pool.name,
+                    pool.kind,
+                    spec.resources.gpus_per_node,
+                    spec.pool_price(pool),
+                    pool.interruptions_per_node_day,
+                    pool.notice_seconds,
+                    up_since=start,
+                    born=start,
+                )
+                for i in range(pool.nodes)
+            ]
             self.pools[pool.name] = members
             self.nodes_by_name.update((n.name, n) for n in members)
         self._index = {name: i for i, name in enumerate(self.nodes_by_name)}
@@ -71,10 +88,16 @@ class SimulatedCluster(NodeProvider, Provisioning, Retiring, Notices):
         names = []
         for _ in range(count):
             self.provisioned += 1
-            node = SimNode(f"{pool}-p{self.provisioned:04d}", pool, kind, devices,
-                           template.price_per_device_hour if template else 0.0,
-                           template.interruptions_per_day if template else 0.0,
-                           template.notice_seconds if template else None, alive=False)
+            node = SimNode(
+                f"{pool}-p{self.provisioned:04d}",
+                pool,
+                kind,
+                devices,
+                template.price_per_device_hour if template else 0.0,
+                template.interruptions_per_day if template else 0.0,
+                template.notice_seconds if template else None,
+                alive=False,
+            )
             self.pools.setdefault(pool, []).append(node)
             self.nodes_by_name[node.name] = node
             self._index[node.name] = len(self._views)
@@ -142,8 +165,11 @@ class SimulatedCluster(NodeProvider, Provisioning, Retiring, Notices):
                 hours += n.devices * up / 3600.0
                 cost += n.devices * up / 3600.0 * n.price_per_device_hour
             by_pool[pool] = {"kind": members[0].pool_kind if members else "", "gpu_hours": hours, "cost_usd": cost}
-        return {"by_pool": by_pool, "gpu_hours": sum(p["gpu_hours"] for p in by_pool.values()),
-                "cost_usd": sum(p["cost_usd"] for p in by_pool.values())}
+        return {
+            "by_pool": by_pool,
+            "gpu_hours": sum(p["gpu_hours"] for p in by_pool.values()),
+            "cost_usd": sum(p["cost_usd"] for p in by_pool.values()),
+        }
 
     def utilisation(self, now: float, allocated: dict[str, float]) -> dict:
         """Per pool, like Slurm's ``sreport cluster utilization``: node-hours allocated to jobs (the
@@ -157,12 +183,21 @@ class SimulatedCluster(NodeProvider, Provisioning, Retiring, Notices):
                 continue
             devices, price, kind = members[0].devices, members[0].price_per_device_hour, members[0].pool_kind
             up = sum(n.up_seconds + (now - n.up_since if n.alive else 0.0) for n in members) / 3600.0
-            down = sum(max(0.0, (n.gone if n.gone is not None else now) - n.born)
-                       for n in members if n.born is not None) / 3600.0 - up
+            down = (
+                sum(max(0.0, (n.gone if n.gone is not None else now) - n.born) for n in members if n.born is not None)
+                / 3600.0
+                - up
+            )
             used = min(up, allocated.get(pool, 0.0) / devices)
             unused = up - used
-            row = {"kind": kind, "allocated": used, "spare": unused if kind == "spare" else 0.0,
-                   "idle": 0.0 if kind == "spare" else unused, "down": max(0.0, down), "up": up}
+            row = {
+                "kind": kind,
+                "allocated": used,
+                "spare": unused if kind == "spare" else 0.0,
+                "idle": 0.0 if kind == "spare" else unused,
+                "down": max(0.0, down),
+                "up": up,
+            }
             row["allocated_usd"] = used * devices * price
             row["unused_usd"] = unused * devices * price
             out[pool] = row

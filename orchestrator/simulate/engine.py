@@ -50,8 +50,14 @@ class _Event:
 
 
 class Simulation:
-    def __init__(self, spec: JobSpec, scenario: Scenario, timeline: StepTimeline | None = None,
-                 state_url: str = "sqlite://", start_at: float = 0.0):
+    def __init__(
+        self,
+        spec: JobSpec,
+        scenario: Scenario,
+        timeline: StepTimeline | None = None,
+        state_url: str = "sqlite://",
+        start_at: float = 0.0,
+    ):
         self.scenario = scenario
         self.spec = apply_scenario(spec, scenario)
         self.plan = make_plan(self.spec)
@@ -62,11 +68,19 @@ class Simulation:
         self.store = StateStore(state_url, clock=self.clock, share_decoded_specs=state_url == "sqlite://")
         self.cluster = SimulatedCluster(self.spec, start_at)
         self.cluster.clock_now = self.clock.now
-        self.cluster.on_provision = lambda name: self._push(self.clock.now() + self.scenario.provision_delay_s,
-                                                            "replace", node=name)
-        self.launcher = SimulatedLauncher(self.store, self.clock, self.spec, self.timeline, self.costs, self._ready,
-                                          lambda at: self._push(at, "stopped"),
-                                          self.cluster.nodes_by_name)
+        self.cluster.on_provision = lambda name: self._push(
+            self.clock.now() + self.scenario.provision_delay_s, "replace", node=name
+        )
+        self.launcher = SimulatedLauncher(
+            self.store,
+            self.clock,
+            self.spec,
+            self.timeline,
+            self.costs,
+            self._ready,
+            lambda at: self._push(at, "stopped"),
+            self.cluster.nodes_by_name,
+        )
         self.controller = ControllerCore(self.store, self.cluster, self.launcher, self.clock, ledger_by_pool=True)
         self.rng = np.random.default_rng(scenario.seed)
         self.events: list[_Event] = []
@@ -118,7 +132,8 @@ class Simulation:
         plan = self.plan
         job_id = self.store.insert_job(
             job_row(f"{self.spec.name}-sim", plan, {"simulate": True}),
-            [EventRecord("job.submitted", f"{self.spec.name}-sim: submitted to the simulator")])
+            [EventRecord("job.submitted", f"{self.spec.name}-sim: submitted to the simulator")],
+        )
         self._seed_interruptions(self.clock.now())
         self.controller.reconcile()
         while not self.store.job_state(job_id).is_terminal:
@@ -183,11 +198,20 @@ class Simulation:
                 return
             self.cluster.cordon(event.node)
             saved_before = self.counts["saved_on_notice"]
-            handle_notice(self.store, event.node, event.goes_at, "spot interruption notice", "simulator",
-                          lambda job, directive, deadline: self._save_on_notice(job, deadline))
+            handle_notice(
+                self.store,
+                event.node,
+                event.goes_at,
+                "spot interruption notice",
+                "simulator",
+                lambda job, directive, deadline: self._save_on_notice(job, deadline),
+            )
             if self.counts["saved_on_notice"] == saved_before:
-                self.store.add_event("node.notice", f"{event.node}: too short for a save; work since the last "
-                                                    "checkpoint will be lost", data={"node": event.node})
+                self.store.add_event(
+                    "node.notice",
+                    f"{event.node}: too short for a save; work since the last checkpoint will be lost",
+                    data={"node": event.node},
+                )
         elif event.kind == "stopped":
             for run in self.launcher.running():
                 if run.pending_stop is not None and run.pending_stop["ends"] <= now:
@@ -219,27 +243,49 @@ class Simulation:
         ref = reference.reference_summary()
         days = ((job["ended_at"] or now) - job["submitted_at"]) / DAY
         return {
-            "job": job["id"], "state": job["state"], "message": job["message"],
-            "failure_reason": job["failure_reason"], "seed": self.scenario.seed,
-            "steps": job["step"], "total_steps": self.timeline.total_steps, "days": days,
-            "gpu_hours": ledger["gpu_hours"], "goodput": ledger["goodput"], "by_phase": ledger["by_phase"],
-            "cost_usd": ledger["cost_usd"], "by_pool": ledger["by_pool"],
-            "cluster_bill": {**bill, "idle_gpu_hours": bill["gpu_hours"] - ledger["gpu_hours"]["total"],
-                             "idle_cost_usd": bill["cost_usd"] - ledger["cost_usd"]},
+            "job": job["id"],
+            "state": job["state"],
+            "message": job["message"],
+            "failure_reason": job["failure_reason"],
+            "seed": self.scenario.seed,
+            "steps": job["step"],
+            "total_steps": self.timeline.total_steps,
+            "days": days,
+            "gpu_hours": ledger["gpu_hours"],
+            "goodput": ledger["goodput"],
+            "by_phase": ledger["by_phase"],
+            "cost_usd": ledger["cost_usd"],
+            "by_pool": ledger["by_pool"],
+            "cluster_bill": {
+                **bill,
+                "idle_gpu_hours": bill["gpu_hours"] - ledger["gpu_hours"]["total"],
+                "idle_cost_usd": bill["cost_usd"] - ledger["cost_usd"],
+            },
             "storage": self._storage(job, days),
             "utilisation": self.cluster.utilisation(now, {p: v["gpu_hours"] for p, v in ledger["by_pool"].items()}),
-            "wall_goodput": (ledger["gpu_hours"]["productive"] / (self.plan.mesh.world_size * days * 24)
-                             if days else 0.0),
-            "interruptions": self.counts["interruptions"], "interruptions_hitting_job": self.counts["hit_job"],
-            "saved_on_notice": self.counts["saved_on_notice"], "restarts": job["restarts"],
+            "wall_goodput": (
+                ledger["gpu_hours"]["productive"] / (self.plan.mesh.world_size * days * 24) if days else 0.0
+            ),
+            "interruptions": self.counts["interruptions"],
+            "interruptions_hitting_job": self.counts["hit_job"],
+            "saved_on_notice": self.counts["saved_on_notice"],
+            "restarts": job["restarts"],
             "checkpoints": {**self.costs.as_dict(), "saves": self.launcher.saves},
             "plan": {"gpu_hours": plan_hours, "cost_usd": plan_cost, "days": self.plan.total_days},
             "vs_plan": ledger["gpu_hours"]["total"] / plan_hours if plan_hours else None,
             "reference": {"gpu_hours": ref["gpu_hours"], "cost_usd": ref["cost_usd"]} if ref else None,
             "scenario": {k: v for k, v in self.scenario.__dict__.items() if k != "trace"},
-            "pools": [{"name": p.name, "kind": p.kind, "nodes": p.nodes, "price_per_gpu_hour": self.spec.pool_price(p),
-                       "interruptions_per_node_day": p.interruptions_per_node_day, "notice_seconds": p.notice_seconds}
-                      for p in self.spec.resources.pools],
+            "pools": [
+                {
+                    "name": p.name,
+                    "kind": p.kind,
+                    "nodes": p.nodes,
+                    "price_per_gpu_hour": self.spec.pool_price(p),
+                    "interruptions_per_node_day": p.interruptions_per_node_day,
+                    "notice_seconds": p.notice_seconds,
+                }
+                for p in self.spec.resources.pools
+            ],
             "simulated_in_s": wall_s,
         }
 
@@ -252,9 +298,11 @@ def storage_figures(spec: JobSpec, checkpoint_bytes: float, saves: int, restarts
     ck = Checkpointing(checkpoint_bytes, spec.resources.nodes * spec.resources.gpus_per_node, spec.checkpoint.retention)
     puts, gets = put_requests(ck, prices) * saves, get_requests(ck, prices) * restarts
     gib_months = spec.checkpoint.retention.keep_last * checkpoint_bytes / GIB * days * 24 / HOURS_PER_MONTH
-    lines = {"checkpoint_storage": {"gib_months": gib_months, "cost_usd": gib_months * prices.gb_month_usd},
-             "checkpoint_puts": {"requests": puts, "cost_usd": puts / 1000 * prices.put_per_1000_usd},
-             "checkpoint_restores": {"requests": gets, "cost_usd": gets / 1000 * prices.get_per_1000_usd}}
+    lines = {
+        "checkpoint_storage": {"gib_months": gib_months, "cost_usd": gib_months * prices.gb_month_usd},
+        "checkpoint_puts": {"requests": puts, "cost_usd": puts / 1000 * prices.put_per_1000_usd},
+        "checkpoint_restores": {"requests": gets, "cost_usd": gets / 1000 * prices.get_per_1000_usd},
+    }
     return {**lines, "cost_usd": sum(line["cost_usd"] for line in lines.values())}
 
 

@@ -25,9 +25,17 @@ from orchestrator.state.store import StateStore
 
 
 class SimulatedLauncher:
-    def __init__(self, store: StateStore, clock: ManualClock, spec: JobSpec, timeline: StepTimeline,
-                 costs: RunCosts, on_ready: Callable[[float], None], on_stop: Callable[[float], None],
-                 nodes: Mapping[str, SimNode] | None = None):
+    def __init__(
+        self,
+        store: StateStore,
+        clock: ManualClock,
+        spec: JobSpec,
+        timeline: StepTimeline,
+        costs: RunCosts,
+        on_ready: Callable[[float], None],
+        on_stop: Callable[[float], None],
+        nodes: Mapping[str, SimNode] | None = None,
+    ):
         self.store, self.clock, self.spec, self.nodes = store, clock, spec, nodes or {}
         self.timeline, self.costs, self.on_ready, self.on_stop = timeline, costs, on_ready, on_stop
         self.attempts: dict[str, SimulatedAttempt] = {}
@@ -44,10 +52,18 @@ class SimulatedLauncher:
         resume = job.last_checkpoint_step or 0
         ready = self.clock.now() + self.recovery_s(job, resume)
         self.placed_at[job.id] = self.clock.now()
-        self.attempts[job.id] = SimulatedAttempt(job.id, attempt, tuple(job.assignment), resume, ready,
-                                                 self.timeline, self.costs, self.spec,
-                                                 self.checkpoint_costs.get(job.id),
-                                                 observed=(job.restarts or 0, self.held_s.get(job.id, 0.0)))
+        self.attempts[job.id] = SimulatedAttempt(
+            job.id,
+            attempt,
+            tuple(job.assignment),
+            resume,
+            ready,
+            self.timeline,
+            self.costs,
+            self.spec,
+            self.checkpoint_costs.get(job.id),
+            observed=(job.restarts or 0, self.held_s.get(job.id, 0.0)),
+        )
         self.on_ready(ready)
 
     def recovery_s(self, job: JobRecord, resume: int) -> float:

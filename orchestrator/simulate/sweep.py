@@ -33,8 +33,12 @@ FIGURES = {
 
 
 def describe(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
 
 
 def run_seeds(spec: JobSpec, scenario: Scenario, runs: int, timeline=None) -> dict:
@@ -42,8 +46,11 @@ def run_seeds(spec: JobSpec, scenario: Scenario, runs: int, timeline=None) -> di
     if timeline is None:
         timeline = build_timeline(make_plan(apply_scenario(spec, scenario)))
     results = [simulate(spec, replace(scenario, seed=scenario.seed + i), timeline) for i in range(runs)]
-    return {"runs": results, "succeeded": sum(r["state"] == "succeeded" for r in results),
-            "stats": {name: describe([get(r) for r in results]) for name, get in FIGURES.items()}}
+    return {
+        "runs": results,
+        "succeeded": sum(r["state"] == "succeeded" for r in results),
+        "stats": {name: describe([get(r) for r in results]) for name, get in FIGURES.items()},
+    }
 
 
 def young_daly_minutes(spec: JobSpec, scenario: Scenario) -> float | None:
@@ -63,8 +70,13 @@ def sweep(spec: JobSpec, scenario: Scenario, key: str, values: list[str], runs: 
         points.append({"value": value, "succeeded": batch["succeeded"], "runs": runs, **batch["stats"]})
     finished = [p for p in points if p["succeeded"] == runs]
     best = min(finished, key=lambda p: p["cost_usd"]["mean"]) if finished else None
-    result = {"key": key, "runs": runs, "seed": scenario.seed, "points": points,
-              "best": best["value"] if best else None}
+    result = {
+        "key": key,
+        "runs": runs,
+        "seed": scenario.seed,
+        "points": points,
+        "best": best["value"] if best else None,
+    }
     if key == "checkpoint_interval":
         result["young_daly_minutes"] = young_daly_minutes(spec, scenario)
     return result
@@ -81,23 +93,47 @@ def draw_chart(result: dict, path: str, title: str) -> None:
     numeric = [p for p in result["points"] if _number(p["value"]) is not None]
     xs = [_number(p["value"]) for p in numeric]
     fig, (cost_axis, days_axis) = plt.subplots(2, 1, sharex=True, figsize=(8, 6), dpi=110)
-    panels = ((cost_axis, "cost_usd", 1e6, "cluster bill, $M", "tab:blue"),
-              (days_axis, "days", 1.0, "days", "tab:orange"))
+    panels = (
+        (cost_axis, "cost_usd", 1e6, "cluster bill, $M", "tab:blue"),
+        (days_axis, "days", 1.0, "days", "tab:orange"),
+    )
     for axis, figure, scale, label, color in panels:
-        axis.errorbar(xs, [p[figure]["mean"] / scale for p in numeric],
-                      yerr=[p[figure]["std"] / scale for p in numeric], color=color, marker="o", capsize=3, label=label)
+        axis.errorbar(
+            xs,
+            [p[figure]["mean"] / scale for p in numeric],
+            yerr=[p[figure]["std"] / scale for p in numeric],
+            color=color,
+            marker="o",
+            capsize=3,
+            label=label,
+        )
         for p in result["points"]:
             if _number(p["value"]) is None:  # e.g. checkpoint_interval=auto: a reference line
                 best_mark = " (optimum)" if p["value"] == result["best"] else ""
-                axis.axhline(p[figure]["mean"] / scale, color="tab:green", linestyle=":",
-                             label=f"{result['key']}={p['value']}{best_mark}")
+                axis.axhline(
+                    p[figure]["mean"] / scale,
+                    color="tab:green",
+                    linestyle=":",
+                    label=f"{result['key']}={p['value']}{best_mark}",
+                )
         if result["best"] is not None and _number(result["best"]) is not None:
             best = next(p for p in numeric if p["value"] == result["best"])
-            axis.plot([_number(best["value"])], [best[figure]["mean"] / scale], marker="*", markersize=16,
-                      color="red", linestyle="none", label=f"optimum: {result['best']}")
+            axis.plot(
+                [_number(best["value"])],
+                [best[figure]["mean"] / scale],
+                marker="*",
+                markersize=16,
+                color="red",
+                linestyle="none",
+                label=f"optimum: {result['best']}",
+            )
         if result.get("young_daly_minutes"):
-            axis.axvline(result["young_daly_minutes"], color="gray", linestyle="--",
-                         label=f"Young/Daly {result['young_daly_minutes']:.1f} min")
+            axis.axvline(
+                result["young_daly_minutes"],
+                color="gray",
+                linestyle="--",
+                label=f"Young/Daly {result['young_daly_minutes']:.1f} min",
+            )
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
         axis.legend(loc="best", fontsize=8)

@@ -41,9 +41,7 @@ def _no_duplicate_keys(loader: _SpecYamlLoader, node: yaml.MappingNode, deep: bo
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         mapping[key] = loader.construct_object(value_node, deep=deep)
     return mapping
 
@@ -81,9 +79,17 @@ def expanded_size(value: Any, limit: int) -> int:
 def check_expanded_size(data: Any, source: str) -> None:
     """Refuse a "billion laughs": a few kilobytes of anchors and aliases that expand to billions of values."""
     if expanded_size(data, MAX_SPEC_VALUES) > MAX_SPEC_VALUES:
-        raise SpecError([FieldProblem("", f"the YAML expands to more than {MAX_SPEC_VALUES} values (anchors and "
-                                          "aliases that repeat each other)", fix="write the values out; a spec "
-                                          "holds a few hundred")], source)
+        raise SpecError(
+            [
+                FieldProblem(
+                    "",
+                    f"the YAML expands to more than {MAX_SPEC_VALUES} values (anchors and "
+                    "aliases that repeat each other)",
+                    fix="write the values out; a spec holds a few hundred",
+                )
+            ],
+            source,
+        )
 
 
 def parse_yaml_text(text: str, source: str) -> dict:
@@ -99,13 +105,19 @@ def parse_yaml_text(text: str, source: str) -> dict:
             source,
         ) from None
     if data is None:
-        raise SpecError([FieldProblem("", "the file is empty", fix="write a job spec; see jobs/v3_pretrain.yaml")],
-                        source)
+        raise SpecError(
+            [FieldProblem("", "the file is empty", fix="write a job spec; see jobs/v3_pretrain.yaml")], source
+        )
     check_expanded_size(data, source)
     if not isinstance(data, dict):
         raise SpecError(
-            [FieldProblem("", f"the top level must be a mapping of sections, not a {type(data).__name__}",
-                          fix="start the file with 'name:', 'model:', ... (see jobs/v3_pretrain.yaml)")],
+            [
+                FieldProblem(
+                    "",
+                    f"the top level must be a mapping of sections, not a {type(data).__name__}",
+                    fix="start the file with 'name:', 'model:', ... (see jobs/v3_pretrain.yaml)",
+                )
+            ],
             source,
         )
     return data
@@ -125,16 +137,25 @@ def read_spec_file(path: str | Path) -> dict:
         with path.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size > MAX_SPEC_BYTES:
-                raise SpecError([FieldProblem("", f"file is {size} bytes; specs are at most {MAX_SPEC_BYTES}",
-                                              fix="a spec is a few kilobytes of YAML")], source)
+                raise SpecError(
+                    [
+                        FieldProblem(
+                            "",
+                            f"file is {size} bytes; specs are at most {MAX_SPEC_BYTES}",
+                            fix="a spec is a few kilobytes of YAML",
+                        )
+                    ],
+                    source,
+                )
             raw = handle.read(MAX_SPEC_BYTES + 1)  # never more, even if the file grows meanwhile
     except OSError as exc:
         raise SpecError([FieldProblem("", f"cannot read the file: {exc.strerror}")], source) from None
     if len(raw) > MAX_SPEC_BYTES:
         raise SpecError([FieldProblem("", f"file is over {MAX_SPEC_BYTES} bytes; specs are at most that")], source)
     if b"\x00" in raw:
-        raise SpecError([FieldProblem("", "binary file (contains NUL bytes), not YAML", fix="name a YAML spec")],
-                        source)
+        raise SpecError(
+            [FieldProblem("", "binary file (contains NUL bytes), not YAML", fix="name a YAML spec")], source
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -179,8 +200,9 @@ def apply_profile(data: dict, profile: str | None, source: str) -> dict:
         known = ", ".join(sorted(profiles)) or "none defined"
         hint = difflib.get_close_matches(profile, list(profiles), n=1)
         fix = f"did you mean '{hint[0]}'?" if hint else f"use one of: {known}"
-        raise SpecError([FieldProblem("--profile", f"no profile named '{profile}' (profiles: {known})", fix=fix)],
-                        source)
+        raise SpecError(
+            [FieldProblem("--profile", f"no profile named '{profile}' (profiles: {known})", fix=fix)], source
+        )
     overlay = profiles[profile]
     if not isinstance(overlay, dict):
         raise SpecError([FieldProblem(f"profiles.{profile}", "a profile must be a mapping", overlay)], source)
@@ -190,8 +212,9 @@ def apply_profile(data: dict, profile: str | None, source: str) -> dict:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``dotted.path=value``; the value is read as YAML (``16`` is an int, ``[1,2]`` a list)."""
     if "=" not in text:
-        raise SpecError([FieldProblem("--set", "expected dotted.path=value", text,
-                                      fix="e.g. --set parallelism.pipeline=2")])
+        raise SpecError(
+            [FieldProblem("--set", "expected dotted.path=value", text, fix="e.g. --set parallelism.pipeline=2")]
+        )
     key, raw = text.split("=", 1)
     parts = [p for p in re.sub(r"\[(\d+)\]", r".\1", key.strip()).split(".")]  # phases[0] = phases.0
     if not key.strip() or any(not p for p in parts):
@@ -224,8 +247,16 @@ def _descend(node: Any, part: str, so_far: list[str], text: str) -> Any:
         return node[part]
     if isinstance(node, list) and part.isdigit() and int(part) < len(node):
         return node[int(part)]
-    raise SpecError([FieldProblem(where, "cannot descend into this value with --set", text,
-                                  fix="address mappings by key and lists by index")])
+    raise SpecError(
+        [
+            FieldProblem(
+                where,
+                "cannot descend into this value with --set",
+                text,
+                fix="address mappings by key and lists by index",
+            )
+        ]
+    )
 
 
 def _assign(node: Any, part: str, value: Any, parts: list[str], text: str) -> None:
@@ -234,8 +265,16 @@ def _assign(node: Any, part: str, value: Any, parts: list[str], text: str) -> No
     elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
         node[int(part)] = value
     else:
-        raise SpecError([FieldProblem(".".join(parts), "cannot set this path", text,
-                                      fix="address mappings by key and lists by existing index")])
+        raise SpecError(
+            [
+                FieldProblem(
+                    ".".join(parts),
+                    "cannot set this path",
+                    text,
+                    fix="address mappings by key and lists by existing index",
+                )
+            ]
+        )
 
 
 # --------------------------------------------------------------------------- validation
@@ -271,13 +310,28 @@ def _dedupe(problems: list[FieldProblem]) -> list[FieldProblem]:
     return kept
 
 
-_TAGGED_UNION_TAGS = {"int", "float", "str", "list", "dict", "bool", "none", "literal", "function-after",
-                      "synthetic", "shards",
-                      "function-before", "function-wrap", "tuple", "chain"}
+_TAGGED_UNION_TAGS = {
+    "int",
+    "float",
+    "str",
+    "list",
+    "dict",
+    "bool",
+    "none",
+    "literal",
+    "function-after",
+    "synthetic",
+    "shards",
+    "function-before",
+    "function-wrap",
+    "tuple",
+    "chain",
+}
 
 
-_MODEL_NAMES = frozenset(name for name, value in vars(schema_module).items()
-                         if isinstance(value, type) and issubclass(value, BaseModel))
+_MODEL_NAMES = frozenset(
+    name for name, value in vars(schema_module).items() if isinstance(value, type) and issubclass(value, BaseModel)
+)
 
 
 def _clean_loc(loc: tuple) -> list:
@@ -288,8 +342,9 @@ def _clean_loc(loc: tuple) -> list:
 def _is_branch(part: object) -> bool:
     # a model's class name marks a union branch; a user's own key that merely starts with a capital
     # (an unknown key 'A') is a path element and must stay
-    return isinstance(part, str) and (part in _TAGGED_UNION_TAGS or part.startswith(("literal[", "function-"))
-                                      or part in _MODEL_NAMES)
+    return isinstance(part, str) and (
+        part in _TAGGED_UNION_TAGS or part.startswith(("literal[", "function-")) or part in _MODEL_NAMES
+    )
 
 
 def _drop_other_union_branches(errors: list[dict]) -> list[dict]:
@@ -347,8 +402,14 @@ def _problems_from_pydantic(err: dict, data: dict) -> list[FieldProblem]:
     message = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be", 1)
     if message.startswith("@"):
         return [_tagged_problem(line, loc, data) for line in message.splitlines()]
-    return [FieldProblem(path, message, value if not isinstance(value, dict) else None,
-                         fix=_fix_for(kind, err) or f"see the field '{path}' in docs/spec.md")]
+    return [
+        FieldProblem(
+            path,
+            message,
+            value if not isinstance(value, dict) else None,
+            fix=_fix_for(kind, err) or f"see the field '{path}' in docs/spec.md",
+        )
+    ]
 
 
 def _tagged_problem(line: str, loc: list, data: dict) -> FieldProblem:
@@ -357,8 +418,11 @@ def _tagged_problem(line: str, loc: list, data: dict) -> FieldProblem:
     full = loc + [field]
     value = data
     for part in full:
-        value = value.get(part) if isinstance(value, dict) else (
-            value[part] if isinstance(value, list) and isinstance(part, int) and part < len(value) else None)
+        value = (
+            value.get(part)
+            if isinstance(value, dict)
+            else (value[part] if isinstance(value, list) and isinstance(part, int) and part < len(value) else None)
+        )
     shown = value if not isinstance(value, (dict, list)) else None
     path = ".".join(str(p) for p in full)
     wrong, _, fix = message.partition("; ")  # most checks in schema.py write 'what is wrong; how to fix'
@@ -369,8 +433,27 @@ def _tagged_problem(line: str, loc: list, data: dict) -> FieldProblem:
     return FieldProblem(path, message, shown, fix=fix or f"see the field '{path}' in docs/spec.md")
 
 
-_FIX_VERBS = frozenset({"use", "raise", "lower", "choose", "remove", "set", "add", "give", "write", "make", "reduce",
-                        "increase", "drop", "pick", "put", "list", "change"})
+_FIX_VERBS = frozenset(
+    {
+        "use",
+        "raise",
+        "lower",
+        "choose",
+        "remove",
+        "set",
+        "add",
+        "give",
+        "write",
+        "make",
+        "reduce",
+        "increase",
+        "drop",
+        "pick",
+        "put",
+        "list",
+        "change",
+    }
+)
 
 
 def _parent(loc: list) -> str:
@@ -431,8 +514,11 @@ def _number_fix(kind: str, value: object) -> str:
         return f"write {int(number) * 1024} ({value} as {int(number)} x 1024), or {int(number * 1000)} for thousands"
     scaled = number * _SCALE[unit]
     exponent = {"k": 3, "m": 6, "b": 9, "g": 9, "t": 12}[unit]
-    return f"write {int(scaled)}" if kind.startswith("int") and scaled.is_integer() else \
-        f"write {match[1]}e{exponent} ({value} as a number)"
+    return (
+        f"write {int(scaled)}"
+        if kind.startswith("int") and scaled.is_integer()
+        else f"write {match[1]}e{exponent} ({value} as a number)"
+    )
 
 
 def _fix_for(kind: str, err: dict) -> str:
@@ -442,12 +528,23 @@ def _fix_for(kind: str, err: dict) -> str:
         return number
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         bound = next(iter(ctx.values()), None)
-        word = {"greater_than": "greater than", "greater_than_equal": "at least",
-                "less_than": "less than", "less_than_equal": "at most"}[kind]
+        word = {
+            "greater_than": "greater than",
+            "greater_than_equal": "at least",
+            "less_than": "less than",
+            "less_than_equal": "at most",
+        }[kind]
         return f"use a value {word} {bound}"
     if kind.startswith(("int_", "float_", "bool_", "string_type", "list_type", "dict_type", "model_type")):
-        want = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
-                "list": "a list", "dict": "a mapping", "model": "a mapping"}[kind.split("_")[0]]
+        want = {
+            "int": "an integer",
+            "float": "a number",
+            "bool": "true or false",
+            "string": "a string",
+            "list": "a list",
+            "dict": "a mapping",
+            "model": "a mapping",
+        }[kind.split("_")[0]]
         return f"write {want} here"
     if kind == "literal_error":
         return f"use one of {ctx.get('expected', '')}"

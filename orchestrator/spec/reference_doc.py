@@ -19,70 +19,122 @@ from pydantic import BaseModel
 
 from orchestrator.spec.schema import JobSpec
 
-MARKER = "<!-- generated from orchestrator/spec/schema.py by `python -m orchestrator.spec.reference_doc --write`; " \
-         "do not edit below -->"
+MARKER = (
+    "<!-- generated from orchestrator/spec/schema.py by `python -m orchestrator.spec.reference_doc --write`; "
+    "do not edit below -->"
+)
 DOC = Path(__file__).resolve().parents[2] / "docs" / "spec.md"
 
 # Units by field name (the models carry numbers; this says what they count).
 UNITS = {
-    "price_per_gpu_hour": "USD per device-hour", "budget_usd": "USD", "budget_gpu_hours": "device-hours",
-    "memory_gb": "GiB per device", "peak_bf16_tflops": "TFLOP/s per device", "peak_fp8_tflops": "TFLOP/s per device",
-    "notice_seconds": "seconds", "minutes": "minutes", "interruptions_per_node_day": "per node per day",
-    "tokens": "tokens", "hold_tokens": "tokens", "decay_tokens": "tokens", "ramp_tokens": "tokens",
-    "seq_len": "tokens", "global_batch": "sequences", "start": "sequences", "end": "sequences",
-    "micro_batch_size": "sequences", "steps": "steps", "warmup_steps": "steps", "nodes": "nodes",
-    "gpus_per_node": "devices per node", "spare_nodes": "nodes", "expected_mfu": "fraction (0-1]",
-    "peak": "learning rate", "final": "learning rate", "lr": "learning rate", "keep_every": "steps",
-    "keep_last": "checkpoints", "rope_theta": "", "max_restarts": "restarts",
+    "price_per_gpu_hour": "USD per device-hour",
+    "budget_usd": "USD",
+    "budget_gpu_hours": "device-hours",
+    "memory_gb": "GiB per device",
+    "peak_bf16_tflops": "TFLOP/s per device",
+    "peak_fp8_tflops": "TFLOP/s per device",
+    "notice_seconds": "seconds",
+    "minutes": "minutes",
+    "interruptions_per_node_day": "per node per day",
+    "tokens": "tokens",
+    "hold_tokens": "tokens",
+    "decay_tokens": "tokens",
+    "ramp_tokens": "tokens",
+    "seq_len": "tokens",
+    "global_batch": "sequences",
+    "start": "sequences",
+    "end": "sequences",
+    "micro_batch_size": "sequences",
+    "steps": "steps",
+    "warmup_steps": "steps",
+    "nodes": "nodes",
+    "gpus_per_node": "devices per node",
+    "spare_nodes": "nodes",
+    "expected_mfu": "fraction (0-1]",
+    "peak": "learning rate",
+    "final": "learning rate",
+    "lr": "learning rate",
+    "keep_every": "steps",
+    "keep_last": "checkpoints",
+    "rope_theta": "",
+    "max_restarts": "restarts",
 }
 
 # Descriptions of fields whose model has none (a model's own description wins).
 NOTES = {
-    "name": "job name (lowercase letters, digits, '-')", "team": "the team charged for the job's device-hours",
-    "priority": "higher runs first and may preempt lower", "model": "the architecture",
-    "model.vocab_size": "vocabulary size", "model.n_heads": "attention heads",
+    "name": "job name (lowercase letters, digits, '-')",
+    "team": "the team charged for the job's device-hours",
+    "priority": "higher runs first and may preempt lower",
+    "model": "the architecture",
+    "model.vocab_size": "vocabulary size",
+    "model.n_heads": "attention heads",
     "model.qk_nope_head_dim": "per-head query/key dimension without RoPE",
     "model.v_head_dim": "per-head value dimension",
-    "model.n_routed_experts": "routed experts per MoE layer", "model.n_shared_experts": "shared experts per MoE layer",
-    "model.score_func": "router affinity function", "model.route_scale": "scale of the routing weights",
-    "model.rope_theta": "RoPE base", "model.norm_eps": "RMSNorm epsilon",
-    "parallelism": "the layout over devices", "parallelism.schedule": "pipeline schedule",
-    "resources": "devices and where they come from", "resources.accelerator": "the device type",
-    "resources.accelerator.peak_bf16_tflops": "dense BF16 peak", "resources.accelerator.peak_fp8_tflops":
-    "dense FP8 peak (0: none)", "resources.accelerator.memory_gb": "device memory",
+    "model.n_routed_experts": "routed experts per MoE layer",
+    "model.n_shared_experts": "shared experts per MoE layer",
+    "model.score_func": "router affinity function",
+    "model.route_scale": "scale of the routing weights",
+    "model.rope_theta": "RoPE base",
+    "model.norm_eps": "RMSNorm epsilon",
+    "parallelism": "the layout over devices",
+    "parallelism.schedule": "pipeline schedule",
+    "resources": "devices and where they come from",
+    "resources.accelerator": "the device type",
+    "resources.accelerator.peak_bf16_tflops": "dense BF16 peak",
+    "resources.accelerator.peak_fp8_tflops": "dense FP8 peak (0: none)",
+    "resources.accelerator.memory_gb": "device memory",
     "resources.gpus_per_node": "devices per node (CPU worker slots on the embedded cluster)",
-    "resources.pools": "node pools", "resources.pools[].name": "pool name",
+    "resources.pools": "node pools",
+    "resources.pools[].name": "pool name",
     "resources.pools[].kind": "on-demand, spot (interruptible) or spare (hot spares)",
     "resources.pools[].nodes": "nodes in the pool",
-    "training": "optimizer, schedule and numerics", "training.optimizer": "the optimizer",
-    "training.optimizer.name": "optimizer", "training.optimizer.betas": "AdamW betas",
-    "training.optimizer.eps": "AdamW epsilon", "training.optimizer.weight_decay": "decoupled weight decay",
-    "training.optimizer.grad_clip": "global gradient-norm clip", "training.lr_schedule": "learning-rate schedule",
-    "training.lr_schedule.peak": "peak learning rate", "training.lr_schedule.warmup_steps": "linear warm-up",
-    "training.lr_schedule.tail[].tokens": "length of the stage", "training.lr_schedule.tail[].lr": "its learning rate",
+    "training": "optimizer, schedule and numerics",
+    "training.optimizer": "the optimizer",
+    "training.optimizer.name": "optimizer",
+    "training.optimizer.betas": "AdamW betas",
+    "training.optimizer.eps": "AdamW epsilon",
+    "training.optimizer.weight_decay": "decoupled weight decay",
+    "training.optimizer.grad_clip": "global gradient-norm clip",
+    "training.lr_schedule": "learning-rate schedule",
+    "training.lr_schedule.peak": "peak learning rate",
+    "training.lr_schedule.warmup_steps": "linear warm-up",
+    "training.lr_schedule.tail[].tokens": "length of the stage",
+    "training.lr_schedule.tail[].lr": "its learning rate",
     "training.precision": "training numerics (the planner costs fp8; the runtime runs bf16/fp32)",
     "training.balance": "auxiliary-loss-free load balancing",
     "training.balance.bias_update_speed": "expert bias update speed (gamma)",
     "training.balance.sequence_aux_loss_weight": "sequence-wise balance loss weight (alpha)",
     "training.mtp_loss_weight": "weight of the multi-token-prediction loss (lambda)",
-    "training.seed": "initialisation and data-order seed", "phases": "training phases, in order",
-    "phases[].name": "phase name", "phases[].seq_len": "sequence length",
-    "phases[].global_batch.start": "batch at the start of the ramp", "phases[].global_batch.end": "batch after it",
+    "training.seed": "initialisation and data-order seed",
+    "phases": "training phases, in order",
+    "phases[].name": "phase name",
+    "phases[].seq_len": "sequence length",
+    "phases[].global_batch.start": "batch at the start of the ramp",
+    "phases[].global_batch.end": "batch after it",
     "phases[].global_batch.ramp_tokens": "tokens over which the batch grows",
-    "phases[].tokens": "tokens to train (or give steps)", "phases[].steps": "steps to train (or give tokens)",
-    "data": "training data: synthetic or token shards", "data.source": "synthetic or shards",
-    "data.seed": "generator seed", "data.path": "directory or s3:// prefix of token shards",
-    "data.dtype": "token dtype of the shards", "checkpoint": "where and how often to checkpoint",
+    "phases[].tokens": "tokens to train (or give steps)",
+    "phases[].steps": "steps to train (or give tokens)",
+    "data": "training data: synthetic or token shards",
+    "data.source": "synthetic or shards",
+    "data.seed": "generator seed",
+    "data.path": "directory or s3:// prefix of token shards",
+    "data.dtype": "token dtype of the shards",
+    "checkpoint": "where and how often to checkpoint",
     "checkpoint.interval": "auto (from the failure rate and save cost), or every N steps or M minutes",
-    "checkpoint.interval.steps": "every N steps", "checkpoint.interval.minutes": "every M minutes",
-    "checkpoint.retention": "which checkpoints to keep", "checkpoint.retention.keep_last": "newest N kept",
+    "checkpoint.interval.steps": "every N steps",
+    "checkpoint.interval.minutes": "every M minutes",
+    "checkpoint.retention": "which checkpoints to keep",
+    "checkpoint.retention.keep_last": "newest N kept",
     "checkpoint.s3_endpoint_url": "S3-compatible endpoint (default: AWS)",
-    "fault_tolerance": "restarts and spares", "fault_tolerance.max_restarts": "restarts before the job fails",
+    "fault_tolerance": "restarts and spares",
+    "fault_tolerance.max_restarts": "restarts before the job fails",
     "fault_tolerance.spare_nodes": "hot spare nodes kept ready",
     "fault_tolerance.restart_budget": "restarts allowed per sliding window, infrastructure and crashes apart",
     "cost": "prices, reference and budgets",
-    "cost.price_per_gpu_hour": "price of pools that name none", "cost.reference": "the run to compare against",
-    "cost.budget_gpu_hours": "the job stops being admitted beyond this", "cost.budget_usd": "the same, in dollars",
+    "cost.price_per_gpu_hour": "price of pools that name none",
+    "cost.reference": "the run to compare against",
+    "cost.budget_gpu_hours": "the job stops being admitted beyond this",
+    "cost.budget_usd": "the same, in dollars",
     "cost.storage": "object-storage list prices for checkpoints and data reads",
     "profiles": "named overlays applied with --profile NAME (any subset of the sections above)",
 }
@@ -153,8 +205,17 @@ def rows(model: type[BaseModel], prefix: str = "") -> list[list[str]]:
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         key = path.split(".")[-1].split("[")[0]
-        out.append([path, type_text(field.annotation), "yes" if field.is_required() else "no", default_text(field),
-                    UNITS.get(key, ""), bounds_text(field), field.description or NOTES.get(path, "")])
+        out.append(
+            [
+                path,
+                type_text(field.annotation),
+                "yes" if field.is_required() else "no",
+                default_text(field),
+                UNITS.get(key, ""),
+                bounds_text(field),
+                field.description or NOTES.get(path, ""),
+            ]
+        )
         is_list = typing.get_origin(field.annotation) is list
         for sub in submodels(field.annotation):
             sub_rows = rows(sub, f"{path}{'[]' if is_list else ''}.")
@@ -179,16 +240,30 @@ def _merge(table: list[list[str]]) -> list[list[str]]:
 
 
 def render() -> str:
-    lines = [MARKER, "", "## Every field", "",
-             "Generated from the models: *required* fields have no default; bounds are checked when the spec "
-             "is read (exit 2 naming the field, the value and the fix). `[]` marks list items; `data` is "
-             "either synthetic (`seed`, `branching`, `concentration`) or shards (`path`, `dtype`).", ""]
+    lines = [
+        MARKER,
+        "",
+        "## Every field",
+        "",
+        "Generated from the models: *required* fields have no default; bounds are checked when the spec "
+        "is read (exit 2 naming the field, the value and the fix). `[]` marks list items; `data` is "
+        "either synthetic (`seed`, `branching`, `concentration`) or shards (`path`, `dtype`).",
+        "",
+    ]
     for section in JobSpec.model_fields:
         table = [r for r in rows(JobSpec) if r[0] == section or r[0].startswith((section + ".", section + "[]"))]
-        lines += [f"### `{section}`", "", "| field | type | required | default | unit | bounds | description |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += ["| " + " | ".join([f"`{r[0]}`", *[c.replace("|", "\\|") if i != 0 else c
-                                                   for i, c in enumerate(r[1:])]]) + " |" for r in table]
+        lines += [
+            f"### `{section}`",
+            "",
+            "| field | type | required | default | unit | bounds | description |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            "| "
+            + " | ".join([f"`{r[0]}`", *[c.replace("|", "\\|") if i != 0 else c for i, c in enumerate(r[1:])]])
+            + " |"
+            for r in table
+        ]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

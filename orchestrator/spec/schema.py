@@ -50,12 +50,12 @@ def check_storage_uri(value: str) -> str:
     if "://" in value and not value.startswith(("s3://", "file://")):
         raise ValueError("scheme must be s3:// or file://")
     if value.startswith("s3://"):
-        bucket = value[len("s3://"):].split("/", 1)[0]
+        bucket = value[len("s3://") :].split("/", 1)[0]
         if not bucket:
             raise ValueError("s3:// URI needs a bucket: s3://bucket/prefix")
         if not _S3_BUCKET.match(bucket):
             raise ValueError("the bucket name must be 3-63 lowercase letters, digits, dots or hyphens")
-    elif value.startswith("file://") and not value[len("file://"):].startswith("/"):
+    elif value.startswith("file://") and not value[len("file://") :].startswith("/"):
         raise ValueError("a file:// URI needs an absolute path: file:///path")
     if ".." in value.split("://", 1)[-1].split("/"):
         raise ValueError("must not contain '..' path segments")
@@ -105,43 +105,74 @@ class ModelSpec(StrictModel):
     rope_theta: float = Field(default=10000.0, gt=0, le=1e12)
     norm_eps: float = Field(default=1e-6, gt=0, lt=1)
     # YaRN context extension (config_671B.json); applied when a phase's seq_len exceeds original_seq_len
-    original_seq_len: int = Field(default=4096, ge=1, le=10_000_000,
-                                  description="pretraining context; longer phases use YaRN")
-    rope_factor: float = Field(default=40.0, ge=1, le=1e6,
-                               description="YaRN scale s: long-wavelength RoPE dims are divided by it")
-    beta_fast: float = Field(default=32.0, gt=0, le=1e6,
-                             description="YaRN: dims rotating more often than this keep their frequency")
-    beta_slow: float = Field(default=1.0, gt=0, le=1e6,
-                             description="YaRN: dims rotating less often than this are fully interpolated")
-    mscale: float = Field(default=1.0, ge=0, le=100,
-                          description="YaRN attention temperature: scale x (0.1 mscale ln s + 1)^2")
-    init_std: float = Field(default=0.006, gt=0, le=1,
-                            description="standard deviation of every weight matrix at initialisation (V3: 0.006)")
+    original_seq_len: int = Field(
+        default=4096, ge=1, le=10_000_000, description="pretraining context; longer phases use YaRN"
+    )
+    rope_factor: float = Field(
+        default=40.0, ge=1, le=1e6, description="YaRN scale s: long-wavelength RoPE dims are divided by it"
+    )
+    beta_fast: float = Field(
+        default=32.0, gt=0, le=1e6, description="YaRN: dims rotating more often than this keep their frequency"
+    )
+    beta_slow: float = Field(
+        default=1.0, gt=0, le=1e6, description="YaRN: dims rotating less often than this are fully interpolated"
+    )
+    mscale: float = Field(
+        default=1.0, ge=0, le=100, description="YaRN attention temperature: scale x (0.1 mscale ln s + 1)^2"
+    )
+    init_std: float = Field(
+        default=0.006, gt=0, le=1, description="standard deviation of every weight matrix at initialisation (V3: 0.006)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSpec":
         problems = []
         if self.n_dense_layers > self.n_layers:
-            problems.append(("n_dense_layers", f"n_dense_layers ({self.n_dense_layers}) exceeds n_layers "
-                             f"({self.n_layers}); use at most {self.n_layers}"))
+            problems.append(
+                (
+                    "n_dense_layers",
+                    f"n_dense_layers ({self.n_dense_layers}) exceeds n_layers "
+                    f"({self.n_layers}); use at most {self.n_layers}",
+                )
+            )
         if self.qk_rope_head_dim % 2:
-            problems.append(("qk_rope_head_dim", f"qk_rope_head_dim ({self.qk_rope_head_dim}) must be even for "
-                             "rotary pairs"))
+            problems.append(
+                ("qk_rope_head_dim", f"qk_rope_head_dim ({self.qk_rope_head_dim}) must be even for rotary pairs")
+            )
         if self.n_activated_experts > self.n_routed_experts:
-            problems.append(("n_activated_experts", f"n_activated_experts ({self.n_activated_experts}) exceeds "
-                             f"n_routed_experts ({self.n_routed_experts})"))
+            problems.append(
+                (
+                    "n_activated_experts",
+                    f"n_activated_experts ({self.n_activated_experts}) exceeds "
+                    f"n_routed_experts ({self.n_routed_experts})",
+                )
+            )
         if self.n_routed_experts % self.n_expert_groups:
-            problems.append(("n_expert_groups", f"n_routed_experts ({self.n_routed_experts}) is not divisible by "
-                             f"n_expert_groups ({self.n_expert_groups}); use a divisor"))
+            problems.append(
+                (
+                    "n_expert_groups",
+                    f"n_routed_experts ({self.n_routed_experts}) is not divisible by "
+                    f"n_expert_groups ({self.n_expert_groups}); use a divisor",
+                )
+            )
         if self.n_limited_groups > self.n_expert_groups:
-            problems.append(("n_limited_groups", f"n_limited_groups ({self.n_limited_groups}) exceeds "
-                             f"n_expert_groups ({self.n_expert_groups})"))
+            problems.append(
+                (
+                    "n_limited_groups",
+                    f"n_limited_groups ({self.n_limited_groups}) exceeds n_expert_groups ({self.n_expert_groups})",
+                )
+            )
         elif self.n_routed_experts % self.n_expert_groups == 0 and self.n_activated_experts <= self.n_routed_experts:
             reachable = self.n_limited_groups * (self.n_routed_experts // self.n_expert_groups)
             if self.n_activated_experts > reachable:
-                problems.append(("n_activated_experts", f"n_activated_experts ({self.n_activated_experts}) exceeds "
-                                 f"the {reachable} experts reachable in n_limited_groups ({self.n_limited_groups}) "
-                                 f"groups of {self.n_routed_experts // self.n_expert_groups}; raise n_limited_groups"))
+                problems.append(
+                    (
+                        "n_activated_experts",
+                        f"n_activated_experts ({self.n_activated_experts}) exceeds "
+                        f"the {reachable} experts reachable in n_limited_groups ({self.n_limited_groups}) "
+                        f"groups of {self.n_routed_experts // self.n_expert_groups}; raise n_limited_groups",
+                    )
+                )
         fail(problems)
         return self
 
@@ -214,8 +245,13 @@ class ResourcesSpec(StrictModel):
             problems.append(("pools", f"pool names must be unique; repeated: {', '.join(dupes)}"))
         usable = sum(p.nodes for p in self.pools if p.kind != "spare")
         if usable < self.nodes:
-            problems.append(("nodes", f"pools hold {usable} non-spare nodes but the job needs nodes={self.nodes}; "
-                             "add nodes to a pool or lower resources.nodes"))
+            problems.append(
+                (
+                    "nodes",
+                    f"pools hold {usable} non-spare nodes but the job needs nodes={self.nodes}; "
+                    "add nodes to a pool or lower resources.nodes",
+                )
+            )
         fail(problems)
         return self
 
@@ -289,8 +325,10 @@ class BalanceSpec(StrictModel):
 
     bias_update_speed: float = Field(default=0.001, ge=0, le=1)
     bias_update_speed_schedule: list[ScheduledValue] = Field(
-        default_factory=list, max_length=100, description="later bias update speeds by tokens trained "
-        "(V3: 0 after 14.3T tokens, i.e. for the last 500B)")
+        default_factory=list,
+        max_length=100,
+        description="later bias update speeds by tokens trained (V3: 0 after 14.3T tokens, i.e. for the last 500B)",
+    )
     sequence_aux_loss_weight: float = Field(default=0.0001, ge=0, le=100)
 
 
@@ -302,8 +340,10 @@ class TrainingSpec(StrictModel):
     balance: BalanceSpec = BalanceSpec()
     mtp_loss_weight: float = Field(default=0.3, ge=0, le=100)
     mtp_loss_weight_schedule: list[ScheduledValue] = Field(
-        default_factory=list, max_length=100, description="later MTP loss weights by tokens trained "
-        "(V3: 0.1 after 10T tokens)")
+        default_factory=list,
+        max_length=100,
+        description="later MTP loss weights by tokens trained (V3: 0.1 after 10T tokens)",
+    )
     seed: int = Field(default=1234, ge=0, le=2**32 - 1)
 
 
@@ -372,12 +412,14 @@ class RetentionSpec(StrictModel):
 
 
 class CheckpointSpec(StrictModel):
-    uri: str = Field(max_length=2048,
-                     description="file:///path, s3://bucket/prefix, or a relative path under ORCH_HOME")
+    uri: str = Field(
+        max_length=2048, description="file:///path, s3://bucket/prefix, or a relative path under ORCH_HOME"
+    )
     interval: Union[Literal["auto"], CheckpointInterval] = "auto"
     retention: RetentionSpec = RetentionSpec()
-    s3_endpoint_url: Union[str, None] = Field(default=None, max_length=2048,
-                                             description="http(s)://host[:port] of an S3-compatible store")
+    s3_endpoint_url: Union[str, None] = Field(
+        default=None, max_length=2048, description="http(s)://host[:port] of an S3-compatible store"
+    )
 
     @field_validator("uri")
     @classmethod
@@ -399,13 +441,19 @@ class RestartBudgetSpec(StrictModel):
     the job's own code have separate allowances: a crash loop stops after ``crash_restarts`` even
     while node losses still have room."""
 
-    restarts: int = Field(ge=0, le=100_000,
-                          description="infrastructure restarts (node loss, preemption on a notice, checkpoint "
-                                      "storage) allowed within any window")
+    restarts: int = Field(
+        ge=0,
+        le=100_000,
+        description="infrastructure restarts (node loss, preemption on a notice, checkpoint "
+        "storage) allowed within any window",
+    )
     window_hours: float = Field(gt=0, le=24 * 366, description="the sliding window the counts are over, hours")
-    crash_restarts: int = Field(default=0, ge=0, le=1_000,
-                                description="restarts after the job's own error within the window "
-                                            "(0: a crash fails the job at once)")
+    crash_restarts: int = Field(
+        default=0,
+        ge=0,
+        le=1_000,
+        description="restarts after the job's own error within the window (0: a crash fails the job at once)",
+    )
 
 
 DEFAULT_MAX_RESTARTS = 3
@@ -413,15 +461,20 @@ DEFAULT_MAX_RESTARTS = 3
 
 class FaultToleranceSpec(StrictModel):
     max_restarts: Union[int, None] = Field(
-        default=None, ge=0, le=1_000_000,
+        default=None,
+        ge=0,
+        le=1_000_000,
         description=f"cap on all restarts over the job's life (unset: {DEFAULT_MAX_RESTARTS} without a "
-                    "restart_budget, no cap with one)")
+        "restart_budget, no cap with one)",
+    )
     restart_budget: Union[RestartBudgetSpec, None] = None
     spare_nodes: int = Field(default=0, ge=0, le=1_000_000)
     warm_restart: bool = Field(
-        default=True, description="restart from warm state: each checkpoint shard also kept in a peer node's "
-                                  "memory and read from there on resume (object storage stays the durable copy); "
-                                  "false: every restart reads object storage")
+        default=True,
+        description="restart from warm state: each checkpoint shard also kept in a peer node's "
+        "memory and read from there on resume (object storage stays the durable copy); "
+        "false: every restart reads object storage",
+    )
 
     @property
     def lifetime_restarts(self) -> int | None:
@@ -439,13 +492,16 @@ class StorageCostSpec(StrictModel):
     gb_month_usd: float = Field(default=0.023, ge=0, le=1000, description="storage, per GB-month (730 hours)")
     put_per_1000_usd: float = Field(default=0.005, ge=0, le=1000, description="PUT/COPY/POST/LIST requests, per 1,000")
     get_per_1000_usd: float = Field(default=0.0004, ge=0, le=1000, description="GET/SELECT requests, per 1,000")
-    part_mb: float = Field(default=16.0, ge=5, le=5120,
-                           description="multipart part size, MiB (orch uploads 16; S3 allows 5 to 5,120)")
-    minimum_days: float = Field(default=0.0, ge=0, le=3650,
-                                description="early-deletion minimum (S3 Standard 0, Standard-IA 30, Glacier IR 90)")
+    part_mb: float = Field(
+        default=16.0, ge=5, le=5120, description="multipart part size, MiB (orch uploads 16; S3 allows 5 to 5,120)"
+    )
+    minimum_days: float = Field(
+        default=0.0, ge=0, le=3650, description="early-deletion minimum (S3 Standard 0, Standard-IA 30, Glacier IR 90)"
+    )
     transfer_per_gb_usd: float = Field(default=0.0, ge=0, le=1000, description="data transfer out (0 within a region)")
     write_gbps: Union[float, None] = Field(
-        default=None, gt=0, le=1e6, description="sustained checkpoint write bandwidth; interval: auto stays within it")
+        default=None, gt=0, le=1e6, description="sustained checkpoint write bandwidth; interval: auto stays within it"
+    )
 
 
 class CostSpec(StrictModel):
@@ -454,8 +510,9 @@ class CostSpec(StrictModel):
     reference: Literal["deepseek-v3", "none"] = "deepseek-v3"
     budget_gpu_hours: Union[float, None] = Field(default=None, gt=0, le=1e12)
     budget_usd: Union[float, None] = Field(default=None, gt=0, le=1e15)
-    forecast_alert: Literal["p50", "p90"] = Field(default="p50",
-                                                  description="forecast quantile that raises budget.forecast_over")
+    forecast_alert: Literal["p50", "p90"] = Field(
+        default="p50", description="forecast quantile that raises budget.forecast_over"
+    )
 
 
 # --------------------------------------------------------------------------- the job

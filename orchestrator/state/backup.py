@@ -66,8 +66,14 @@ def _backup_once(engine: Engine, url: str, path: Path) -> dict:
             raise BackupError(f"{redact(url)} holds no orch state store (no schema revision); check ORCH_STATE_URL")
         present = _tables(conn)
         counts = {table.name: conn.execute(select(func.count()).select_from(table)).scalar_one() for table in present}
-        header = {"format": FORMAT, "version": VERSION, "revision": revision, "dialect": engine.dialect.name,
-                  "created_at": time.time(), "counts": counts}
+        header = {
+            "format": FORMAT,
+            "version": VERSION,
+            "revision": revision,
+            "dialect": engine.dialect.name,
+            "created_at": time.time(),
+            "counts": counts,
+        }
         with gzip.open(tmp, "wt", encoding="utf-8") as out:
             out.write(json.dumps(header) + "\n")
             for table in present:
@@ -88,11 +94,14 @@ def _read(path: Path) -> tuple[dict, list[tuple[str, dict]]]:
             header = json.loads(handle.readline())
             rows = [(item["table"], item["row"]) for item in map(json.loads, handle)]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BackupError(f"{path} is not an orch state backup ({exc}); "
-                          "give the file 'orch state backup' wrote") from None
+        raise BackupError(
+            f"{path} is not an orch state backup ({exc}); give the file 'orch state backup' wrote"
+        ) from None
     if header.get("format") != FORMAT or header.get("version") != VERSION:
-        raise BackupError(f"{path} is not an orch state backup (format {header.get('format')!r}, "
-                          f"version {header.get('version')!r}; expected {FORMAT!r} version {VERSION})")
+        raise BackupError(
+            f"{path} is not an orch state backup (format {header.get('format')!r}, "
+            f"version {header.get('version')!r}; expected {FORMAT!r} version {VERSION})"
+        )
     return header, rows
 
 
@@ -103,8 +112,9 @@ def restore(url: str, path: Path, force: bool = False) -> dict:
     for name, _ in rows:
         counts[name] = counts.get(name, 0) + 1
     if counts != {k: v for k, v in header["counts"].items() if v}:
-        raise BackupError(f"{path} is truncated or corrupt: its rows {counts} differ from its header "
-                          f"{header['counts']}")
+        raise BackupError(
+            f"{path} is truncated or corrupt: its rows {counts} differ from its header {header['counts']}"
+        )
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = make_engine(url)
@@ -125,8 +135,10 @@ def _restore_once(engine: Engine, url: str, header: dict, rows: list[tuple[str, 
         if current is not None:
             jobs = conn.execute(select(func.count()).select_from(t.jobs)).scalar_one()
             if jobs and not force:
-                raise BackupError(f"{redact(url)} already holds {jobs} jobs; restore into an empty store, or "
-                                  "pass --force to replace its contents")
+                raise BackupError(
+                    f"{redact(url)} already holds {jobs} jobs; restore into an empty store, or "
+                    "pass --force to replace its contents"
+                )
         if current != header["revision"]:
             config = Config()
             config.set_main_option("script_location", str(MIGRATIONS))
@@ -134,8 +146,9 @@ def _restore_once(engine: Engine, url: str, header: dict, rows: list[tuple[str, 
             if current is None:
                 command.upgrade(config, header["revision"])
             else:
-                command.downgrade(config, header["revision"]) if _is_newer(current, header["revision"]) else \
-                    command.upgrade(config, header["revision"])
+                command.downgrade(config, header["revision"]) if _is_newer(
+                    current, header["revision"]
+                ) else command.upgrade(config, header["revision"])
         present = _tables(conn)
         for table in reversed(present):
             conn.execute(delete(table))
@@ -163,5 +176,9 @@ def _reset_sequences(conn: Connection, present: list) -> None:
     for table in present:
         for column in table.primary_key.columns:
             if isinstance(column.type, Integer) and column.autoincrement is not False:
-                conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "
-                                  f"COALESCE((SELECT MAX({column.name}) FROM {table.name}), 0) + 1, false)"))
+                conn.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "
+                        f"COALESCE((SELECT MAX({column.name}) FROM {table.name}), 0) + 1, false)"
+                    )
+                )

@@ -70,8 +70,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         timeout = statement_timeout_ms()
         kwargs.setdefault("pool_pre_ping", True)
-        kwargs.setdefault("connect_args", {"connect_timeout": CONNECT_TIMEOUT_S,
-                                           "options": f"-c statement_timeout={timeout} -c lock_timeout={timeout}"})
+        kwargs.setdefault(
+            "connect_args",
+            {
+                "connect_timeout": CONNECT_TIMEOUT_S,
+                "options": f"-c statement_timeout={timeout} -c lock_timeout={timeout}",
+            },
+        )
     return create_engine(url, future=True, **kwargs)
 
 
@@ -113,9 +118,11 @@ def call_with_retry(url: str, fn: Callable[[], Any], what: str = "state store ca
             return fn()
         except DBAPIError as exc:
             if is_timeout(exc):
-                raise StateStoreTimeout(f"{what} on {redact(url)} timed out after {statement_timeout_ms()} ms "
-                                        f"({_first_line(exc)}); something holds a lock or the database is "
-                                        "overloaded; raise ORCH_STATE_STATEMENT_TIMEOUT_MS if it is slow") from None
+                raise StateStoreTimeout(
+                    f"{what} on {redact(url)} timed out after {statement_timeout_ms()} ms "
+                    f"({_first_line(exc)}); something holds a lock or the database is "
+                    "overloaded; raise ORCH_STATE_STATEMENT_TIMEOUT_MS if it is slow"
+                ) from None
             if not is_disconnect(exc):
                 raise
             tries += 1
@@ -123,9 +130,11 @@ def call_with_retry(url: str, fn: Callable[[], Any], what: str = "state store ca
                 raise StateStoreUnavailable(
                     f"the state store {redact(url)} is unreachable ({_first_line(exc)}); gave up after {tries} "
                     f"tries in {retry_budget_s():.0f} s; check that the database runs and ORCH_STATE_URL "
-                    "points at it") from None
-            log.warning("state store %s: connection lost (%s); retry %d in %.2f s", redact(url), _first_line(exc),
-                        tries, delay)
+                    "points at it"
+                ) from None
+            log.warning(
+                "state store %s: connection lost (%s); retry %d in %.2f s", redact(url), _first_line(exc), tries, delay
+            )
             time.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, 2.0)
 

@@ -43,8 +43,14 @@ class LeaseState:
 
 
 class Lease:
-    def __init__(self, store: StateStore, name: str = "controller", holder: str | None = None,
-                 ttl_s: float = DEFAULT_TTL_S, margin_s: float | None = None):
+    def __init__(
+        self,
+        store: StateStore,
+        name: str = "controller",
+        holder: str | None = None,
+        ttl_s: float = DEFAULT_TTL_S,
+        margin_s: float | None = None,
+    ):
         self.store, self.name, self.holder, self.ttl_s = store, name, holder or default_holder(), ttl_s
         self.margin_s = ttl_s / 3 if margin_s is None else margin_s
         self.term: int | None = None  # the term this process holds, None when it does not lead
@@ -64,28 +70,44 @@ class Lease:
         c = t.leases.c
         with self.store.engine.begin() as conn:
             if self.term is not None:  # renew what this process holds (fails if someone took it over)
-                renewed = conn.execute(update(t.leases).where(c.name == self.name, c.holder == self.holder,
-                                                              c.term == self.term)
-                                       .values(renewed_at=now, expires_at=now + self.ttl_s)).rowcount
+                renewed = conn.execute(
+                    update(t.leases)
+                    .where(c.name == self.name, c.holder == self.holder, c.term == self.term)
+                    .values(renewed_at=now, expires_at=now + self.ttl_s)
+                ).rowcount
                 if renewed == 1:
                     return True
             row = conn.execute(select(t.leases).where(c.name == self.name)).mappings().first()
             if row is None:
                 try:
                     with conn.begin_nested():
-                        conn.execute(insert(t.leases).values(name=self.name, holder=self.holder, term=1,
-                                                             acquired_at=now, renewed_at=now,
-                                                             expires_at=now + self.ttl_s))
+                        conn.execute(
+                            insert(t.leases).values(
+                                name=self.name,
+                                holder=self.holder,
+                                term=1,
+                                acquired_at=now,
+                                renewed_at=now,
+                                expires_at=now + self.ttl_s,
+                            )
+                        )
                 except IntegrityError:
                     return False  # another candidate inserted it first
                 self.term = 1
                 return True
             if row["expires_at"] > now and row["holder"] != self.holder:
                 return False  # (the same holder, restarted, e.g. Ray's restarted controller actor, takes it back)
-            taken = conn.execute(update(t.leases).where(c.name == self.name, c.term == row["term"],
-                                                        or_(c.expires_at <= now, c.holder == self.holder))
-                                 .values(holder=self.holder, term=row["term"] + 1, acquired_at=now,
-                                         renewed_at=now, expires_at=now + self.ttl_s)).rowcount
+            taken = conn.execute(
+                update(t.leases)
+                .where(c.name == self.name, c.term == row["term"], or_(c.expires_at <= now, c.holder == self.holder))
+                .values(
+                    holder=self.holder,
+                    term=row["term"] + 1,
+                    acquired_at=now,
+                    renewed_at=now,
+                    expires_at=now + self.ttl_s,
+                )
+            ).rowcount
             if taken != 1:
                 return False
             self.term = row["term"] + 1
@@ -105,8 +127,11 @@ class Lease:
 
         def once() -> None:
             with self.store.engine.begin() as conn:
-                conn.execute(update(t.leases).where(t.leases.c.name == self.name, t.leases.c.holder == self.holder,
-                                                    t.leases.c.term == term).values(expires_at=now))
+                conn.execute(
+                    update(t.leases)
+                    .where(t.leases.c.name == self.name, t.leases.c.holder == self.holder, t.leases.c.term == term)
+                    .values(expires_at=now)
+                )
 
         call_with_retry(self.store.url, once, "lease release")
 

@@ -75,9 +75,15 @@ class RunnerOutcome:
         if not row:
             return None
         reason = row.get("failure_reason")
-        return cls(attempt=row["attempt"], status=OutcomeStatus(row["status"]), step=row.get("step") or 0,
-                   error=row.get("error"), infrastructure=bool(row.get("infrastructure")),
-                   directive=row.get("directive"), failure_reason=FailureReason(reason) if reason else None)
+        return cls(
+            attempt=row["attempt"],
+            status=OutcomeStatus(row["status"]),
+            step=row.get("step") or 0,
+            error=row.get("error"),
+            infrastructure=bool(row.get("infrastructure")),
+            directive=row.get("directive"),
+            failure_reason=FailureReason(reason) if reason else None,
+        )
 
     @property
     def failure(self) -> FailureReason | None:
@@ -147,8 +153,13 @@ class JobRecord:
     @classmethod
     def from_row(cls, row: dict, spec: JobSpec) -> JobRecord:
         values = {k: row[k] for k in _COLUMNS if k in row}
-        values.update(state=JobState(row["state"]), owner=Owner(row.get("owner") or Owner.RAY), spec=spec,
-                      spec_data=row["spec"], outcome=RunnerOutcome.from_row(row.get("outcome")))
+        values.update(
+            state=JobState(row["state"]),
+            owner=Owner(row.get("owner") or Owner.RAY),
+            spec=spec,
+            spec_data=row["spec"],
+            outcome=RunnerOutcome.from_row(row.get("outcome")),
+        )
         return cls(**values)
 
     def apply(self, **changes) -> None:
@@ -164,7 +175,32 @@ class JobRecord:
         return self.outcome if self.outcome is not None and self.outcome.attempt == self.attempt else None
 
 
-_COLUMNS = ("id", "name", "team", "priority", "world_size", "nodes", "devices_per_node", "total_steps",
-            "submitted_at", "updated_at", "started_at", "ended_at", "failure_reason", "message", "step", "tokens",
-            "loss", "tokens_per_s", "attempt", "restarts", "assignment", "cancel_requested", "cancel_requested_at",
-            "preempt_requested", "preempt_deadline", "last_checkpoint_step", "holds")
+_COLUMNS = (
+    "id",
+    "name",
+    "team",
+    "priority",
+    "world_size",
+    "nodes",
+    "devices_per_node",
+    "total_steps",
+    "submitted_at",
+    "updated_at",
+    "started_at",
+    "ended_at",
+    "failure_reason",
+    "message",
+    "step",
+    "tokens",
+    "loss",
+    "tokens_per_s",
+    "attempt",
+    "restarts",
+    "assignment",
+    "cancel_requested",
+    "cancel_requested_at",
+    "preempt_requested",
+    "preempt_deadline",
+    "last_checkpoint_step",
+    "holds",
+)

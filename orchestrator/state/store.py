@@ -162,8 +162,12 @@ class StateStore:
             _private_sqlite(Path(self.url.removeprefix("sqlite:///")))
         self._specs: dict[str, JobSpec] = {}
         if self.url == "sqlite://":  # in memory (the simulator): one connection shared by all
-            self.engine = create_engine(self.url, poolclass=StaticPool, connect_args={"check_same_thread": False},
-                                        **({"json_deserializer": _loads_caching_specs} if share_decoded_specs else {}))
+            self.engine = create_engine(
+                self.url,
+                poolclass=StaticPool,
+                connect_args={"check_same_thread": False},
+                **({"json_deserializer": _loads_caching_specs} if share_decoded_specs else {}),
+            )
         else:
             self.engine = make_engine(self.url)
         if self.engine.dialect.name == "sqlite":
@@ -200,9 +204,19 @@ class StateStore:
     def insert_job(self, row: dict, events: Iterable[EventRecord] = (), owner: Owner = Owner.RAY) -> str:
         """Enqueue a job for the control plane that ``owner`` names (only it will act on the row)."""
         now = self.clock.now()
-        values = {"state": JobState.QUEUED.value, "submitted_at": now, "updated_at": now, "step": 0,
-                  "tokens": 0.0, "attempt": 0, "restarts": 0, "cancel_requested": False,
-                  "preempt_requested": False, **row, "owner": Owner(owner).value}
+        values = {
+            "state": JobState.QUEUED.value,
+            "submitted_at": now,
+            "updated_at": now,
+            "step": 0,
+            "tokens": 0.0,
+            "attempt": 0,
+            "restarts": 0,
+            "cancel_requested": False,
+            "preempt_requested": False,
+            **row,
+            "owner": Owner(owner).value,
+        }
         events = list(events)
         retried = []
 
@@ -210,8 +224,11 @@ class StateStore:
             try:
                 with self.engine.begin() as conn:
                     conn.execute(insert(t.jobs).values(**values))
-                    conn.execute(insert(t.transitions).values(job_id=values["id"], from_state=None,
-                                                              to_state=values["state"], reason="submitted", at=now))
+                    conn.execute(
+                        insert(t.transitions).values(
+                            job_id=values["id"], from_state=None, to_state=values["state"], reason="submitted", at=now
+                        )
+                    )
                     self._insert_events(conn, values["id"], events, now)
             except IntegrityError:
                 # a retry whose first try did commit (the reply was lost): the row is ours, not a clash
@@ -237,8 +254,10 @@ class StateStore:
                 if len(rows) == 1:
                     row = rows[0]
                 elif len(rows) > 1:
-                    raise JobNotFound(f"'{job_id}' matches {len(rows)} jobs: "
-                                      f"{', '.join(r['id'] for r in rows[:5])}; give more of the id")
+                    raise JobNotFound(
+                        f"'{job_id}' matches {len(rows)} jobs: "
+                        f"{', '.join(r['id'] for r in rows[:5])}; give more of the id"
+                    )
         if row is None:
             raise JobNotFound(f"no job '{job_id}'; see 'orch list'")
         return dict(row)
@@ -290,9 +309,17 @@ class StateStore:
         return jobs if node is None else [j for j in jobs if node in (j["assignment"] or [])]
 
     @own_retries
-    def transition(self, job_id: str, expect: JobState, to: JobState, reason: str, *,
-                   updates: dict | None = None, events: Iterable[EventRecord] = (),
-                   extra: Callable[[Connection, float], None] | None = None) -> None:
+    def transition(
+        self,
+        job_id: str,
+        expect: JobState,
+        to: JobState,
+        reason: str,
+        *,
+        updates: dict | None = None,
+        events: Iterable[EventRecord] = (),
+        extra: Callable[[Connection, float], None] | None = None,
+    ) -> None:
         """Move a job ``expect -> to`` atomically with its transition row, events and any extra
         writes (ledger intervals); raise ``StaleState`` if the job was no longer in ``expect``.
 
@@ -308,14 +335,18 @@ class StateStore:
 
         def once() -> None:
             with self.engine.begin() as conn:
-                result = conn.execute(update(t.jobs).where(t.jobs.c.id == job_id, t.jobs.c.state == expect.value)
-                                      .values(**values))
+                result = conn.execute(
+                    update(t.jobs).where(t.jobs.c.id == job_id, t.jobs.c.state == expect.value).values(**values)
+                )
                 if result.rowcount != 1:
                     if self._applied(conn, job_id, expect, to, reason, now):
                         return
                     raise StaleState(f"job {job_id} is no longer {expect.value}")
-                conn.execute(insert(t.transitions).values(job_id=job_id, from_state=expect.value, to_state=to.value,
-                                                          reason=reason, at=now))
+                conn.execute(
+                    insert(t.transitions).values(
+                        job_id=job_id, from_state=expect.value, to_state=to.value, reason=reason, at=now
+                    )
+                )
                 self._insert_events(conn, job_id, events, now)
                 if extra is not None:
                     extra(conn, now)
@@ -324,10 +355,22 @@ class StateStore:
 
     @staticmethod
     def _applied(conn: Connection, job_id: str, expect: JobState, to: JobState, reason: str, at: float) -> bool:
-        last = conn.execute(select(t.transitions).where(t.transitions.c.job_id == job_id)
-                            .order_by(t.transitions.c.id.desc()).limit(1)).mappings().first()
+        last = (
+            conn.execute(
+                select(t.transitions)
+                .where(t.transitions.c.job_id == job_id)
+                .order_by(t.transitions.c.id.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
         return last is not None and (last["from_state"], last["to_state"], last["reason"], last["at"]) == (
-            expect.value, to.value, reason, at)
+            expect.value,
+            to.value,
+            reason,
+            at,
+        )
 
     # ------------------------------------------------------------------ named writers of job fields
     # Besides ``transition`` (the controller's), each field a job row has is written by one method that
@@ -341,11 +384,15 @@ class StateStore:
 
     def request_cancel(self, job_id: str, actor: str) -> None:
         """A user asks for the job's cancellation; the controller stops its runner and moves it."""
-        self._write_job(job_id, {"cancel_requested": True, "cancel_requested_at": self.clock.now()},
-                        [EventRecord("job.cancel_requested", f"{job_id}: cancel requested", actor=actor)])
+        self._write_job(
+            job_id,
+            {"cancel_requested": True, "cancel_requested_at": self.clock.now()},
+            [EventRecord("job.cancel_requested", f"{job_id}: cancel requested", actor=actor)],
+        )
 
-    def request_preempt(self, job_id: str, reason: str, actor: str, deadline: float | None = None,
-                        data: dict | None = None) -> None:
+    def request_preempt(
+        self, job_id: str, reason: str, actor: str, deadline: float | None = None, data: dict | None = None
+    ) -> None:
         """Ask the job to checkpoint and give its nodes back: for a higher-priority job (the scheduler),
         a drain (an operator) or an interruption notice (``deadline``: when the node goes). The one
         writer of ``preempt_requested``/``preempt_deadline``; an earlier deadline stands."""
@@ -382,28 +429,35 @@ class StateStore:
 
     def transitions(self, job_id: str) -> list[dict]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t.transitions).where(t.transitions.c.job_id == job_id)
-                                .order_by(t.transitions.c.id)).mappings()
+            rows = conn.execute(
+                select(t.transitions).where(t.transitions.c.job_id == job_id).order_by(t.transitions.c.id)
+            ).mappings()
             return [dict(r) for r in rows]
 
     def last_transition_at(self, job_id: str, to_state: JobState) -> float | None:
         """When the job last entered ``to_state`` (the ledger asks for its latest placement)."""
-        query = (select(t.transitions.c.at).where(t.transitions.c.job_id == job_id,
-                                                 t.transitions.c.to_state == to_state.value)
-                 .order_by(t.transitions.c.id.desc()).limit(1))
+        query = (
+            select(t.transitions.c.at)
+            .where(t.transitions.c.job_id == job_id, t.transitions.c.to_state == to_state.value)
+            .order_by(t.transitions.c.id.desc())
+            .limit(1)
+        )
         with self.engine.connect() as conn:
             return conn.execute(query).scalar()
 
     # ------------------------------------------------------------------ events and metrics
 
     def _insert_events(self, conn: Connection, job_id: str | None, records: Iterable[EventRecord], now: float) -> None:
-        rows = [{"job_id": job_id, "kind": e.kind, "message": e.message, "data": e.data, "actor": e.actor, "at": now}
-                for e in records]
+        rows = [
+            {"job_id": job_id, "kind": e.kind, "message": e.message, "data": e.data, "actor": e.actor, "at": now}
+            for e in records
+        ]
         if rows:
             conn.execute(insert(t.events), rows)
 
-    def add_event(self, kind: str, message: str, job_id: str | None = None, data: dict | None = None,
-                  actor: str = "orch") -> None:
+    def add_event(
+        self, kind: str, message: str, job_id: str | None = None, data: dict | None = None, actor: str = "orch"
+    ) -> None:
         with self.engine.begin() as conn:
             self._insert_events(conn, job_id, [EventRecord(kind, message, data, actor)], self.clock.now())
 
@@ -417,16 +471,21 @@ class StateStore:
     def events_of(self, kinds: Iterable[str], after_id: int = 0) -> list[dict]:
         """Every event of these kinds after ``after_id``, oldest first (the controller's record of the
         spares it added)."""
-        query = (select(t.events).where(t.events.c.kind.in_(list(kinds)), t.events.c.id > after_id)
-                 .order_by(t.events.c.id))
+        query = (
+            select(t.events).where(t.events.c.kind.in_(list(kinds)), t.events.c.id > after_id).order_by(t.events.c.id)
+        )
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def last_event_at(self, job_id: str, kind: str) -> float | None:
         """When the job's newest event of ``kind`` happened (the scheduler's view of how fresh a
         running job's checkpoint is: ``checkpoint.committed``)."""
-        query = (select(t.events.c.at).where(t.events.c.job_id == job_id, t.events.c.kind == kind)
-                 .order_by(t.events.c.id.desc()).limit(1))
+        query = (
+            select(t.events.c.at)
+            .where(t.events.c.job_id == job_id, t.events.c.kind == kind)
+            .order_by(t.events.c.id.desc())
+            .limit(1)
+        )
         with self.engine.connect() as conn:
             return conn.execute(query).scalar()
 
@@ -434,9 +493,11 @@ class StateStore:
         """When the job's restarts since ``since`` happened and of what kind (``job.recovering`` events;
         the controller's restart budget counts them over its window). Rows written before restarts had
         a kind count as infrastructure."""
-        query = (select(t.events.c.at, t.events.c.data)
-                 .where(t.events.c.job_id == job_id, t.events.c.kind == "job.recovering", t.events.c.at >= since)
-                 .order_by(t.events.c.id))
+        query = (
+            select(t.events.c.at, t.events.c.data)
+            .where(t.events.c.job_id == job_id, t.events.c.kind == "job.recovering", t.events.c.at >= since)
+            .order_by(t.events.c.id)
+        )
         with self.engine.connect() as conn:
             return [(row.at, (row.data or {}).get("restart", "infrastructure")) for row in conn.execute(query)]
 
@@ -447,24 +508,42 @@ class StateStore:
         now = self.clock.now()
         last = max(rows, key=lambda r: r["step"])
         with self.engine.begin() as conn:
-            conn.execute(insert(t.metrics), [{"job_id": job_id, "attempt": attempt, "step": r["step"],
-                                               "at": r.get("wall_time", now), "data": r} for r in rows])
-            conn.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(
-                step=last["step"], tokens=last.get("tokens", 0.0), loss=last.get("loss"),
-                tokens_per_s=last.get("tokens_per_s"), updated_at=now))
+            conn.execute(
+                insert(t.metrics),
+                [
+                    {"job_id": job_id, "attempt": attempt, "step": r["step"], "at": r.get("wall_time", now), "data": r}
+                    for r in rows
+                ],
+            )
+            conn.execute(
+                update(t.jobs)
+                .where(t.jobs.c.id == job_id)
+                .values(
+                    step=last["step"],
+                    tokens=last.get("tokens", 0.0),
+                    loss=last.get("loss"),
+                    tokens_per_s=last.get("tokens_per_s"),
+                    updated_at=now,
+                )
+            )
 
     def metrics(self, job_id: str, after_step: int = -1) -> list[dict]:
         """Each step's newest metrics (a step re-run after a restart replaces the lost one)."""
-        query = (select(t.metrics.c.step, t.metrics.c.data, t.metrics.c.attempt, t.metrics.c.at)
-                 .where(t.metrics.c.job_id == job_id, t.metrics.c.step > after_step).order_by(t.metrics.c.id))
+        query = (
+            select(t.metrics.c.step, t.metrics.c.data, t.metrics.c.attempt, t.metrics.c.at)
+            .where(t.metrics.c.job_id == job_id, t.metrics.c.step > after_step)
+            .order_by(t.metrics.c.id)
+        )
         with self.engine.connect() as conn:
             latest = {r.step: {**r.data, "attempt": r.attempt, "at": r.at} for r in conn.execute(query)}
         return [latest[s] for s in sorted(latest)]
 
     def metrics_of_attempt(self, job_id: str, attempt: int) -> list[dict]:
-        query = (select(t.metrics.c.data, t.metrics.c.at).where(t.metrics.c.job_id == job_id,
-                                                                t.metrics.c.attempt == attempt)
-                 .order_by(t.metrics.c.id))
+        query = (
+            select(t.metrics.c.data, t.metrics.c.at)
+            .where(t.metrics.c.job_id == job_id, t.metrics.c.attempt == attempt)
+            .order_by(t.metrics.c.id)
+        )
         with self.engine.connect() as conn:
             return [{**r.data, "attempt": attempt, "at": r.at} for r in conn.execute(query)]
 
@@ -501,17 +580,23 @@ class StateStore:
     def noticed_nodes(self) -> dict[str, float]:
         """Cordoned nodes that are going away on an interruption notice, with when they go."""
         query = select(t.node_states.c.name, t.node_states.c.notice_deadline).where(
-            t.node_states.c.cordoned.is_(True), t.node_states.c.notice_deadline.is_not(None))
+            t.node_states.c.cordoned.is_(True), t.node_states.c.notice_deadline.is_not(None)
+        )
         with self.engine.connect() as conn:
             return {r.name: r.notice_deadline for r in conn.execute(query)}
 
-    def set_cordon(self, name: str, cordoned: bool, reason: str, actor: str,
-                   notice_deadline: float | None = None) -> None:
+    def set_cordon(
+        self, name: str, cordoned: bool, reason: str, actor: str, notice_deadline: float | None = None
+    ) -> None:
         """Cordon (or uncordon) a node in orch's own list; ``notice_deadline``: the node is going away
         then (an interruption notice). Uncordoning, or cordoning without a notice, clears it."""
         now = self.clock.now()
-        values = {"cordoned": cordoned, "reason": reason, "updated_at": now,
-                  "notice_deadline": notice_deadline if cordoned else None}
+        values = {
+            "cordoned": cordoned,
+            "reason": reason,
+            "updated_at": now,
+            "notice_deadline": notice_deadline if cordoned else None,
+        }
         with self.engine.begin() as conn:
             exists = conn.execute(select(t.node_states.c.name).where(t.node_states.c.name == name)).first()
             if exists:

@@ -8,7 +8,8 @@ from sqlalchemy import JSON, Boolean, Column, Float, Index, Integer, MetaData, S
 metadata = MetaData()
 
 jobs = Table(
-    "jobs", metadata,
+    "jobs",
+    metadata,
     Column("id", String(80), primary_key=True),
     Column("name", String(63), nullable=False),
     Column("team", String(63), nullable=False),
@@ -44,7 +45,8 @@ jobs = Table(
 )
 
 transitions = Table(
-    "transitions", metadata,
+    "transitions",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("job_id", String(80), nullable=False, index=True),
     Column("from_state", String(20)),
@@ -54,7 +56,8 @@ transitions = Table(
 )
 
 events = Table(
-    "events", metadata,
+    "events",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("job_id", String(80), index=True),
     Column("kind", String(40), nullable=False),
@@ -65,7 +68,8 @@ events = Table(
 )
 
 metrics = Table(
-    "metrics", metadata,
+    "metrics",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("job_id", String(80), nullable=False),
     Column("attempt", Integer, nullable=False),
@@ -76,7 +80,8 @@ metrics = Table(
 )
 
 node_states = Table(
-    "node_states", metadata,
+    "node_states",
+    metadata,
     Column("name", String(120), primary_key=True),
     Column("cordoned", Boolean, nullable=False, default=False),
     Column("reason", Text),
@@ -85,7 +90,8 @@ node_states = Table(
 )
 
 node_history = Table(
-    "node_history", metadata,  # each node's up/down/cordon changes as the controller saw them (0005)
+    "node_history",
+    metadata,  # each node's up/down/cordon changes as the controller saw them (0005)
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(120), nullable=False),
     Column("pool", String(63), nullable=False),
@@ -97,7 +103,8 @@ node_history = Table(
 )
 
 teams = Table(
-    "teams", metadata,
+    "teams",
+    metadata,
     Column("name", String(63), primary_key=True),
     Column("quota_devices", Integer),
     Column("budget_gpu_hours", Float),
@@ -105,7 +112,8 @@ teams = Table(
 )
 
 ledger_intervals = Table(
-    "ledger_intervals", metadata,
+    "ledger_intervals",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("job_id", String(80), nullable=False, index=False),
     Column("team", String(63), nullable=False),
@@ -124,7 +132,8 @@ ledger_intervals = Table(
 )
 
 leases = Table(
-    "leases", metadata,  # leader election: one row per elected role (revision 0003)
+    "leases",
+    metadata,  # leader election: one row per elected role (revision 0003)
     Column("name", String(63), primary_key=True),
     Column("holder", String(200), nullable=False),
     Column("term", Integer, nullable=False),  # +1 at each change of holder: a fencing token

@@ -69,24 +69,27 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         ctx.chunk = chunk
         total = torch.zeros((), dtype=_wide(hidden.dtype), device=hidden.device)
         for start in range(0, hidden.shape[0], chunk):
-            logits = F.linear(hidden[start:start + chunk], weight).to(total.dtype)
-            total += F.cross_entropy(logits, targets[start:start + chunk], reduction="sum")
+            logits = F.linear(hidden[start : start + chunk], weight).to(total.dtype)
+            total += F.cross_entropy(logits, targets[start : start + chunk], reduction="sum")
         return total
 
     @staticmethod
     def backward(ctx, grad_total: torch.Tensor):
         hidden, weight, targets = ctx.saved_tensors
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros(weight.shape, dtype=_wide(weight.dtype), device=weight.device) \
-            if ctx.needs_input_grad[1] else None
+        grad_weight = (
+            torch.zeros(weight.shape, dtype=_wide(weight.dtype), device=weight.device)
+            if ctx.needs_input_grad[1]
+            else None
+        )
         for start in range(0, hidden.shape[0], ctx.chunk):
-            rows = hidden[start:start + ctx.chunk]
+            rows = hidden[start : start + ctx.chunk]
             logits = F.linear(rows, weight).to(grad_total.dtype)
             dlogits = logits.softmax(-1)
-            dlogits[torch.arange(rows.shape[0], device=rows.device), targets[start:start + ctx.chunk]] -= 1
+            dlogits[torch.arange(rows.shape[0], device=rows.device), targets[start : start + ctx.chunk]] -= 1
             dlogits *= grad_total
             if grad_hidden is not None:
-                grad_hidden[start:start + ctx.chunk] = (dlogits @ weight.to(dlogits.dtype)).to(hidden.dtype)
+                grad_hidden[start : start + ctx.chunk] = (dlogits @ weight.to(dlogits.dtype)).to(hidden.dtype)
             if grad_weight is not None:
                 grad_weight += dlogits.t() @ rows.to(dlogits.dtype)
         return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None
@@ -96,8 +99,9 @@ def _wide(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                          chunk: int = LOSS_CHUNK_TOKENS) -> torch.Tensor:
+def chunked_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = LOSS_CHUNK_TOKENS
+) -> torch.Tensor:
     """Mean next-token cross-entropy of ``hidden [B, S, D]`` through the head ``weight [V, D]``
     against ``targets [B, S]``, in fp32 (fp64 for fp64 inputs), ``chunk`` tokens of logits at a time."""
     flat = hidden.reshape(-1, hidden.shape[-1])

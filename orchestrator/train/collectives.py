@@ -95,8 +95,13 @@ def broadcast(tensor: torch.Tensor, src: int, group=None) -> torch.Tensor:
     return tensor
 
 
-def all_to_all_single(output: torch.Tensor, tensor: torch.Tensor, output_splits: list[int] | None = None,
-                      input_splits: list[int] | None = None, group=None) -> torch.Tensor:
+def all_to_all_single(
+    output: torch.Tensor,
+    tensor: torch.Tensor,
+    output_splits: list[int] | None = None,
+    input_splits: list[int] | None = None,
+    group=None,
+) -> torch.Tensor:
     """Exchange rows of ``tensor`` across ``group`` into ``output`` (both on the group's device)."""
     device = _device_for(tensor, group)
     if tensor.device != device or output.device != device:

@@ -84,14 +84,16 @@ def replica_slice(global_batch: int, data_parallel: int, replica: int) -> tuple[
     return replica * per_replica, per_replica
 
 
-def replica_range(position: int, global_batch: int, data_parallel: int, replica: int,
-                  sample_len: int) -> tuple[int, int]:
+def replica_range(
+    position: int, global_batch: int, data_parallel: int, replica: int, sample_len: int
+) -> tuple[int, int]:
     """(first token, window count) a replica reads for the step starting at token ``position``."""
     offset, count = replica_slice(global_batch, data_parallel, replica)
     return position + offset * sample_len, count
 
 
-def micro_batches(source, position: int, global_batch: int, data_parallel: int, replica: int,
-                  micro_batch_size: int, sample_len: int) -> list[torch.Tensor]:
+def micro_batches(
+    source, position: int, global_batch: int, data_parallel: int, replica: int, micro_batch_size: int, sample_len: int
+) -> list[torch.Tensor]:
     start, count = replica_range(position, global_batch, data_parallel, replica, sample_len)
     return list(source.windows(start, count, sample_len).split(micro_batch_size))

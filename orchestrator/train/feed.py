@@ -32,8 +32,9 @@ def make_source(spec: JobSpec, path: str | None = None):
 class DataFeed:
     """One rank's data: built from its pipeline stage and data-parallel replica."""
 
-    def __init__(self, spec: JobSpec, stage: int, stages: int, replica: int, data_parallel: int,
-                 path: str | None = None):
+    def __init__(
+        self, spec: JobSpec, stage: int, stages: int, replica: int, data_parallel: int, path: str | None = None
+    ):
         self.spec, self.replica, self.data_parallel = spec, replica, data_parallel
         self.first, self.last = stage == 0, stage == stages - 1
         self.micro_batch = spec.parallelism.micro_batch_size

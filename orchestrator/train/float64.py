@@ -54,10 +54,17 @@ def keep_float64(optimizer) -> None:
     """Make DeepSpeed's ZeRO-1 optimizer accumulate, reduce and update in float64 (see module doc)."""
     from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
 
-    if not isinstance(optimizer, DeepSpeedZeroOptimizer) or optimizer.partition_gradients \
-            or optimizer.cpu_offload or optimizer.overlap_comm or optimizer.dtype != torch.float64:
-        raise Float64SetupError(f"float64 training needs ZeRO stage 1 without offload or overlap_comm and float64 "
-                                f"parameters; DeepSpeed built {type(optimizer).__name__}")
+    if (
+        not isinstance(optimizer, DeepSpeedZeroOptimizer)
+        or optimizer.partition_gradients
+        or optimizer.cpu_offload
+        or optimizer.overlap_comm
+        or optimizer.dtype != torch.float64
+    ):
+        raise Float64SetupError(
+            f"float64 training needs ZeRO stage 1 without offload or overlap_comm and float64 "
+            f"parameters; DeepSpeed built {type(optimizer).__name__}"
+        )
     if any(optimizer.optimizer.state.values()):
         raise Float64SetupError("keep_float64 must run before the first optimizer step")
     optimizer.gradient_accumulation_dtype = torch.float64

@@ -48,6 +48,7 @@ def rotary_frequencies(m: ModelSpec, seq_len: int) -> torch.Tensor:
     dim, base = m.qk_rope_head_dim, m.rope_theta
     freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
     if yarn_active(m, seq_len):
+
         def correction_dim(rotations: float) -> float:
             return dim * math.log(m.original_seq_len / (rotations * 2 * math.pi)) / (2 * math.log(base))
 
@@ -122,8 +123,9 @@ class MultiHeadLatentAttention(nn.Module):
         k_nope, v = kv.split([self.nope_dim, self.v_dim], dim=-1)
         q = torch.cat([q_nope, q_rope], dim=-1).transpose(1, 2)
         k = torch.cat([k_nope, k_rope.expand(B, S, H, self.rope_dim)], dim=-1).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v.transpose(1, 2), is_causal=True,
-                                             scale=attention_scale(self.spec, S))
+        out = F.scaled_dot_product_attention(
+            q, k, v.transpose(1, 2), is_causal=True, scale=attention_scale(self.spec, S)
+        )
         return self.wo(out.transpose(1, 2).reshape(B, S, H * self.v_dim))
 
 

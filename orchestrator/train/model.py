@@ -26,8 +26,16 @@ from orchestrator.train.moe import DeepSeekMoE, derived_seed, init_weights
 class TransformerBlock(nn.Module):
     """Pre-norm block: MLA attention, then a dense SwiGLU or a DeepSeekMoE FFN."""
 
-    def __init__(self, m: ModelSpec, balance: BalanceSpec, index: int, ep_size: int, ep_rank: int, seed: int,
-                 moe: bool | None = None):
+    def __init__(
+        self,
+        m: ModelSpec,
+        balance: BalanceSpec,
+        index: int,
+        ep_size: int,
+        ep_rank: int,
+        seed: int,
+        moe: bool | None = None,
+    ):
         super().__init__()
         self.index = index
         self.attn_norm = RMSNorm(m.dim, m.norm_eps)
@@ -75,7 +83,7 @@ def embed_future_tokens(layer: EmbeddingLayer, inputs):
     """forward_fn of the tied embedding on the last stage: embed t_{i+k} for each MTP depth k."""
     h, aux, tokens = inputs
     S = h.shape[1]
-    future = torch.stack([layer.embed(tokens[:, k: k + S]) for k in range(1, layer.mtp_depth + 1)])
+    future = torch.stack([layer.embed(tokens[:, k : k + S]) for k in range(1, layer.mtp_depth + 1)])
     return h, aux, tokens, future
 
 
@@ -101,8 +109,9 @@ class MTPModule(nn.Module):
         self.proj = nn.Linear(2 * m.dim, m.dim, bias=False)
         mtp_seed = derived_seed(seed, "mtp", depth)
         init_weights(self.proj, mtp_seed, m.init_std)
-        self.block = TransformerBlock(m, balance, m.n_layers + depth, ep_size, ep_rank, mtp_seed,
-                                      moe=m.n_routed_experts > 0)
+        self.block = TransformerBlock(
+            m, balance, m.n_layers + depth, ep_size, ep_rank, mtp_seed, moe=m.n_routed_experts > 0
+        )
         self.norm = RMSNorm(m.dim, m.norm_eps)
 
 
@@ -112,8 +121,9 @@ class OutputLayer(nn.Module):
     through the pipeline, so the full logits never exist. ``checkpoint_mtp`` recomputes each MTP
     block in backward, as the pipeline does for the main blocks."""
 
-    def __init__(self, m: ModelSpec, balance: BalanceSpec, ep_size: int, ep_rank: int, seed: int,
-                 checkpoint_mtp: bool = False):
+    def __init__(
+        self, m: ModelSpec, balance: BalanceSpec, ep_size: int, ep_rank: int, seed: int, checkpoint_mtp: bool = False
+    ):
         super().__init__()
         self.norm = RMSNorm(m.dim, m.norm_eps)
         self.head = nn.Linear(m.dim, m.vocab_size, bias=False)
@@ -133,14 +143,15 @@ class OutputLayer(nn.Module):
         else:
             h, aux, tokens = inputs
         S = h.shape[1]
-        lm = chunked_cross_entropy(self.norm(h), self.head.weight, tokens[:, 1: S + 1])
+        lm = chunked_cross_entropy(self.norm(h), self.head.weight, tokens[:, 1 : S + 1])
         mtp_losses, prev = [], h
         for depth, module in enumerate(self.mtp):
             prev = module.proj(torch.cat([module.hnorm(prev), module.enorm(future[depth])], dim=-1))
             prev, block_aux = self._mtp_block(module, prev)
             aux = aux + block_aux
-            mtp_losses.append(chunked_cross_entropy(module.norm(prev), self.head.weight,
-                                                    tokens[:, depth + 2: depth + 2 + S]))
+            mtp_losses.append(
+                chunked_cross_entropy(module.norm(prev), self.head.weight, tokens[:, depth + 2 : depth + 2 + S])
+            )
         stacked = torch.stack(mtp_losses) if mtp_losses else lm.new_zeros((0,))
         return lm, stacked, aux
 
@@ -171,8 +182,9 @@ class LanguageModelLoss:
         return total
 
 
-def build_layers(m: ModelSpec, balance: BalanceSpec, seed: int, ep_size: int = 1, ep_rank: int = 0,
-                 checkpointing: bool = False) -> dict:
+def build_layers(
+    m: ModelSpec, balance: BalanceSpec, seed: int, ep_size: int = 1, ep_rank: int = 0, checkpointing: bool = False
+) -> dict:
     """Constructors for every layer, in pipeline order (used by both the pipeline and the local model)."""
     return {
         "embed": lambda: EmbeddingLayer(m, seed),
@@ -185,8 +197,9 @@ class LocalModel(nn.Module):
     """The whole model in one process (all experts local): the reference for equivalence tests
     and the model a single-device run trains."""
 
-    def __init__(self, m: ModelSpec, balance: BalanceSpec, seed: int, mtp_weight: float = 0.3,
-                 checkpointing: bool = False):
+    def __init__(
+        self, m: ModelSpec, balance: BalanceSpec, seed: int, mtp_weight: float = 0.3, checkpointing: bool = False
+    ):
         super().__init__()
         self.checkpointing = checkpointing
         makers = build_layers(m, balance, seed, checkpointing=checkpointing)

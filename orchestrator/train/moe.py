@@ -174,7 +174,8 @@ class DeepSeekMoE(DeepSpeedMoE):
         """Called by the DeepSpeed engine: create (once) and attach the expert-parallel group."""
         if self.expert_group_name not in groups._get_expert_parallel_group_dict():
             groups._create_expert_and_data_parallel(
-                self.ep_size, use_data_before_expert_parallel_=use_data_before_expert_parallel_)
+                self.ep_size, use_data_before_expert_parallel_=use_data_before_expert_parallel_
+            )
         self.ep_group = groups._get_expert_parallel_group(self.expert_group_name)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,8 +27,12 @@ NAMESPACE = "orch"
 KEEP_STEPS = 2
 TIMEOUT_S = 10.0
 # What a holder that cannot be reached raises: its node is gone or going; a miss, not an error.
-_GONE = (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, ray.exceptions.ActorUnavailableError,
-         ray.exceptions.RaySystemError)
+_GONE = (
+    ray.exceptions.RayActorError,
+    ray.exceptions.GetTimeoutError,
+    ray.exceptions.ActorUnavailableError,
+    ray.exceptions.RaySystemError,
+)
 
 
 @ray.remote(num_cpus=0, max_concurrency=16)
@@ -63,9 +67,14 @@ class ShardHolder:
 
 def holder(node: str):
     """The holder on ``node``, started there if it is not running (its node must be alive)."""
-    return ShardHolder.options(name=HOLDER_PREFIX + node, namespace=NAMESPACE, lifetime="detached",
-                               get_if_exists=True, max_restarts=0,
-                               label_selector={"orch-node": node}).remote(node)
+    return ShardHolder.options(
+        name=HOLDER_PREFIX + node,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=0,
+        label_selector={"orch-node": node},
+    ).remote(node)
 
 
 def existing_holder(node: str):
@@ -98,11 +107,11 @@ class PeerCopies:
     def keep(self, step: int, rank: int, attempt: int, payload: bytes, sha256: str) -> None:
         try:
             ref = ray.put(payload)  # one copy in the object store, shared by both holders' calls
-            ray.get([holder(n).put.remote(self.job, rank, step, sha256, ref) for n in self.targets],
-                    timeout=TIMEOUT_S)
+            ray.get([holder(n).put.remote(self.job, rank, step, sha256, ref) for n in self.targets], timeout=TIMEOUT_S)
         except _GONE as exc:
-            log.warning("rank %s: step %s kept in peer memory on fewer nodes than %s: %s", rank, step,
-                        self.targets, exc)
+            log.warning(
+                "rank %s: step %s kept in peer memory on fewer nodes than %s: %s", rank, step, self.targets, exc
+            )
 
     def fetch(self, step: int, rank: int, sha256: str) -> bytes | None:
         for node in self.sources:

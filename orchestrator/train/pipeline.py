@@ -40,9 +40,15 @@ class PlannedPipelineModule(PipelineModule):
         self._planned_parts = stage_starts
         self._loss = loss_fn
         # per block, with DeepSpeed's checkpoint (orchestrator.train.activations): only a block's input is kept
-        super().__init__(layers=layers, topology=topology, loss_fn=loss_fn, partition_method="planned",
-                         activation_checkpoint_interval=1 if checkpointing else 0,
-                         activation_checkpoint_func=checkpoint_layers, checkpointable_layers=["BlockLayer"])
+        super().__init__(
+            layers=layers,
+            topology=topology,
+            loss_fn=loss_fn,
+            partition_method="planned",
+            activation_checkpoint_interval=1 if checkpointing else 0,
+            activation_checkpoint_func=checkpoint_layers,
+            checkpointable_layers=["BlockLayer"],
+        )
 
     def _partition_layers(self, method: str = "planned") -> None:
         self.parts = list(self._planned_parts)
@@ -65,8 +71,11 @@ def layer_specs(spec: JobSpec, plan: Plan, placement: RankPlacement) -> tuple[li
     layers: list = [TiedLayerSpec("embed", EmbeddingLayer, m, seed, tied_weight_attr=["embed.weight"])]
     layers += [LayerSpec(BlockLayer, m, balance, i, ep, ep_rank, seed) for i in range(m.n_layers)]
     if m.mtp_depth:
-        layers.append(TiedLayerSpec("embed", EmbeddingLayer, m, seed, forward_fn=embed_future_tokens,
-                                    tied_weight_attr=["embed.weight"]))
+        layers.append(
+            TiedLayerSpec(
+                "embed", EmbeddingLayer, m, seed, forward_fn=embed_future_tokens, tied_weight_attr=["embed.weight"]
+            )
+        )
     layers.append(LayerSpec(OutputLayer, m, balance, ep, ep_rank, seed, spec.parallelism.activation_checkpointing))
     starts = [0]
     for stage in plan.stages[:-1]:
@@ -89,15 +98,25 @@ def deepspeed_config(spec: JobSpec, plan: Plan, first_batch: int, use_bf16: bool
     with bf16 gradients accumulated in bf16 is what it warns about)."""
     opt = spec.training.optimizer
     mbs = spec.parallelism.micro_batch_size
-    precision = {"bf16": {"enabled": True}, "data_types": {"grad_accum_dtype": "fp32"}} if use_bf16 else \
-        {"bf16": {"enabled": False}}
+    precision = (
+        {"bf16": {"enabled": True}, "data_types": {"grad_accum_dtype": "fp32"}}
+        if use_bf16
+        else {"bf16": {"enabled": False}}
+    )
     return {
         "train_batch_size": first_batch,
         "train_micro_batch_size_per_gpu": mbs,
         "gradient_accumulation_steps": first_batch // (mbs * plan.mesh.data),
-        "optimizer": {"type": "AdamW", "params": {"lr": spec.training.lr_schedule.peak, "betas": list(opt.betas),
-                                                  "eps": opt.eps, "weight_decay": opt.weight_decay,
-                                                  "torch_adam": True}},
+        "optimizer": {
+            "type": "AdamW",
+            "params": {
+                "lr": spec.training.lr_schedule.peak,
+                "betas": list(opt.betas),
+                "eps": opt.eps,
+                "weight_decay": opt.weight_decay,
+                "torch_adam": True,
+            },
+        },
         "gradient_clipping": opt.grad_clip,
         "zero_optimization": {"stage": spec.parallelism.zero_stage},
         **precision,
@@ -131,8 +150,10 @@ def build_engine(spec: JobSpec, plan: Plan, first_batch: int):
     module = PlannedPipelineModule(layers, starts, loss_fn, topology, spec.parallelism.activation_checkpointing)
     use_bf16 = spec.training.precision == "bf16"
     engine, _, _, _ = deepspeed.initialize(
-        model=module, model_parameters=param_groups(module, spec.training.optimizer.weight_decay),
-        config=deepspeed_config(spec, plan, first_batch, use_bf16))
+        model=module,
+        model_parameters=param_groups(module, spec.training.optimizer.weight_decay),
+        config=deepspeed_config(spec, plan, first_batch, use_bf16),
+    )
     stage_backward.install(engine)  # one backward per micro-batch, not one per sent tensor
     if needs_float64(module):  # the equivalence test's precision: DeepSpeed would keep fp32 masters
         keep_float64(engine.optimizer)

@@ -61,7 +61,13 @@ def prepare_shards(inputs: list[str], out_dir: str, shard_tokens: int = 1 << 24,
     total = sum(s["tokens"] for s in shards)
     if total == 0:
         raise PrepareError("the inputs hold no text")
-    manifest = {"tokenizer": "utf-8 bytes", "vocab_size": BYTE_VOCAB, "dtype": dtype, "tokens": total,
-                "shards": shards, "inputs": [str(p) for p in files]}
+    manifest = {
+        "tokenizer": "utf-8 bytes",
+        "vocab_size": BYTE_VOCAB,
+        "dtype": dtype,
+        "tokens": total,
+        "shards": shards,
+        "inputs": [str(p) for p in files],
+    }
     _write_atomic(out / "manifest.json", json.dumps(manifest, indent=2).encode())
     return manifest

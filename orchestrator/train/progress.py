@@ -56,8 +56,9 @@ class Schedule:
         lr = learning_rate(self.spec.training.lr_schedule, progress.step, progress.tokens)
         training = self.spec.training
         mtp_weight = scheduled(training.mtp_loss_weight, training.mtp_loss_weight_schedule, progress.tokens)
-        return StepShape(phase.name, batch, phase.seq_len, phase.seq_len + 1 + self.spec.model.mtp_depth, lr,
-                         mtp_weight)
+        return StepShape(
+            phase.name, batch, phase.seq_len, phase.seq_len + 1 + self.spec.model.mtp_depth, lr, mtp_weight
+        )
 
     def bias_update_speed(self, progress: Progress) -> float:
         """The balance bias step in force at ``progress`` (spec: training.balance.bias_update_speed_schedule)."""
@@ -72,8 +73,11 @@ class Schedule:
         progress.tokens += trained
         progress.data_position += shape.global_batch * shape.sample_len
         phase = self.spec.phases[progress.phase]
-        done = (progress.phase_steps >= phase.steps) if phase.steps is not None else \
-            progress.phase_tokens >= phase_tokens(phase)
+        done = (
+            (progress.phase_steps >= phase.steps)
+            if phase.steps is not None
+            else progress.phase_tokens >= phase_tokens(phase)
+        )
         if done:
             progress.phase += 1
             progress.phase_steps = 0

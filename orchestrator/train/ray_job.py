@@ -49,9 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     selectors = [{"orch-node": assignment[p.node]} for p in plan.mesh.placements()]
     # no state store here: the interruptions the run has seen come from its checkpoint store's attempts
     seen = open_job_checkpoints(spec.checkpoint, args.job_id).exposure_since_first_attempt()
-    result = run_with_ray_train(mapping, plan.mesh.world_size, args.storage, args.job_id, label_selectors=selectors,
-                                assignment=assignment, extra_resources={"orch_device": 1}, cpus_per_worker=1.0,
-                                job_id=args.job_id, interruptions=seen)
+    result = run_with_ray_train(
+        mapping,
+        plan.mesh.world_size,
+        args.storage,
+        args.job_id,
+        label_selectors=selectors,
+        assignment=assignment,
+        extra_resources={"orch_device": 1},
+        cpus_per_worker=1.0,
+        job_id=args.job_id,
+        interruptions=seen,
+    )
     if result.error is not None:
         print(f"orch: training failed: {result.error}", file=sys.stderr)
         return 1

@@ -64,17 +64,26 @@ def train_loop_per_worker(config: dict) -> None:
         from orchestrator.train.trainer import CheckpointSetup
 
         seen = config.get("interruptions")  # (interruptions, seconds held) of the job so far, from its runner
-        checkpoints = CheckpointSetup(open_job_checkpoints(spec.checkpoint, config["job_id"],
-                                                           Path(config["home"]) if config.get("home") else None),
-                                      SystemClock(), tuple(seen) if seen else None,
-                                      peer_copies(spec, config["job_id"], assignment))
+        checkpoints = CheckpointSetup(
+            open_job_checkpoints(
+                spec.checkpoint, config["job_id"], Path(config["home"]) if config.get("home") else None
+            ),
+            SystemClock(),
+            tuple(seen) if seen else None,
+            peer_copies(spec, config["job_id"], assignment),
+        )
     runner = config.get("runner")
     on_phase = None
     warm = warm_ranks(config.get("attempt_started"))
     if runner is not None and rank == 0:  # each phase in order: the runner is a threaded actor
-        ray.get(runner.startup.remote("workers up", f"torch.distributed over {collectives.backend()}, "
-                                                    f"{time.time() - started:.1f} s in this worker, {warm} of "
-                                                    f"{collectives.world_size()} ranks in warm processes"))
+        ray.get(
+            runner.startup.remote(
+                "workers up",
+                f"torch.distributed over {collectives.backend()}, "
+                f"{time.time() - started:.1f} s in this worker, {warm} of "
+                f"{collectives.world_size()} ranks in warm processes",
+            )
+        )
         on_phase = lambda name: ray.get(runner.startup.remote(name))  # noqa: E731
     trainer = Trainer(spec, plan, report, checkpoints=checkpoints, on_phase=on_phase)
     if config.get("describe_dir"):
@@ -102,8 +111,9 @@ def warm_ranks(attempt_started: float | None) -> int:
 
 def start_warm_workers(assignment: list[str], per_node: int) -> None:
     """Warm workers for the next attempt (``warm_workers.py``), asked off the training thread."""
-    threading.Thread(target=prestart_for_next_attempt, args=(assignment, per_node), name="warm-workers",
-                     daemon=True).start()
+    threading.Thread(
+        target=prestart_for_next_attempt, args=(assignment, per_node), name="warm-workers", daemon=True
+    ).start()
 
 
 def peer_copies(spec, job_id: str, assignment: list[str] | None):
@@ -148,12 +158,23 @@ def make_control(runner, rank: int):
     return control
 
 
-def run_with_ray_train(spec_mapping: dict, world_size: int, storage_path: str, name: str,
-                       max_steps: int | None = None, metrics_path: str | None = None,
-                       cpus_per_worker: float = 0.5, label_selectors: list[dict] | None = None,
-                       describe_dir: str | None = None, runner=None, assignment: list[str] | None = None,
-                       extra_resources: dict | None = None, job_id: str | None = None, home: str | None = None,
-                       interruptions: tuple[int, float] | None = None):
+def run_with_ray_train(
+    spec_mapping: dict,
+    world_size: int,
+    storage_path: str,
+    name: str,
+    max_steps: int | None = None,
+    metrics_path: str | None = None,
+    cpus_per_worker: float = 0.5,
+    label_selectors: list[dict] | None = None,
+    describe_dir: str | None = None,
+    runner=None,
+    assignment: list[str] | None = None,
+    extra_resources: dict | None = None,
+    job_id: str | None = None,
+    home: str | None = None,
+    interruptions: tuple[int, float] | None = None,
+):
     """Run a job's training as a Ray Train TorchTrainer on the connected Ray cluster; returns the Result.
     ``interruptions``: what the job's gang has seen so far, for the ``auto`` checkpoint interval."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -164,20 +185,34 @@ def run_with_ray_train(spec_mapping: dict, world_size: int, storage_path: str, n
     # warm restarts: the workers run warm_workers.preload as they start (prestarted ones already did)
     warm = job_id is not None and spec_mapping.get("fault_tolerance", {}).get("warm_restart", True)
     scaling = ScalingConfig(
-        num_workers=world_size, use_gpu=use_gpu,
+        num_workers=world_size,
+        use_gpu=use_gpu,
         resources_per_worker={**({} if use_gpu else {"CPU": cpus_per_worker}), **(extra_resources or {})} or None,
         label_selector=label_selectors,
     )
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec_mapping, "max_steps": max_steps, "metrics_path": metrics_path, "threads": 1,
-                           "describe_dir": describe_dir, "runner": runner, "assignment": assignment,
-                           "job_id": job_id, "home": home, "interruptions": interruptions,
-                           "attempt_started": time.time()},
+        train_loop_config={
+            "spec": spec_mapping,
+            "max_steps": max_steps,
+            "metrics_path": metrics_path,
+            "threads": 1,
+            "describe_dir": describe_dir,
+            "runner": runner,
+            "assignment": assignment,
+            "job_id": job_id,
+            "home": home,
+            "interruptions": interruptions,
+            "attempt_started": time.time(),
+        },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=scaling,
-        run_config=RunConfig(name=name, storage_path=storage_path, failure_config=FailureConfig(max_failures=0),
-                             worker_runtime_env=worker_runtime_env() if warm else {}),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=0),
+            worker_runtime_env=worker_runtime_env() if warm else {},
+        ),
     )
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if use_gpu else "cpu")
     return trainer.fit()

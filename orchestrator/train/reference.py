@@ -27,7 +27,10 @@ class ReferenceTrainer:
         other = [p for p in self.model.parameters() if p.dim() < 2]
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": opt.weight_decay}, {"params": other, "weight_decay": 0.0}],
-            lr=spec.training.lr_schedule.peak, betas=tuple(opt.betas), eps=opt.eps)
+            lr=spec.training.lr_schedule.peak,
+            betas=tuple(opt.betas),
+            eps=opt.eps,
+        )
         self.schedule = Schedule(spec, data_parallel)
         self.progress = Progress()
         self.source = make_source(spec)
@@ -51,8 +54,12 @@ class ReferenceTrainer:
         speed = self.schedule.bias_update_speed(self.progress) if self.balance_speed is None else self.balance_speed
         imbalance = max((layer.update_balance(None, speed) for layer in self.model.moe_layers()), default=1.0)
         self.schedule.advance(self.progress, shape)
-        return {"step": self.progress.step, "loss": lm, "expert_imbalance": imbalance,
-                "global_batch": shape.global_batch}
+        return {
+            "step": self.progress.step,
+            "loss": lm,
+            "expert_imbalance": imbalance,
+            "global_batch": shape.global_batch,
+        }
 
     def train(self, steps: int) -> list[dict]:
         return [self.train_step() for _ in range(steps) if not self.schedule.finished(self.progress)]

@@ -74,7 +74,7 @@ class S3Ranges:
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
-                    name = item["Key"][len(prefix):]
+                    name = item["Key"][len(prefix) :]
                     if name.endswith(".bin") and "/" not in name:
                         found[name] = item["Size"]
         except (BotoCoreError, ClientError) as exc:
@@ -82,8 +82,9 @@ class S3Ranges:
         return dict(sorted(found.items()))
 
     def read(self, name: str, offset: int, length: int) -> bytes:
-        response = self.client.get_object(Bucket=self.bucket, Key=self._key(name),
-                                          Range=f"bytes={offset}-{offset + length - 1}")
+        response = self.client.get_object(
+            Bucket=self.bucket, Key=self._key(name), Range=f"bytes={offset}-{offset + length - 1}"
+        )
         data = response["Body"].read()
         if len(data) != length:
             raise DataError(f"data: {self.uri}/{name} returned {len(data)} bytes for a {length}-byte range")

@@ -22,17 +22,32 @@ class RuntimeSupportError(ProblemListError):
 def runtime_problems(spec: JobSpec) -> list[FieldProblem]:
     problems = []
     if spec.training.precision == "fp8":
-        problems.append(FieldProblem(
-            "training.precision", "fp8 training is planned (memory, cost) but not implemented by the runtime; "
-            "it would not run in fp8", "fp8", fix="use --set training.precision=bf16 to train"))
+        problems.append(
+            FieldProblem(
+                "training.precision",
+                "fp8 training is planned (memory, cost) but not implemented by the runtime; it would not run in fp8",
+                "fp8",
+                fix="use --set training.precision=bf16 to train",
+            )
+        )
     if spec.parallelism.tensor != 1:
-        problems.append(FieldProblem(
-            "parallelism.tensor", "tensor parallelism is planned but not executed by the runtime",
-            spec.parallelism.tensor, fix="use --set parallelism.tensor=1"))
+        problems.append(
+            FieldProblem(
+                "parallelism.tensor",
+                "tensor parallelism is planned but not executed by the runtime",
+                spec.parallelism.tensor,
+                fix="use --set parallelism.tensor=1",
+            )
+        )
     if spec.parallelism.schedule != "1f1b":
-        problems.append(FieldProblem(
-            "parallelism.schedule", f"{spec.parallelism.schedule} is planned but DeepSpeed executes 1F1B",
-            spec.parallelism.schedule, fix="use --set parallelism.schedule=1f1b to run"))
+        problems.append(
+            FieldProblem(
+                "parallelism.schedule",
+                f"{spec.parallelism.schedule} is planned but DeepSpeed executes 1F1B",
+                spec.parallelism.schedule,
+                fix="use --set parallelism.schedule=1f1b to run",
+            )
+        )
     return problems
 
 

@@ -67,8 +67,15 @@ def _layer_name(func) -> str:
 
 
 class Trainer:
-    def __init__(self, spec: JobSpec, plan: Plan, report: Report | None = None, data_dir: str | None = None,
-                 checkpoints: "CheckpointSetup | None" = None, on_phase: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        spec: JobSpec,
+        plan: Plan,
+        report: Report | None = None,
+        data_dir: str | None = None,
+        checkpoints: "CheckpointSetup | None" = None,
+        on_phase: Callable[[str], None] | None = None,
+    ):
         """``on_phase(name)`` is called as each start-up phase begins (``data``, ``engine build``,
         ``checkpoint restore``), so a cold start can be watched."""
         self.spec, self.plan = spec, plan
@@ -81,8 +88,9 @@ class Trainer:
         self.engine, self.module, self.placement = build_engine(spec, plan, first.global_batch)
         on_phase("data")
         # data by role: only the first stage reads, each replica its own slice (orchestrator.train.feed)
-        self.feed = DataFeed(spec, self.placement.stage, plan.mesh.pipeline, self.placement.data_rank,
-                             plan.mesh.data, data_dir)
+        self.feed = DataFeed(
+            spec, self.placement.stage, plan.mesh.pipeline, self.placement.data_rank, plan.mesh.data, data_dir
+        )
         self.rank = collectives.rank()
         self.dp_group = self.engine.grid.get_data_parallel_group()
         self.stopped_by: str | None = None
@@ -103,14 +111,26 @@ class Trainer:
 
     def _setup_checkpoints(self, setup: "CheckpointSetup") -> None:
         mesh = self.plan.mesh
-        layout = {"pipeline": mesh.pipeline, "data": mesh.data, "expert": mesh.expert, "tensor": mesh.tensor,
-                  "world_size": mesh.world_size}
+        layout = {
+            "pipeline": mesh.pipeline,
+            "data": mesh.data,
+            "expert": mesh.expert,
+            "tensor": mesh.tensor,
+            "world_size": mesh.world_size,
+        }
         retention = self.spec.checkpoint.retention
         # rank 0 registers this attempt on the store; every rank writes under that number
         attempt = int(_reduce_max([float(setup.store.register_attempt()) if self.rank == 0 else 0.0])[0])
-        self.checkpointer = RankCheckpointer(setup.store, self.rank, mesh.world_size, layout,
-                                             retention.keep_last, retention.keep_every, attempt=attempt,
-                                             copies=setup.copies)
+        self.checkpointer = RankCheckpointer(
+            setup.store,
+            self.rank,
+            mesh.world_size,
+            layout,
+            retention.keep_last,
+            retention.keep_every,
+            attempt=attempt,
+            copies=setup.copies,
+        )
         self.checkpointer.guard(self.engine.optimizer)
         self.policy = IntervalPolicy(self.spec, setup.clock)
         if setup.interruptions is not None:
@@ -196,9 +216,13 @@ class Trainer:
         }
         if not self.first_step_reported:  # an attempt's first step says how it started
             self.first_step_reported = True
-            metrics.update(ready_at=self.ready_at, restore_s=self.restore_s, resumed_from=self.resumed_from,
-                           restored_from=self._restore_sources(),
-                           torch_threads=torch.get_num_threads())  # per process: the launchers must agree
+            metrics.update(
+                ready_at=self.ready_at,
+                restore_s=self.restore_s,
+                resumed_from=self.resumed_from,
+                restored_from=self._restore_sources(),
+                torch_threads=torch.get_num_threads(),
+            )  # per process: the launchers must agree
             if self.policy is not None:  # the MTBF ``auto`` starts this attempt with (null: none expected)
                 mtbf = self.policy.mtbf_s()
                 metrics["checkpoint_mtbf_s"] = None if mtbf == float("inf") else mtbf
@@ -249,8 +273,13 @@ class Trainer:
 
     def describe(self) -> dict:
         """What this rank holds: its layers, its routed experts and its parameter count."""
-        experts = sorted({layer.ep_rank * layer.num_local_experts + i
-                          for layer in self.module.moe_layers() for i in range(layer.num_local_experts)})
+        experts = sorted(
+            {
+                layer.ep_rank * layer.num_local_experts + i
+                for layer in self.module.moe_layers()
+                for i in range(layer.num_local_experts)
+            }
+        )
         local = self.module.forward_funcs
         return {
             "rank": self.rank,
@@ -282,14 +311,18 @@ class Trainer:
             raise ValueError(f"state of {state['placement']} cannot load into rank {self.placement.as_dict()}")
         self.module.load_state_dict(state["module"])
         # ZeRO-1 loads from a list indexed by data-parallel rank: this rank's own partition
-        self.engine.optimizer.load_state_dict([state["optimizer"]] * self.plan.mesh.data,
-                                              load_optimizer_states=True, load_from_fp32_weights=True)
+        self.engine.optimizer.load_state_dict(
+            [state["optimizer"]] * self.plan.mesh.data, load_optimizer_states=True, load_from_fp32_weights=True
+        )
         self.progress = Progress.from_dict(state["progress"])
         self.engine.global_steps = state["engine"]["global_steps"]
         self.engine.global_samples = state["engine"]["global_samples"]
         # a checkpoint of the last step (the node went after the final commit) has no next step
-        if (self.progress.step and not self.schedule.finished(self.progress)
-                and self.schedule.next_step(self.progress).global_batch != self.engine.train_batch_size()):
+        if (
+            self.progress.step
+            and not self.schedule.finished(self.progress)
+            and self.schedule.next_step(self.progress).global_batch != self.engine.train_batch_size()
+        ):
             self.engine.set_train_batch_size(self.schedule.next_step(self.progress).global_batch)
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])

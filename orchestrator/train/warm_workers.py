@@ -75,8 +75,12 @@ def prestart(nodes: dict[str, int], serialized_runtime_env: str, keep_alive_s: i
         if not node["Alive"] or nodes.get(name, 0) < 1:
             continue
         request = node_manager_pb2.PrestartWorkersRequest(
-            language=common_pb2.PYTHON, job_id=job_id, runtime_env_info=info,
-            keep_alive_duration_secs=keep_alive_s, num_workers=nodes[name])
+            language=common_pb2.PYTHON,
+            job_id=job_id,
+            runtime_env_info=info,
+            keep_alive_duration_secs=keep_alive_s,
+            num_workers=nodes[name],
+        )
         channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
         try:
             node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(request, timeout=10)
@@ -93,7 +97,10 @@ def prestart_for_next_attempt(assignment: list[str], per_node: int) -> list[str]
     process, survivors too) and on the spare nodes that may replace a lost one."""
     import ray
 
-    spares = [n["Labels"]["orch-node"] for n in ray.nodes()
-              if n["Alive"] and n.get("Labels", {}).get("orch-pool-kind") == "spare"]
+    spares = [
+        n["Labels"]["orch-node"]
+        for n in ray.nodes()
+        if n["Alive"] and n.get("Labels", {}).get("orch-pool-kind") == "spare"
+    ]
     nodes = {node: per_node for node in [*assignment, *spares]}
     return prestart(nodes, ray.get_runtime_context().get_runtime_env_string())

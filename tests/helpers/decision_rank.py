@@ -34,18 +34,31 @@ def reduce_max(values: list[float]) -> list[float]:
 
 def main(rank: int, world: int, init_file: str, store_dir: str, out_dir: str, interval: str, mode: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    spec = load_spec(V3_SPEC, "local", [f"checkpoint.interval={interval}",
-                                         # 20,000 interruptions a day across the gang's two nodes (the
-                                         # field's bound is 10,000 a node): auto saves every few steps
-                                         "resources.pools.0.interruptions_per_node_day=10000",
-                                         "resources.pools.1.interruptions_per_node_day=10000"])
+    spec = load_spec(
+        V3_SPEC,
+        "local",
+        [
+            f"checkpoint.interval={interval}",
+            # 20,000 interruptions a day across the gang's two nodes (the
+            # field's bound is 10,000 a node): auto saves every few steps
+            "resources.pools.0.interruptions_per_node_day=10000",
+            "resources.pools.1.interruptions_per_node_day=10000",
+        ],
+    )
     clock = ManualClock(1000.0 * rank)  # clocks disagree on the time ...
     step_seconds = 1.0 + 0.35 * rank  # ... and on how long a step takes
     policy = IntervalPolicy(spec, clock)
     store = CheckpointStore(FileObjectStore(store_dir), "job")
     attempt = int(reduce_max([float(store.register_attempt()) if rank == 0 else 0.0])[0])
-    ckpt = RankCheckpointer(store, rank, world, {"world_size": world}, keep_last=100, attempt=attempt,
-                            commit_timeout_s=2 if mode == "per-rank" else 60)
+    ckpt = RankCheckpointer(
+        store,
+        rank,
+        world,
+        {"world_size": world},
+        keep_last=100,
+        attempt=attempt,
+        commit_timeout_s=2 if mode == "per-rank" else 60,
+    )
     schedule = CollectiveSchedule(policy, rank, reduce_max)
     saved, intervals, error = [], [], ""
     try:
@@ -65,8 +78,10 @@ def main(rank: int, world: int, init_file: str, store_dir: str, out_dir: str, in
         ckpt.wait()
     except Exception as exc:  # reported to the test
         error = str(exc)
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"saved": saved, "error": error,
-                                                             "cost": policy.save_cost_s, "intervals": intervals}))
+    Path(out_dir, f"rank{rank}.json").write_text(
+        json.dumps({"saved": saved, "error": error, "cost": policy.save_cost_s, "intervals": intervals})
+    )
+
 
 if __name__ == "__main__":
     args = sys.argv[1:]

@@ -44,8 +44,16 @@ class Request:
 
 def status_body(code: int, reason: str, message: str, details: dict | None = None) -> dict:
     """A ``Status`` object as the API server returns with errors."""
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "details": details or {}, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "details": details or {},
+        "code": code,
+    }
 
 
 class ReplayServer:
@@ -74,14 +82,21 @@ class ReplayServer:
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
                 with server.lock:
-                    request = Request(self.command, parts.path, parse_qs(parts.query), body,
-                                      {k.lower(): v for k, v in self.headers.items()}, ReplayServer.caller)
+                    request = Request(
+                        self.command,
+                        parts.path,
+                        parse_qs(parts.query),
+                        body,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        ReplayServer.caller,
+                    )
                     server.requests.append(request)
                     ReplayServer.traffic.append(request)
                     rule = server._match(self.command, parts.path, parse_qs(parts.query))
                 if rule is None:
-                    return self._json(404, status_body(404, "NotFound", f"no replayed response for {self.command} "
-                                                                        f"{parts.path}"))
+                    return self._json(
+                        404, status_body(404, "NotFound", f"no replayed response for {self.command} {parts.path}")
+                    )
                 if rule.stream is not None and rule.hold_s:
                     return self._held_stream(parts.path, rule)
                 if rule.stream is not None:
@@ -130,14 +145,26 @@ class ReplayServer:
         for rule in self.rules:
             if rule.query and any(query.get(k, [None])[0] != v for k, v in rule.query.items()):
                 continue
-            if (rule.method == method and re.fullmatch(rule.path, path)
-                    and (rule.times is None or rule.used < rule.times)):
+            if (
+                rule.method == method
+                and re.fullmatch(rule.path, path)
+                and (rule.times is None or rule.used < rule.times)
+            ):
                 rule.used += 1
                 return rule
         return None
 
-    def on(self, method: str, path: str, status: int = 200, body: object = None, stream: list[dict] | None = None,
-           times: int | None = None, query: dict | None = None, hold_s: float = 0.0) -> "ReplayServer":
+    def on(
+        self,
+        method: str,
+        path: str,
+        status: int = 200,
+        body: object = None,
+        stream: list[dict] | None = None,
+        times: int | None = None,
+        query: dict | None = None,
+        hold_s: float = 0.0,
+    ) -> "ReplayServer":
         self.rules.append(Rule(method, path, status, body, stream, times, query, hold_s))
         return self
 

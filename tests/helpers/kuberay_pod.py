@@ -28,8 +28,18 @@ import re
 DEFAULT_METRICS_PORT, DEFAULT_DASHBOARD_AGENT_LISTEN_PORT = 8080, 52365
 BOOLEAN_VALUED = ("log-color", "include-dashboard", "include-log-monitor")
 GPU_KEY = re.compile(r".*/gpu$")  # utils.IsGPUResourceKey: nvidia.com/gpu, amd.com/gpu, ...
-SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-          "m": 10**-3, "": 1}
+SUFFIX = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "m": 10**-3,
+    "": 1,
+}
 
 
 class KubeRayRefusal(ValueError):
@@ -47,8 +57,9 @@ def quantity(text: str) -> float:
 def validate_group(name: str, group: dict) -> None:
     params, labels, resources = group.get("rayStartParams") or {}, group.get("labels"), group.get("resources")
     if "labels" in params:
-        raise KubeRayRefusal(f"rayStartParams['labels'] is not supported for {name} group; please use the "
-                             f"top-level Labels field instead")
+        raise KubeRayRefusal(
+            f"rayStartParams['labels'] is not supported for {name} group; please use the top-level Labels field instead"
+        )
     if any(params.get(k) for k in ("num-cpus", "num-gpus", "memory", "resources")) and resources:
         raise KubeRayRefusal(f"resource fields should not be set in both rayStartParams and Resources for {name}")
     del labels
@@ -102,8 +113,9 @@ def convert_param_map(params: dict) -> str:
     return flags
 
 
-def ray_container_command(group: dict, head: bool, head_address: str = "orch-head-svc.orch.svc.cluster.local:6379"
-                          ) -> list[str]:
+def ray_container_command(
+    group: dict, head: bool, head_address: str = "orch-head-svc.orch.svc.cluster.local:6379"
+) -> list[str]:
     """The Ray container's command and args as KubeRay v1.7.0 sets them for this head or worker group."""
     validate_group("Head" if head else group.get("groupName", "?"), group)
     params = {k: str(v) for k, v in (group.get("rayStartParams") or {}).items()}

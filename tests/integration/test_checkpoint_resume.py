@@ -32,19 +32,49 @@ def s3(tmp_path_factory):
 
 
 def command(metrics: Path, uri: str, job: str, steps: int, port: int, overrides: list[str]) -> list[str]:
-    cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node", "4", "--master-port", str(port),
-           "-m", "orchestrator.train.standalone", str(V3_SPEC), "--profile", "local", "--max-steps", str(steps),
-           "--metrics", str(metrics), "--job-id", job, "--set", f"checkpoint.uri={uri}"]
+    cmd = [
+        str(Path(sys.executable).with_name("torchrun")),
+        "--nproc-per-node",
+        "4",
+        "--master-port",
+        str(port),
+        "-m",
+        "orchestrator.train.standalone",
+        str(V3_SPEC),
+        "--profile",
+        "local",
+        "--max-steps",
+        str(steps),
+        "--metrics",
+        str(metrics),
+        "--job-id",
+        job,
+        "--set",
+        f"checkpoint.uri={uri}",
+    ]
     for override in overrides:
         cmd += ["--set", override]
     return cmd
 
 
-def train(workdir: Path, uri: str, job: str, steps: int, env: dict | None = None, port: int = 29581,
-          overrides: tuple[str, ...] = ("checkpoint.interval={steps: 5}",)) -> list[dict]:
+def train(
+    workdir: Path,
+    uri: str,
+    job: str,
+    steps: int,
+    env: dict | None = None,
+    port: int = 29581,
+    overrides: tuple[str, ...] = ("checkpoint.interval={steps: 5}",),
+) -> list[dict]:
     metrics = workdir / f"{job}-{time.time_ns()}.jsonl"
-    proc = subprocess.run(command(metrics, uri, job, steps, port, list(overrides)), capture_output=True, text=True,
-                          cwd=workdir, timeout=600, env={**os.environ, "DS_ACCELERATOR": "cpu", **(env or {})})
+    proc = subprocess.run(
+        command(metrics, uri, job, steps, port, list(overrides)),
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        timeout=600,
+        env={**os.environ, "DS_ACCELERATOR": "cpu", **(env or {})},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (workdir / f"{job}.log").write_text(proc.stdout + proc.stderr)
     return [json.loads(line) for line in metrics.read_text().splitlines()]
@@ -84,8 +114,11 @@ def test_a_writer_killed_mid_upload_leaves_the_previous_checkpoint_latest(s3, tm
     for rank in range(2):
         store.put_shard(10, rank, os.urandom(2048), attempt=1)
     store.commit(10, 2, {"world_size": 2}, 1000.0, {}, attempt=1)
-    writer = subprocess.Popen([sys.executable, "-m", "tests.helpers.upload_shard", "orch-ckpt", "killed", "20", "150"],
-                              cwd=ROOT, env={**os.environ, **env})
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.helpers.upload_shard", "orch-ckpt", "killed", "20", "150"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
     deadline = time.time() + 60
     while not objects.client.list_multipart_uploads(Bucket="orch-ckpt", Prefix="killed/").get("Uploads"):
         assert time.time() < deadline and writer.poll() is None, "the upload never started"
@@ -119,24 +152,38 @@ def kill_gang(proc: subprocess.Popen) -> None:
 def straight(tmp_path_factory) -> dict[int, float]:
     """Losses of a run that never stopped (no checkpoints at all)."""
     workdir = tmp_path_factory.mktemp("straight")
-    metrics = train(workdir, f"file://{workdir / 'store'}", "straight", STRAIGHT_STEPS, port=29583,
-                    overrides=("checkpoint.interval={steps: 1000}",))
+    metrics = train(
+        workdir,
+        f"file://{workdir / 'store'}",
+        "straight",
+        STRAIGHT_STEPS,
+        port=29583,
+        overrides=("checkpoint.interval={steps: 1000}",),
+    )
     return {m["step"]: m["loss"] for m in metrics}
 
 
-@pytest.mark.parametrize(("interval", "wanted"), [
-    (["checkpoint.interval={minutes: 0.05}"], 3),  # every 3 s of rank 0's clock: three commits, then kill
-    # Young/Daly on a spot pool: the interval follows the measured save duration, which on a slow
-    # 2-core runner can exceed what is left of the run after the first save, so one commit suffices.
-    (["checkpoint.interval=auto", "resources.pools.1.interruptions_per_node_day=5000"], 1),
-], ids=["minutes", "auto-spot"])
+@pytest.mark.parametrize(
+    ("interval", "wanted"),
+    [
+        (["checkpoint.interval={minutes: 0.05}"], 3),  # every 3 s of rank 0's clock: three commits, then kill
+        # Young/Daly on a spot pool: the interval follows the measured save duration, which on a slow
+        # 2-core runner can exceed what is left of the run after the first save, so one commit suffices.
+        (["checkpoint.interval=auto", "resources.pools.1.interruptions_per_node_day=5000"], 1),
+    ],
+    ids=["minutes", "auto-spot"],
+)
 def test_a_killed_run_saving_on_time_resumes_bit_identically(tmp_path, straight, interval, wanted):
     uri, job = f"file://{tmp_path / 'store'}", "timed"
     overrides = [*interval, "checkpoint.retention={keep_last: 2, keep_every: 10}"]
     metrics = tmp_path / "killed.jsonl"
-    proc = subprocess.Popen(command(metrics, uri, job, STRAIGHT_STEPS, 29584, overrides), cwd=tmp_path,
-                            env={**os.environ, "DS_ACCELERATOR": "cpu"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command(metrics, uri, job, STRAIGHT_STEPS, 29584, overrides),
+        cwd=tmp_path,
+        env={**os.environ, "DS_ACCELERATOR": "cpu"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     commits: set[int] = set()
     while len(commits) < wanted:  # kill the whole gang once enough checkpoints committed
@@ -165,8 +212,14 @@ def test_a_run_restarted_after_its_final_commit_trains_nothing_and_succeeds(tmp_
     store = CheckpointStore(FileObjectStore(tmp_path / "store" / job), job)
     assert store.latest().step == first[-1]["step"]  # the final step is committed
     metrics = tmp_path / "again.jsonl"
-    again = subprocess.run(command(metrics, uri, job, 100, 29585, list(every_step)), capture_output=True, text=True,
-                           cwd=tmp_path, timeout=600, env={**os.environ, "DS_ACCELERATOR": "cpu"})
+    again = subprocess.run(
+        command(metrics, uri, job, 100, 29585, list(every_step)),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        env={**os.environ, "DS_ACCELERATOR": "cpu"},
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     trained = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
     assert [m for m in trained if m.get("step")] == []  # nothing trained twice

@@ -32,8 +32,10 @@ def wait_for(plane: ControlPlane, job_id: str, states: set[str], timeout: float 
         if job["state"] in states:
             return job
         time.sleep(0.5)
-    raise AssertionError(f"{job_id} still {plane.store.get_job(job_id)['state']} after {timeout} s; "
-                         f"events: {[e['message'] for e in plane.store.events(job_id)]}")
+    raise AssertionError(
+        f"{job_id} still {plane.store.get_job(job_id)['state']} after {timeout} s; "
+        f"events: {[e['message'] for e in plane.store.events(job_id)]}"
+    )
 
 
 def wait_for_event(plane: ControlPlane, kind: str, timeout: float) -> dict:
@@ -49,9 +51,12 @@ def wait_for_event(plane: ControlPlane, kind: str, timeout: float) -> dict:
 def assert_each_commit_logged_once(plane: ControlPlane, job_id: str) -> list[int]:
     """Every committed step appears once in the job log and once among the job's events (issue 17: a
     restored checkpoint was announced again by the attempt that restored it); the steps, in order."""
-    lines = [line for line in plane.log_path(job_id).read_text().splitlines()
-             if "checkpoint committed at step" in line or ("emergency checkpoint at step" in line
-                                                          and "committed in time" in line)]
+    lines = [
+        line
+        for line in plane.log_path(job_id).read_text().splitlines()
+        if "checkpoint committed at step" in line
+        or ("emergency checkpoint at step" in line and "committed in time" in line)
+    ]
     logged = [int(line.split(" at step ")[1].split(":")[0].split()[0]) for line in lines]
     announced = [e["data"]["step"] for e in plane.store.events(job_id) if e["kind"] == "checkpoint.committed"]
     assert logged and len(logged) == len(set(logged)), lines
@@ -65,13 +70,24 @@ def states_of(plane: ControlPlane, job_id: str) -> list[str]:
 
 def orch(*args: str, home) -> subprocess.CompletedProcess:
     env = {**os.environ, "ORCH_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
-PHASES = ["cluster:", "submitted", "placed on", "start-up: workers starting", "start-up: workers up",
-          "start-up: engine build", "start-up: data", "start-up: checkpoint restore", "start-up: first step",
-          "start-up: training", "succeeded"]
+PHASES = [
+    "cluster:",
+    "submitted",
+    "placed on",
+    "start-up: workers starting",
+    "start-up: workers up",
+    "start-up: engine build",
+    "start-up: data",
+    "start-up: checkpoint restore",
+    "start-up: first step",
+    "start-up: training",
+    "succeeded",
+]
 
 
 def tmux(*args: str, socket: str) -> str:
@@ -85,12 +101,18 @@ def test_submit_runs_to_success_shows_its_phases_and_a_second_job_waits_for_the_
     stay out of the terminal (they go to ORCH_HOME/logs/cli-ray.log). A second job submitted meanwhile
     waits, with the reason, until the first releases the gang (the cluster has room for one)."""
     socket = f"orch-test-{os.getpid()}"
-    env = {"ORCH_HOME": str(plane.home), "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT)),
-           "DS_ACCELERATOR": "cpu", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", ""),
-           "RAY_AUTH_TOKEN_PATH": os.environ.get("RAY_AUTH_TOKEN_PATH", "")}
+    env = {
+        "ORCH_HOME": str(plane.home),
+        "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT)),
+        "DS_ACCELERATOR": "cpu",
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", ""),
+        "RAY_AUTH_TOKEN_PATH": os.environ.get("RAY_AUTH_TOKEN_PATH", ""),
+    }
     sets = " ".join(f"--set {shlex.quote(item)}" for item in SHORT)
-    command = (" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + f" {shlex.quote(sys.executable)} -m "
-               f"orchestrator submit {V3_SPEC} -p local {sets}; echo EXIT=$?; sleep 600")
+    command = (
+        " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + f" {shlex.quote(sys.executable)} -m "
+        f"orchestrator submit {V3_SPEC} -p local {sets}; echo EXIT=$?; sleep 600"
+    )
     tmux("new-session", "-d", "-x", "200", "-y", "50", "bash", "-c", command, socket=socket)
     live_phases, second, waiting = [], None, None
     try:
@@ -131,8 +153,15 @@ def test_submit_runs_to_success_shows_its_phases_and_a_second_job_waits_for_the_
     kinds = [e["kind"] for e in events if e["kind"] != "job.startup"]
     assert kinds[:3] == ["job.submitted", "job.placed", "job.running"] and kinds[-1] == "job.succeeded"
     phases = [e["data"]["phase"] for e in events if e["kind"] == "job.startup"]  # each as it began, in order
-    assert phases == ["workers starting", "workers up", "engine build", "data", "checkpoint restore", "first step",
-                      "training"]
+    assert phases == [
+        "workers starting",
+        "workers up",
+        "engine build",
+        "data",
+        "checkpoint restore",
+        "first step",
+        "training",
+    ]
     elapsed = [e["data"]["elapsed_s"] for e in events if e["kind"] == "job.startup"]
     assert elapsed == sorted(elapsed) and elapsed[0] > 0
     log = plane.log_path(job["id"]).read_text()
@@ -190,8 +219,17 @@ def test_bad_spec_is_refused_and_nothing_is_enqueued(plane):
     assert unrunnable.returncode == 2 and "training.precision" in unrunnable.stderr
     assert "Traceback" not in unrunnable.stderr
     # its runnable form (bf16, 1F1B; in bf16 the 128K phase needs a 141 GB device) needs 2,048 devices
-    too_big = orch("submit", str(V3_SPEC), "--set", "training.precision=bf16", "--set", "parallelism.schedule=1f1b",
-                   "--set", "resources.accelerator.memory_gb=141", home=plane.home)
+    too_big = orch(
+        "submit",
+        str(V3_SPEC),
+        "--set",
+        "training.precision=bf16",
+        "--set",
+        "parallelism.schedule=1f1b",
+        "--set",
+        "resources.accelerator.memory_gb=141",
+        home=plane.home,
+    )
     assert too_big.returncode == 2
     assert "2048 devices" in too_big.stderr and "--profile local" in too_big.stderr
     assert len(plane.store.list_jobs()) == before
@@ -210,14 +248,19 @@ def test_killing_the_controller_loses_nothing_and_a_running_job_can_be_cancelled
     started_before = len([e for e in plane.store.events() if e["kind"] == "controller.started"])
 
     def finished_costs():
-        return {r["job"]: (r["gpu_hours"], r["cost_usd"]) for r in cost_report(plane.store)["per_job"]
-                if r["state"] in ("succeeded", "cancelled", "failed")}
+        return {
+            r["job"]: (r["gpu_hours"], r["cost_usd"])
+            for r in cost_report(plane.store)["per_job"]
+            if r["state"] in ("succeeded", "cancelled", "failed")
+        }
 
     before = finished_costs()
     ray.kill(get_controller(), no_restart=False)  # Ray restarts it; it must resume from the store
     deadline = time.time() + 120
-    while (len([e for e in plane.store.events() if e["kind"] == "controller.started"]) == started_before
-           and time.time() < deadline):
+    while (
+        len([e for e in plane.store.events() if e["kind"] == "controller.started"]) == started_before
+        and time.time() < deadline
+    ):
         time.sleep(0.5)
     assert len([e for e in plane.store.events() if e["kind"] == "controller.started"]) == started_before + 1
     step_then = plane.store.get_job(job["id"])["step"]
@@ -234,10 +277,11 @@ def test_killing_the_controller_loses_nothing_and_a_running_job_can_be_cancelled
     states = states_of(plane, job["id"])
     assert states[:3] == ["queued", "placing", "running"] and states[-1] == "cancelled" and "recovering" not in states
     steps = [m["step"] for m in plane.store.metrics(job["id"])]
-    assert steps[:step_then + 2] == list(range(1, step_then + 3))  # no step lost while the controller was down
+    assert steps[: step_then + 2] == list(range(1, step_then + 3))  # no step lost while the controller was down
     assert steps == list(range(1, len(steps) + 1))
-    assert any(e["kind"] == "job.cancel_requested" and e["actor"].startswith("user:")
-               for e in plane.store.events(job["id"]))
+    assert any(
+        e["kind"] == "job.cancel_requested" and e["actor"].startswith("user:") for e in plane.store.events(job["id"])
+    )
 
 
 def test_priority_preemption_checkpoints_requeues_and_resumes(plane):
@@ -260,8 +304,10 @@ def test_priority_preemption_checkpoints_requeues_and_resumes(plane):
     assert second and second[0]["step"] == step_saved + 1 and second[0].get("resumed_from") == step_saved
     emergency = [e for e in plane.store.events(low["id"]) if e["kind"] == "checkpoint.emergency"]
     # a preemption for a higher priority job gives the save a deadline (PREEMPT_GRACE_S after the request)
-    assert emergency and {k: emergency[0]["data"][k] for k in ("step", "committed")} == {"step": step_saved,
-                                                                                          "committed": True}
+    assert emergency and {k: emergency[0]["data"][k] for k in ("step", "committed")} == {
+        "step": step_saved,
+        "committed": True,
+    }
     assert 0 < emergency[0]["data"]["deadline"] - emergency[0]["at"] <= PREEMPT_GRACE_S
     assert plane.store.get_job(high["id"])["started_at"] > low_running["started_at"]
     log = plane.log_path(low["id"]).read_text()

@@ -26,8 +26,15 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "tests" / "artifacts" / "dashboard"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync"]
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
@@ -40,8 +47,13 @@ def dashboard(plane):
     """`orch dashboard` as a user starts it, in its own process, against the running cluster."""
     port = free_port()
     env = {**os.environ, "ORCH_HOME": str(plane.home)}
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "dashboard", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "dashboard", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -53,8 +65,11 @@ def dashboard(plane):
     else:
         proc.kill()
         raise AssertionError(f"orch dashboard did not start: {proc.stdout.read()}")
-    token = next(line.split()[1] for line in (plane.home / "dashboard-tokens").read_text().splitlines()
-                 if line.startswith("admin "))
+    token = next(
+        line.split()[1]
+        for line in (plane.home / "dashboard-tokens").read_text().splitlines()
+        if line.startswith("admin ")
+    )
     yield {"base": base, "token": token}
     proc.terminate()
     proc.wait(timeout=30)
@@ -83,8 +98,10 @@ def wait_for(plane, job_id, predicate, timeout=300.0):
 
 def chart_data(page, element_id: str) -> list[dict]:
     """The traces plotly drew in the element (plotly keeps them on the element as .data)."""
-    return page.evaluate(f"() => (document.getElementById('{element_id}').data || []).map(t => ({{x: t.x, y: t.y, "
-                         f"name: t.name, type: t.type}}))")
+    return page.evaluate(
+        f"() => (document.getElementById('{element_id}').data || []).map(t => ({{x: t.x, y: t.y, "
+        f"name: t.name, type: t.type}}))"
+    )
 
 
 def drawn_paths(page, element_id: str) -> int:
@@ -102,16 +119,23 @@ def test_every_page_while_a_real_job_trains(plane, dashboard, browser):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     external: list[str] = []
-    page.on("request", lambda r: external.append(r.url) if not r.url.startswith(dashboard["base"])
-            and not r.url.startswith("data:") else None)
+    page.on(
+        "request",
+        lambda r: (
+            external.append(r.url)
+            if not r.url.startswith(dashboard["base"]) and not r.url.startswith("data:")
+            else None
+        ),
+    )
     base = dashboard["base"]
 
     wait_for(plane, job_id, lambda j: j["state"] == "running" and j["step"] >= 3)
 
     # the job page: charts drawn with the job's own numbers, updating without a reload
     page.goto(f"{base}/#/jobs/{job_id}")
-    page.wait_for_function("() => (document.getElementById('chart-loss')?.data || []).some(t => t.x.length >= 3)",
-                           timeout=30_000)
+    page.wait_for_function(
+        "() => (document.getElementById('chart-loss')?.data || []).some(t => t.x.length >= 3)", timeout=30_000
+    )
     page.evaluate("() => { window.__notReloaded = true; }")
     first_step = int(page.inner_text("#job-step").split("/")[0])
     api = httpx.get(f"{base}/api/jobs/{job_id}/metrics").json()
@@ -122,8 +146,9 @@ def test_every_page_while_a_real_job_trains(plane, dashboard, browser):
     throughput = [y for t in chart_data(page, "chart-throughput") for y in t["y"]]
     assert all(y > 0 for y in throughput)
     page.screenshot(path=str(ARTIFACTS / "job-running.png"), full_page=True)
-    page.wait_for_function(f"() => parseInt(document.getElementById('job-step').innerText) > {first_step}",
-                           timeout=60_000)
+    page.wait_for_function(
+        f"() => parseInt(document.getElementById('job-step').innerText) > {first_step}", timeout=60_000
+    )
     assert page.evaluate("() => window.__notReloaded === true")  # it updated in place
 
     # the cluster page: the three worker nodes by pool, the job on its nodes, the devices chart
@@ -192,8 +217,11 @@ def test_every_page_while_a_real_job_trains(plane, dashboard, browser):
     truth = httpx.get(f"{base}/api/jobs/{job_id}/burndown").json()["forecast"]
     assert usd["forecast P50"]["y"][-1] == pytest.approx(truth["cost_usd"]["p50"], rel=0.2)  # read a moment later
     assert usd["spent"]["y"][-1] > 0 and drawn_paths(page, "chart-usd") > 0 and drawn_paths(page, "chart-hours") > 0
-    assert page.eval_on_selector_all("#pools tbody tr", "rows => rows.map(r => r.cells[0].innerText)") == \
-        ["local-on-demand", "local-spare", "local-spot"]
+    assert page.eval_on_selector_all("#pools tbody tr", "rows => rows.map(r => r.cells[0].innerText)") == [
+        "local-on-demand",
+        "local-spare",
+        "local-spot",
+    ]
     # the history columns, from the node changes the live controller recorded: the job's nodes were up
     # and allocated to it; the table shows the API's figures
     pools = {r["pool"]: r for r in httpx.get(f"{base}/api/jobs/{job_id}/burndown").json()["utilisation"]}
@@ -234,8 +262,11 @@ def test_every_page_while_a_real_job_trains(plane, dashboard, browser):
     values = [5_353_000.0, 65_787.39, 170_000.0, 2.0, 0.00399, 0.0, 999.6, 1234.5, 5_576_000.0, 12.345]
     assert page.evaluate("values => values.map(fmt.usd)", values) == [money(v) for v in values]
     log = plane.log_path(job_id).read_text()  # the restored checkpoint is not announced again
-    commits = [line.split(" at step ")[1].split(":")[0] for line in log.splitlines()
-               if "checkpoint committed at step" in line or "committed in time" in line]
+    commits = [
+        line.split(" at step ")[1].split(":")[0]
+        for line in log.splitlines()
+        if "checkpoint committed at step" in line or "committed in time" in line
+    ]
     assert commits and len(commits) == len(set(commits)), commits
     page.wait_for_selector("#checkpoints tr[data-step]")
     steps = page.eval_on_selector_all("#checkpoints tr[data-step]", "rows => rows.map(r => +r.dataset.step)")

@@ -40,17 +40,31 @@ def test_down_leaves_no_process_and_no_temp_folder_and_spares_lookalikes():
         assert Path(info.temp_dir) == home.resolve() / "ray" and Path(info.temp_dir).is_dir()
         assert oct(home.stat().st_mode & 0o777) == "0o700"
         # processes an independent way: everything below the raylets and the GCS, found by parent links
-        roots = [p.pid for p in psutil.process_iter(["cmdline"])
-                 if any(info.temp_dir in part or f"--gcs-address={info.address}" in part or
-                        f"--gcs_server_port={info.gcs_port}" in part for part in (p.info["cmdline"] or []))]
+        roots = [
+            p.pid
+            for p in psutil.process_iter(["cmdline"])
+            if any(
+                info.temp_dir in part
+                or f"--gcs-address={info.address}" in part
+                or f"--gcs_server_port={info.gcs_port}" in part
+                for part in (p.info["cmdline"] or [])
+            )
+        ]
         tree = _tree(roots) | set(cluster.processes(info))
         names = {" ".join(p.cmdline())[:40] for p in tree if p.is_running()}
         assert any(n.startswith("ray::DashboardAgent") for n in names), names  # the renamed agents are there
         assert any(n.startswith("ray::RuntimeEnvAgent") for n in names), names
         assert len(tree) >= 6
         # a process orch did not start that names the cluster's port and folder on its command line
-        decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
-                                  f"ssh -L 9999:127.0.0.1:{info.gcs_port}", info.temp_dir])
+        decoy = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import time; time.sleep(120)",
+                f"ssh -L 9999:127.0.0.1:{info.gcs_port}",
+                info.temp_dir,
+            ]
+        )
         stopped = cluster.down()
         assert stopped >= len(tree) - 1
         alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

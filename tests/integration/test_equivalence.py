@@ -42,9 +42,13 @@ pytestmark = pytest.mark.slow
 STEPS = 2
 TOLERANCE = 1e-9
 VARIANTS = ("exact", "experts_x2", "router_x2")
-OVERRIDES = ["resources.nodes=2", "resources.gpus_per_node=4",
-             "resources.pools=[{name: local-on-demand, nodes: 2}]", "fault_tolerance.spare_nodes=0",
-             "parallelism.activation_checkpointing=true"]  # the single process does not recompute
+OVERRIDES = [
+    "resources.nodes=2",
+    "resources.gpus_per_node=4",
+    "resources.pools=[{name: local-on-demand, nodes: 2}]",
+    "fault_tolerance.spare_nodes=0",
+    "parallelism.activation_checkpointing=true",
+]  # the single process does not recompute
 
 
 def _spec():
@@ -66,15 +70,26 @@ def _plant(module, variant: str) -> None:
     from orchestrator.train.moe import DeepSeekMoE
 
     for layer in (m for m in module.modules() if isinstance(m, DeepSeekMoE)):
-        params = list(layer.experts.parameters()) if variant == "experts_x2" else \
-            list(layer.router.parameters()) if variant == "router_x2" else []
+        params = (
+            list(layer.experts.parameters())
+            if variant == "experts_x2"
+            else list(layer.router.parameters())
+            if variant == "router_x2"
+            else []
+        )
         for param in params:
             param.register_hook(lambda grad: grad * 2)
 
 
 def _worker(rank: int, world: int, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=os.environ["ORCH_TEST_PORT"], DS_ACCELERATOR="cpu")
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=os.environ["ORCH_TEST_PORT"],
+        DS_ACCELERATOR="cpu",
+    )
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
     from orchestrator.plan.planner import make_plan
@@ -92,8 +107,10 @@ def _worker(rank: int, world: int, out: str) -> None:
         moe = trainer.module.moe_layers()
         ep_rank, local = (moe[0].ep_rank, moe[0].num_local_experts) if moe else (0, 0)
         output_index = len(trainer.module._layer_specs) - 1
-        params = {_canonical(n, output_index, ep_rank, local): p.detach().clone()
-                  for n, p in trainer.module.named_parameters()}
+        params = {
+            _canonical(n, output_index, ep_rank, local): p.detach().clone()
+            for n, p in trainer.module.named_parameters()
+        }
         torch.save({"history": history, "params": params}, os.path.join(out, f"{variant}.rank{rank}.pt"))
         trainer.feed.close()
     collectives.barrier()
@@ -142,8 +159,11 @@ def _worst(run: dict, single: dict) -> tuple[float, float]:
     """Worst relative loss difference and worst absolute parameter difference (over every copy)."""
     loss = max(abs(a - b) / abs(b) for a, b in zip(run["losses"], single["losses"]))
     assert sorted(run["params"]) == sorted(single["params"])  # every parameter is held somewhere
-    param = max(float((copy - single["params"][n]).abs().max()) for n, copies in run["params"].items()
-                for copy in copies.values())
+    param = max(
+        float((copy - single["params"][n]).abs().max())
+        for n, copies in run["params"].items()
+        for copy in copies.values()
+    )
     return loss, param
 
 

@@ -80,15 +80,20 @@ def test_a_lost_head_comes_back_and_the_job_resumes_from_its_checkpoint(ha_plane
     # commit and a checkpoint that reached storage but not yet the store
     missing = set(range(1, job["total_steps"] + 1)) - set(steps)
     recovering = next(t["at"] for t in ha_plane.store.transitions(job["id"]) if t["to_state"] == "recovering")
-    recorded = max((e["data"]["step"] for e in ha_plane.store.events(job["id"], limit=100_000)
-                    if e["kind"] == "checkpoint.committed" and e["at"] < recovering), default=0)
+    recorded = max(
+        (
+            e["data"]["step"]
+            for e in ha_plane.store.events(job["id"], limit=100_000)
+            if e["kind"] == "checkpoint.committed" and e["at"] < recovering
+        ),
+        default=0,
+    )
     assert missing <= set(range(recorded + 1, resumed_from + 1)), (missing, recorded, resumed_from)
     assert [s for s in steps if s > resumed_from] == list(range(resumed_from + 1, job["total_steps"] + 1))
     assert result.controller_pids[0] != result.controller_pids[1]  # restored by Ray as a new process
     events = ha_plane.store.events(limit=100_000)
     assert len([e for e in events if e["kind"] == "controller.started"]) >= started + 1  # restored
     assert result.worker_nodes_alive  # the worker raylets rode out the head's absence
-
 
 
 def test_a_controller_away_from_the_head_rides_out_a_head_loss(ha_plane, tmp_path):
@@ -98,14 +103,28 @@ def test_a_controller_away_from_the_head_rides_out_a_head_loss(ha_plane, tmp_pat
     its connection. (A longer outage ends the process with status 1, from Ray: "Failed to connect to GCS
     within 60 seconds"; its supervisor restarts it.)"""
     kill_actor = "from bench.failover import remove_controller_actor; remove_controller_actor()"
-    subprocess.run([sys.executable, "-c", kill_actor], env=ha_plane.env, cwd=ROOT, check=True, timeout=120,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", kill_actor], env=ha_plane.env, cwd=ROOT, check=True, timeout=120, capture_output=True
+    )
     log = tmp_path / "controller.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "controller", "--address",
-                                 ha_plane.cluster.load().address, "--in-process", "--lease-ttl", "5"],
-                                env={**ha_plane.env, "PYTHONUNBUFFERED": "1"}, cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "orchestrator",
+                "controller",
+                "--address",
+                ha_plane.cluster.load().address,
+                "--in-process",
+                "--lease-ttl",
+                "5",
+            ],
+            env={**ha_plane.env, "PYTHONUNBUFFERED": "1"},
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
     def alive() -> None:
         assert proc.poll() is None, f"the controller exited ({proc.returncode}):\n{log.read_text()[-3000:]}"
@@ -121,8 +140,9 @@ def test_a_controller_away_from_the_head_rides_out_a_head_loss(ha_plane, tmp_pat
         kill_head(ha_plane.cluster)
         time.sleep(3)
         ha_plane.cluster.start_head()
-        job = ha_plane.wait_job(ha_plane.submit(["phases.0.tokens=8000", COLD]),
-                                lambda j: j["state"] in ("succeeded", "failed"))
+        job = ha_plane.wait_job(
+            ha_plane.submit(["phases.0.tokens=8000", COLD]), lambda j: j["state"] in ("succeeded", "failed")
+        )
         alive()
         assert job["state"] == "succeeded", job["message"]
         assert ha_plane.leaders()[-1]["data"]["holder"] == holder  # the lease never left it

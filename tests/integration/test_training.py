@@ -45,8 +45,15 @@ def _train(tmp_path_factory, name: str, max_steps: int | None, describe: bool = 
     metrics = base / "metrics.jsonl"
     describe_dir = base / "ranks"
     describe_dir.mkdir()
-    result = run_with_ray_train(mapping, 4, str(base / "ray"), name, max_steps=max_steps,
-                                metrics_path=str(metrics), describe_dir=str(describe_dir) if describe else None)
+    result = run_with_ray_train(
+        mapping,
+        4,
+        str(base / "ray"),
+        name,
+        max_steps=max_steps,
+        metrics_path=str(metrics),
+        describe_dir=str(describe_dir) if describe else None,
+    )
     assert result.error is None, result.error
     history = [json.loads(line) for line in metrics.read_text().splitlines()]
     ranks = [json.loads(p.read_text()) for p in sorted(describe_dir.glob("rank*.json"))]

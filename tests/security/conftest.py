@@ -43,20 +43,31 @@ def build_state(home):
 @contextmanager
 def dashboard(home, **settings):
     """Serve a dashboard on loopback with these DashboardContext settings; yields the site dict."""
-    store, job, spec = build_state(home) if not (home / "state.db").exists() else (
-        StateStore(f"sqlite:///{home / 'state.db'}"), None, None)
+    store, job, spec = (
+        build_state(home)
+        if not (home / "state.db").exists()
+        else (StateStore(f"sqlite:///{home / 'state.db'}"), None, None)
+    )
     job = job or store.list_jobs()[0]["id"]
     tokens = home / "dashboard-tokens"
-    admin = ensure_tokens(tokens) or next(line.split()[1] for line in tokens.read_text().splitlines()
-                                          if line.startswith("admin "))
+    admin = ensure_tokens(tokens) or next(
+        line.split()[1] for line in tokens.read_text().splitlines() if line.startswith("admin ")
+    )
     if READER not in tokens.read_text():
         with tokens.open("a") as handle:
             handle.write(f"viewer {READER} reader\n")
     cluster = SimulatedCluster(load_spec(str(V3_SPEC), "local", []))
     ctx = DashboardContext(store, cluster, tokens, home, **settings)
     with serving(create_app(ctx)) as base:
-        yield {"base": base, "store": store, "admin": admin, "home": home, "job": job, "ctx": ctx,
-               "port": urlsplit(base).port}
+        yield {
+            "base": base,
+            "store": store,
+            "admin": admin,
+            "home": home,
+            "job": job,
+            "ctx": ctx,
+            "port": urlsplit(base).port,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +79,17 @@ def site(tmp_path_factory):
 def snapshot(site) -> tuple:
     """What an attack must not change: the events, the jobs, the cordons, the files under ORCH_HOME."""
     store = site["store"]
-    files = sorted((str(p.relative_to(site["home"])), p.stat().st_size) for p in site["home"].rglob("*")
-                   if p.is_file() and p.name not in ("state.db", "state.db-wal", "state.db-shm", "state.db-journal"))
-    return (len(store.events(limit=100_000)), [(j["id"], j["state"], j["cancel_requested"]) for j in store.list_jobs()],
-            dict(store.cordoned_nodes()), files)
+    files = sorted(
+        (str(p.relative_to(site["home"])), p.stat().st_size)
+        for p in site["home"].rglob("*")
+        if p.is_file() and p.name not in ("state.db", "state.db-wal", "state.db-shm", "state.db-journal")
+    )
+    return (
+        len(store.events(limit=100_000)),
+        [(j["id"], j["state"], j["cancel_requested"]) for j in store.list_jobs()],
+        dict(store.cordoned_nodes()),
+        files,
+    )
 
 
 def assert_refused(response: httpx.Response, status: int) -> dict:

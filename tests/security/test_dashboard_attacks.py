@@ -51,14 +51,22 @@ def test_dns_rebinding_host_is_refused_for_reads_and_actions(site):
 def test_beyond_loopback_every_read_needs_a_token_and_a_reader_cannot_act(tmp_path):
     with dashboard(tmp_path, read_token_required=True, allowed_hosts=("orch.internal",)) as site:
         before = snapshot(site)
-        for path in ("/api/jobs", "/api/summary", "/api/events", "/api/cost", f"/api/jobs/{site['job']}",
-                     "/openapi.json"):
+        for path in (
+            "/api/jobs",
+            "/api/summary",
+            "/api/events",
+            "/api/cost",
+            f"/api/jobs/{site['job']}",
+            "/openapi.json",
+        ):
             assert_refused(get(site, path), 401)
             assert_refused(get(site, path, headers={"Authorization": "Bearer " + "x" * 30}), 403)
             assert get(site, path, headers={"Authorization": f"Bearer {READER}"}).status_code == 200
         assert get(site, "/").status_code == 200 and get(site, "/static/app.js").status_code == 200  # no data
-        assert get(site, "/api/jobs", headers={"Host": "orch.internal", "Authorization": f"Bearer {READER}"}
-                   ).status_code == 200
+        assert (
+            get(site, "/api/jobs", headers={"Host": "orch.internal", "Authorization": f"Bearer {READER}"}).status_code
+            == 200
+        )
         assert_refused(post(site, CORDON, token=READER), 403)
         assert_refused(get(site, "/api/whoami", headers={"Authorization": f"Bearer {READER}"}), 403)
         assert snapshot(site) == before
@@ -96,8 +104,11 @@ def test_public_url_behind_a_tls_ingress_is_the_origin_actions_come_from(tmp_pat
 
 
 def test_forwarded_headers_count_only_from_a_trusted_proxy(tmp_path):
-    forwarded = {"Origin": "https://orch.example.com", "X-Forwarded-Host": "orch.example.com",
-                 "X-Forwarded-Proto": "https"}
+    forwarded = {
+        "Origin": "https://orch.example.com",
+        "X-Forwarded-Host": "orch.example.com",
+        "X-Forwarded-Proto": "https",
+    }
     with dashboard(tmp_path, trusted_proxies=("127.0.0.1",), allowed_hosts=("orch.example.com",)) as site:
         assert post(site, CORDON, token=site["admin"], headers=forwarded).status_code == 200
     with dashboard(tmp_path, allowed_hosts=("orch.example.com",)) as site:  # no trusted proxy: forged headers
@@ -111,15 +122,19 @@ def test_oversized_bodies_are_refused_before_they_are_read(site):
     before = snapshot(site)
     big = b'{"reason": "' + b"x" * (1 << 20) + b'"}'
     assert_refused(post(site, CORDON, body=big, token=site["admin"]), 413)  # declared length
-    chunks = (big[i:i + 65536] for i in range(0, len(big), 65536))
+    chunks = (big[i : i + 65536] for i in range(0, len(big), 65536))
     assert_refused(post(site, CORDON, body=chunks, token=site["admin"]), 413)  # chunked, no length
     # a declared 300 MiB without a token: refused from the headers, before one body byte is sent
-    head = (f"POST {CORDON} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {300 << 20}\r\n\r\n").encode()
+    head = (
+        f"POST {CORDON} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {300 << 20}\r\n\r\n"
+    ).encode()
     answer = raw_request(site, head)
     assert status_of(answer) == 401 and json_of(answer)["error"] == "unauthorized"
-    bad_length = (f"POST {CORDON} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                  f"Authorization: Bearer {site['admin']}\r\nContent-Length: {300 << 20}\r\n\r\n").encode()
+    bad_length = (
+        f"POST {CORDON} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {site['admin']}\r\nContent-Length: {300 << 20}\r\n\r\n"
+    ).encode()
     assert status_of(raw_request(site, bad_length)) == 413
     assert snapshot(site) == before
     assert_still_answering(site)
@@ -128,8 +143,17 @@ def test_oversized_bodies_are_refused_before_they_are_read(site):
 def test_malformed_and_hostile_json_is_refused_in_the_one_shape(site):
     before = snapshot(site)
     admin = site["admin"]
-    for body in (b"{", b"not json", b'{"reason": 5}', b'{"reason": "' + b"x" * 300 + b'"}', b"[" * 30000,
-                 b'{"notice": 1e999}', b'{"notice": NaN}', b'{"notice": -1}', b"\xff\xfe"):
+    for body in (
+        b"{",
+        b"not json",
+        b'{"reason": 5}',
+        b'{"reason": "' + b"x" * 300 + b'"}',
+        b"[" * 30000,
+        b'{"notice": 1e999}',
+        b'{"notice": NaN}',
+        b'{"notice": -1}',
+        b"\xff\xfe",
+    ):
         for path in (CORDON, "/api/nodes/local-spare-0000/preempt"):
             response = post(site, path, body=body, token=admin)
             assert response.status_code in (400, 422, 501), (body[:20], response.status_code, response.text[:200])
@@ -144,9 +168,14 @@ def test_header_injection_and_path_traversal_get_nowhere(site):
     response = get(site, "/api/jobs/x%0d%0aSet-Cookie:%20pwned=1")
     assert_refused(response, 404)
     assert "set-cookie" not in response.headers and "pwned" not in str(response.headers)
-    for path in ("/static/..%2fapp.py", "/static/%2e%2e%2fsecurity.py", "/static/../../etc/passwd",
-                 "/api/jobs/..%2f..%2fetc%2fpasswd", "/api/cost/..%2fstate.db",
-                 f"/api/jobs/{site['job']}/checkpoints/..%2f..%2fstate.db/verify"):
+    for path in (
+        "/static/..%2fapp.py",
+        "/static/%2e%2e%2fsecurity.py",
+        "/static/../../etc/passwd",
+        "/api/jobs/..%2f..%2fetc%2fpasswd",
+        "/api/cost/..%2fstate.db",
+        f"/api/jobs/{site['job']}/checkpoints/..%2f..%2fstate.db/verify",
+    ):
         response = get(site, path)
         assert response.status_code in (404, 405, 422), (path, response.status_code)
         assert "root:" not in response.text and "import" not in response.text
@@ -162,8 +191,10 @@ def test_header_injection_and_path_traversal_get_nowhere(site):
 def test_a_slow_body_is_cut_off(tmp_path):
     with dashboard(tmp_path, body_timeout_s=1.0) as site:
         before = snapshot(site)
-        head = (f"POST {CORDON} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                f"Authorization: Bearer {site['admin']}\r\nContent-Length: 40\r\n\r\n").encode()
+        head = (
+            f"POST {CORDON} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {site['admin']}\r\nContent-Length: 40\r\n\r\n"
+        ).encode()
         started = time.monotonic()
         answer = raw_request(site, head, [b"{"] + [b" "] * 8, pause_s=0.3)
         assert status_of(answer) == 408 and json_of(answer)["error"] == "request_timeout"
@@ -174,8 +205,13 @@ def test_a_slow_body_is_cut_off(tmp_path):
 
 def test_unknown_routes_and_methods_answer_in_the_one_shape(site):
     assert_refused(get(site, "/api/nope"), 404)
-    assert_refused(httpx.delete(site["base"] + "/api/jobs", headers={"Authorization": f"Bearer {site['admin']}",
-                                                                      "Content-Type": "application/json"}), 405)
+    assert_refused(
+        httpx.delete(
+            site["base"] + "/api/jobs",
+            headers={"Authorization": f"Bearer {site['admin']}", "Content-Type": "application/json"},
+        ),
+        405,
+    )
     assert_refused(get(site, "/api/jobs/%25"), 404)  # a LIKE wildcard matches nothing
     assert_refused(get(site, "/api/jobs/_"), 404)
     assert_refused(get(site, "/api/events?after=-5"), 422)
@@ -251,8 +287,13 @@ def test_a_300_mib_body_without_a_token_does_not_grow_the_server(tmp_path):
     port = free_port()
     env = {**os.environ, "ORCH_HOME": str(tmp_path)}
     env.pop("ORCH_STATE_URL", None)
-    server = subprocess.Popen([sys.executable, "-m", "orchestrator", "dashboard", "--no-cluster", "--port", str(port)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "dashboard", "--no-cluster", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         site = {"base": f"http://127.0.0.1:{port}", "port": port}
         deadline = time.time() + 60
@@ -264,8 +305,11 @@ def test_a_300_mib_body_without_a_token_does_not_grow_the_server(tmp_path):
                 pass
             assert time.time() < deadline and server.poll() is None, server.stdout.read()
             time.sleep(0.2)
-        admin = next(line.split()[1] for line in (tmp_path / "dashboard-tokens").read_text().splitlines()
-                     if line.startswith("admin "))
+        admin = next(
+            line.split()[1]
+            for line in (tmp_path / "dashboard-tokens").read_text().splitlines()
+            if line.startswith("admin ")
+        )
         proc = psutil.Process(server.pid)
         httpx.get(site["base"] + "/api/jobs", timeout=10)
         before = proc.memory_info().rss
@@ -273,10 +317,15 @@ def test_a_300_mib_body_without_a_token_does_not_grow_the_server(tmp_path):
         common = f"POST {CORDON} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         answers = [
             raw_request(site, (common + f"Content-Length: {300 << 20}\r\n\r\n").encode(), [mib] * 300),
-            raw_request(site, (common + "Transfer-Encoding: chunked\r\n\r\n").encode(),
-                        [b"100000\r\n" + mib + b"\r\n"] * 300),
-            raw_request(site, (common + f"Authorization: Bearer {admin}\r\nTransfer-Encoding: chunked\r\n\r\n"
-                               ).encode(), [b"100000\r\n" + mib + b"\r\n"] * 300)]
+            raw_request(
+                site, (common + "Transfer-Encoding: chunked\r\n\r\n").encode(), [b"100000\r\n" + mib + b"\r\n"] * 300
+            ),
+            raw_request(
+                site,
+                (common + f"Authorization: Bearer {admin}\r\nTransfer-Encoding: chunked\r\n\r\n").encode(),
+                [b"100000\r\n" + mib + b"\r\n"] * 300,
+            ),
+        ]
         assert [status_of(a) for a in answers] == [401, 401, 413]
         grown = proc.memory_info().rss - before
         assert grown < 40 << 20, f"the server grew by {grown / 2**20:.0f} MiB"
@@ -294,8 +343,13 @@ def test_a_bad_public_url_is_refused_at_start(tmp_path):
     import sys
 
     for url in ("javascript:alert(1)", "https://user:pw@orch.example.com", "https://orch.example.com/path?x=1"):
-        out = subprocess.run([sys.executable, "-m", "orchestrator", "dashboard", "--no-cluster", "--public-url", url],
-                             capture_output=True, text=True, env={**os.environ, "ORCH_HOME": str(tmp_path)}, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "dashboard", "--no-cluster", "--public-url", url],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "ORCH_HOME": str(tmp_path)},
+            timeout=60,
+        )
         assert out.returncode == 2 and "--public-url" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -310,20 +364,40 @@ def test_orch_dashboard_beyond_loopback_requires_a_token_for_reads(tmp_path):
     port = free_port()
     env = {**os.environ, "ORCH_HOME": str(tmp_path)}
     env.pop("ORCH_STATE_URL", None)
-    server = subprocess.Popen([sys.executable, "-m", "orchestrator", "dashboard", "--no-cluster", "--host", "0.0.0.0",
-                               "--port", str(port), "--allow-host", "orch.internal"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "dashboard",
+            "--no-cluster",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+            "--allow-host",
+            "orch.internal",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_serving(base, server)
-        admin = next(line.split()[1] for line in (tmp_path / "dashboard-tokens").read_text().splitlines()
-                     if line.startswith("admin "))
+        admin = next(
+            line.split()[1]
+            for line in (tmp_path / "dashboard-tokens").read_text().splitlines()
+            if line.startswith("admin ")
+        )
         assert_refused(httpx.get(base + "/api/jobs", timeout=10), 401)
         assert httpx.get(base + "/api/jobs", headers={"Authorization": f"Bearer {admin}"}, timeout=10).json() == []
         ok = httpx.get(base + "/api/jobs", headers={"Host": "orch.internal", "Authorization": f"Bearer {admin}"})
         assert ok.status_code == 200
-        assert_refused(httpx.get(base + "/api/jobs", headers={"Host": "evil.example",
-                                                              "Authorization": f"Bearer {admin}"}), 421)
+        assert_refused(
+            httpx.get(base + "/api/jobs", headers={"Host": "evil.example", "Authorization": f"Bearer {admin}"}), 421
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -17,9 +17,14 @@ from orchestrator.errors import FieldProblem, SpecError
 from orchestrator.spec.loader import MAX_SPEC_BYTES, load_spec, parse_yaml_text
 from tests.conftest import MINIMAL_SPEC
 
-BOMB = "\n".join(["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"] +
-                 [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
-                  f"*a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 9)])  # 10^9 values in 700 bytes
+BOMB = "\n".join(
+    ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    + [
+        f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+        f"*a{i - 1}, *a{i - 1}, *a{i - 1}]"
+        for i in range(1, 9)
+    ]
+)  # 10^9 values in 700 bytes
 
 
 def validate(tmp_path, *args, text: str | None = None):
@@ -29,8 +34,13 @@ def validate(tmp_path, *args, text: str | None = None):
     if text is not None:
         (tmp_path / "spec.yaml").write_text(text)
         args = (str(tmp_path / "spec.yaml"), *args)
-    out = subprocess.run([sys.executable, "-m", "orchestrator", "validate", *args], capture_output=True, text=True,
-                         env={**os.environ, "ORCH_HOME": str(home)}, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "validate", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ORCH_HOME": str(home)},
+        timeout=120,
+    )
     return out.returncode, out.stdout + out.stderr, sorted(p.name for p in home.rglob("*"))
 
 
@@ -55,11 +65,15 @@ def test_an_alias_bomb_at_an_echoed_field_is_refused_before_it_expands(tmp_path)
 
 
 def test_an_alias_bomb_in_an_override_is_refused(tmp_path):
-    status, text, _ = validate(tmp_path, str(MINIMAL_SPEC), "--set",
-                               "name=" + "[" + ", ".join(["[" + ", ".join(["x"] * 10) + "]"] * 10) + "]")
+    status, text, _ = validate(
+        tmp_path, str(MINIMAL_SPEC), "--set", "name=" + "[" + ", ".join(["[" + ", ".join(["x"] * 10) + "]"] * 10) + "]"
+    )
     assert_clean(status, text, "name")  # a plain (small) list is an ordinary type error
-    nested = "{a0: &a0 [x, x, x, x, x, x, x, x, x, x], " + ", ".join(
-        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)) + "}"
+    nested = (
+        "{a0: &a0 [x, x, x, x, x, x, x, x, x, x], "
+        + ", ".join(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9))
+        + "}"
+    )
     status, text, _ = validate(tmp_path, str(MINIMAL_SPEC), "--set", "name=" + nested)
     assert_clean(status, text, "expands to more than")
 
@@ -79,12 +93,18 @@ def test_infinite_and_nan_numbers_are_refused(tmp_path, value):
     assert_clean(status, text, "phases.0.tokens")
 
 
-@pytest.mark.parametrize("override, field", [
-    ("phases.0.tokens=1e30", "phases.0.tokens"), ("training.lr_schedule.warmup_steps=10000000000000",
-                                                   "warmup_steps"),
-    ("resources.nodes=1000000000000", "resources.nodes"), ("cost.price_per_gpu_hour=1e300", "price_per_gpu_hour"),
-    ("checkpoint.retention.keep_last=99999999999", "keep_last"), ("parallelism.data=999999999999", "data"),
-    ("training.seed=99999999999999999999", "seed")])
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("phases.0.tokens=1e30", "phases.0.tokens"),
+        ("training.lr_schedule.warmup_steps=10000000000000", "warmup_steps"),
+        ("resources.nodes=1000000000000", "resources.nodes"),
+        ("cost.price_per_gpu_hour=1e300", "price_per_gpu_hour"),
+        ("checkpoint.retention.keep_last=99999999999", "keep_last"),
+        ("parallelism.data=999999999999", "data"),
+        ("training.seed=99999999999999999999", "seed"),
+    ],
+)
 def test_absurd_numbers_are_refused_with_the_bound(tmp_path, override, field):
     status, text, _ = validate(tmp_path, str(MINIMAL_SPEC), "--set", override)
     assert_clean(status, text, field)
@@ -113,30 +133,60 @@ def test_files_that_are_not_files_are_refused_before_reading(tmp_path):
     assert_clean(status, text, f"at most {MAX_SPEC_BYTES}")
 
 
-@pytest.mark.parametrize("url", ["javascript:alert(1)", "ftp://s3.example.com", "http://user:secret@s3.example.com",
-                                 "http://s3.example.com:99999", "http://s3.example.com/?x=1", "http://",
-                                 "http://s3.example.com\r\nX-Injected: 1", "http:// s3.example.com"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "ftp://s3.example.com",
+        "http://user:secret@s3.example.com",
+        "http://s3.example.com:99999",
+        "http://s3.example.com/?x=1",
+        "http://",
+        "http://s3.example.com\r\nX-Injected: 1",
+        "http:// s3.example.com",
+    ],
+)
 def test_bad_endpoint_urls_are_refused(tmp_path, url):
-    status, text, _ = validate(tmp_path, str(MINIMAL_SPEC), "--set", f"checkpoint.s3_endpoint_url={url!r}"
-                               if "\r" not in url else f"checkpoint.s3_endpoint_url={url}")
+    status, text, _ = validate(
+        tmp_path,
+        str(MINIMAL_SPEC),
+        "--set",
+        f"checkpoint.s3_endpoint_url={url!r}" if "\r" not in url else f"checkpoint.s3_endpoint_url={url}",
+    )
     assert_clean(status, text, "s3_endpoint_url")
 
 
-@pytest.mark.parametrize("uri", ["../../etc", "checkpoints/../../..", "file://relative/path", "s3://UPPER/x",
-                                 "s3://a/x", "gs://bucket/x", "check points", "file:///x/../../etc"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "../../etc",
+        "checkpoints/../../..",
+        "file://relative/path",
+        "s3://UPPER/x",
+        "s3://a/x",
+        "gs://bucket/x",
+        "check points",
+        "file:///x/../../etc",
+    ],
+)
 def test_checkpoint_uris_that_escape_or_are_malformed_are_refused(tmp_path, uri):
     status, text, _ = validate(tmp_path, str(MINIMAL_SPEC), "--set", f"checkpoint.uri={uri}")
     assert_clean(status, text, "checkpoint.uri")
 
 
 def test_good_urls_still_validate():
-    spec = load_spec(MINIMAL_SPEC, None, ["checkpoint.uri=s3://orch-checkpoints/run-1",
-                                          "checkpoint.s3_endpoint_url=http://127.0.0.1:9000"])
+    spec = load_spec(
+        MINIMAL_SPEC,
+        None,
+        ["checkpoint.uri=s3://orch-checkpoints/run-1", "checkpoint.s3_endpoint_url=http://127.0.0.1:9000"],
+    )
     assert spec.checkpoint.s3_endpoint_url == "http://127.0.0.1:9000"
 
 
-@pytest.mark.parametrize("override", ["name=../../etc", "name=a/b", "team=../x", "phases.0.name=../p",
-                                      "resources.pools.0.name=..", "name=" + "a" * 64])
+@pytest.mark.parametrize(
+    "override",
+    ["name=../../etc", "name=a/b", "team=../x", "phases.0.name=../p", "resources.pools.0.name=..", "name=" + "a" * 64],
+)
 def test_path_traversal_and_overlong_names_are_refused(tmp_path, override):
     status, text, written = validate(tmp_path, str(MINIMAL_SPEC), "--set", override)
     assert_clean(status, text, override.split("=")[0])

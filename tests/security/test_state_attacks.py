@@ -26,8 +26,9 @@ def mode(path) -> int:
 def cli(home, *args):
     env = {**os.environ, "ORCH_HOME": str(home)}
     env.pop("ORCH_STATE_URL", None)
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_a_fresh_orch_home_is_private(tmp_path):
@@ -66,9 +67,11 @@ def test_private_files_and_logs_are_created_closed(tmp_path):
 def two_jobs(tmp_path):
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     (tmp_path / "template").mkdir()
-    base = {k: v for k, v in build_state(tmp_path / "template")[0].list_jobs()[0].items()
-            if k in ("name", "team", "priority", "spec", "source", "world_size", "nodes", "devices_per_node",
-                     "total_steps")}
+    base = {
+        k: v
+        for k, v in build_state(tmp_path / "template")[0].list_jobs()[0].items()
+        if k in ("name", "team", "priority", "spec", "source", "world_size", "nodes", "devices_per_node", "total_steps")
+    }
     for job_id in ("abc-1", "abd-2"):
         store.insert_job({**base, "id": job_id})
     return store
@@ -83,8 +86,13 @@ def test_job_ids_are_matched_exactly_or_by_unambiguous_prefix_never_as_patterns(
         with pytest.raises(JobNotFound):
             store.get_job(pattern)
     jobs_before = [(j["id"], j["state"], j["cancel_requested"]) for j in store.list_jobs()]
-    out = subprocess.run([sys.executable, "-m", "orchestrator", "cancel", "%"], capture_output=True, text=True,
-                         env={**os.environ, "ORCH_HOME": str(tmp_path), "ORCH_STATE_URL": store.url}, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "cancel", "%"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ORCH_HOME": str(tmp_path), "ORCH_STATE_URL": store.url},
+        timeout=120,
+    )
     assert out.returncode == 2 and "no job '%'" in out.stderr and "Traceback" not in out.stderr
     assert [(j["id"], j["state"], j["cancel_requested"]) for j in store.list_jobs()] == jobs_before
 
@@ -131,8 +139,12 @@ def test_long_job_ids_become_distinct_valid_kubernetes_names():
     import re
 
     base = "a" * 63
-    ids = [f"{base}-{suffix}" for suffix in ("0a1b2c", "0a1b2d", "ffffff")] + ["Mixed_Case.id-1", "mixed-case-id-1",
-                                                                               "7-starts-with-a-digit", "x" * 300]
+    ids = [f"{base}-{suffix}" for suffix in ("0a1b2c", "0a1b2d", "ffffff")] + [
+        "Mixed_Case.id-1",
+        "mixed-case-id-1",
+        "7-starts-with-a-digit",
+        "x" * 300,
+    ]
     names = [dns_name(i) for i in ids]
     assert len(set(names)) == len(names)  # the truncated ids used to collide
     for name in names:

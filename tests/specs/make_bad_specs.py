@@ -29,6 +29,7 @@ def _set(path: str, value):
         else:
             node[last] = value
         return spec
+
     return mutate
 
 
@@ -40,7 +41,9 @@ def _all(*mutations):
         for m in mutations:
             spec = m(spec)
         return spec
+
     return mutate
+
 
 # name -> (mutation or raw text/bytes, expected substrings)
 CASES = {
@@ -69,50 +72,88 @@ CASES = {
     "bad_score_func": (_set("model.score_func", "relu"), ["model.score_func", "'sigmoid' or 'softmax'"]),
     "dense_exceeds_layers": (_set("model.n_dense_layers", 9), ["n_dense_layers (9) exceeds n_layers (4)"]),
     "odd_rope_dim": (_set("model.qk_rope_head_dim", 5), ["qk_rope_head_dim (5) must be even"]),
-    "activated_exceeds_routed": (_set("model.n_activated_experts", 8),
-                                 ["n_activated_experts (8) exceeds n_routed_experts (4)"]),
-    "experts_not_divisible_by_groups": (_set("model.n_expert_groups", 3),
-                                        ["n_routed_experts (4) is not divisible by n_expert_groups (3)"]),
-    "limited_exceeds_groups": (_set("model.n_limited_groups", 3),
-                               ["n_limited_groups (3) exceeds n_expert_groups (2)"]),
-    "pipeline_exceeds_layers": (_all(_set("resources.nodes", 3), _set("parallelism.pipeline", 6),
-                                     _set("resources.pools.0.nodes", 3)), ["6 stages for 4 blocks"]),
-    "experts_not_divisible_by_ep": (_all(_set("parallelism.expert", 3), _set("parallelism.pipeline", 2),
-                                         _set("resources.nodes", 3), _set("resources.pools.0.nodes", 3)),
-                                    ["n_routed_experts (4) is not divisible by expert parallelism 3"]),
-    "ep_not_dividing_dp": (_set("parallelism.expert", 4),
-                           ["expert parallelism 4 must divide the data-parallel degree 2"]),
-    "world_not_divisible_by_pp": (_set("parallelism.pipeline", 3),
-                                  ["world size 4 (2 nodes x 2) is not divisible by pipeline x tensor = 3 x 1 = 3"]),
+    "activated_exceeds_routed": (
+        _set("model.n_activated_experts", 8),
+        ["n_activated_experts (8) exceeds n_routed_experts (4)"],
+    ),
+    "experts_not_divisible_by_groups": (
+        _set("model.n_expert_groups", 3),
+        ["n_routed_experts (4) is not divisible by n_expert_groups (3)"],
+    ),
+    "limited_exceeds_groups": (_set("model.n_limited_groups", 3), ["n_limited_groups (3) exceeds n_expert_groups (2)"]),
+    "pipeline_exceeds_layers": (
+        _all(_set("resources.nodes", 3), _set("parallelism.pipeline", 6), _set("resources.pools.0.nodes", 3)),
+        ["6 stages for 4 blocks"],
+    ),
+    "experts_not_divisible_by_ep": (
+        _all(
+            _set("parallelism.expert", 3),
+            _set("parallelism.pipeline", 2),
+            _set("resources.nodes", 3),
+            _set("resources.pools.0.nodes", 3),
+        ),
+        ["n_routed_experts (4) is not divisible by expert parallelism 3"],
+    ),
+    "ep_not_dividing_dp": (
+        _set("parallelism.expert", 4),
+        ["expert parallelism 4 must divide the data-parallel degree 2"],
+    ),
+    "world_not_divisible_by_pp": (
+        _set("parallelism.pipeline", 3),
+        ["world size 4 (2 nodes x 2) is not divisible by pipeline x tensor = 3 x 1 = 3"],
+    ),
     "data_mismatch": (_set("parallelism.data", 4), ["world size 4 = pipeline 2 x data 2 x tensor 1, not data 4"]),
     "data_zero": (_set("parallelism.data", 0), ["parallelism.data", "positive integer or 'auto'"]),
-    "batch_not_divisible": (_set("phases.0.global_batch", 5),
-                            ["5 sequences is not divisible by data-parallel 2 x micro-batch 1 = 2"]),
-    "dualpipe_odd_stages": (_all(_set("parallelism.schedule", "dualpipe"), _set("parallelism.pipeline", 1)),
-                            ["DualPipe needs an even number of pipeline stages, got 1"]),
-    "dualpipe_odd_micro_batches": (_all(_set("parallelism.schedule", "dualpipe"), _set("phases.0.global_batch", 6)),
-                                   ["DualPipe needs an even number of micro-batches per replica; 6 sequences give 3"]),
-    "memory_over_budget": (_set("resources.accelerator.memory_gb", 0.0001),
-                           ["resources.accelerator.memory_gb", "GiB per device", "but the accelerator has 0.0001"]),
-    "layer_partition_wrong_sum": (_set("parallelism.layer_partition", [1, 1]),
-                                  ["2 entries summing to 2", "summing to n_layers 4"]),
-    "node_limited_routing_span": (_all(_set("parallelism.expert", 4), _set("parallelism.pipeline", 1),
-                                       _set("resources.gpus_per_node", 1), _set("resources.nodes", 4),
-                                       _set("resources.pools.0.nodes", 4), _set("model.n_routed_experts", 8),
-                                       _set("phases.0.global_batch", 8)),
-                                  ["spans 4 nodes", "n_expert_groups=2"]),
+    "batch_not_divisible": (
+        _set("phases.0.global_batch", 5),
+        ["5 sequences is not divisible by data-parallel 2 x micro-batch 1 = 2"],
+    ),
+    "dualpipe_odd_stages": (
+        _all(_set("parallelism.schedule", "dualpipe"), _set("parallelism.pipeline", 1)),
+        ["DualPipe needs an even number of pipeline stages, got 1"],
+    ),
+    "dualpipe_odd_micro_batches": (
+        _all(_set("parallelism.schedule", "dualpipe"), _set("phases.0.global_batch", 6)),
+        ["DualPipe needs an even number of micro-batches per replica; 6 sequences give 3"],
+    ),
+    "memory_over_budget": (
+        _set("resources.accelerator.memory_gb", 0.0001),
+        ["resources.accelerator.memory_gb", "GiB per device", "but the accelerator has 0.0001"],
+    ),
+    "layer_partition_wrong_sum": (
+        _set("parallelism.layer_partition", [1, 1]),
+        ["2 entries summing to 2", "summing to n_layers 4"],
+    ),
+    "node_limited_routing_span": (
+        _all(
+            _set("parallelism.expert", 4),
+            _set("parallelism.pipeline", 1),
+            _set("resources.gpus_per_node", 1),
+            _set("resources.nodes", 4),
+            _set("resources.pools.0.nodes", 4),
+            _set("model.n_routed_experts", 8),
+            _set("phases.0.global_batch", 8),
+        ),
+        ["spans 4 nodes", "n_expert_groups=2"],
+    ),
     "phase_tokens_and_steps": (_set("phases.0.steps", 10), ["give exactly one of tokens or steps"]),
     "phase_no_length": (_set("phases.0.tokens", _DELETE), ["give exactly one of tokens or steps"]),
-    "ramp_shrinks": (_set("phases.0.global_batch", {"start": 8, "end": 4, "ramp_tokens": 100}),
-                     ["end (4) is smaller than start (8)"]),
+    "ramp_shrinks": (
+        _set("phases.0.global_batch", {"start": 8, "end": 4, "ramp_tokens": 100}),
+        ["end (4) is smaller than start (8)"],
+    ),
     "phases_empty": (_set("phases", []), ["phases", "at least 1 item"]),
     "duplicate_phase_names": (lambda s: {**s, "phases": s["phases"] * 2}, ["phase names must be unique"]),
     "checkpoint_bad_scheme": (_set("checkpoint.uri", "gs://bucket/x"), ["checkpoint.uri", "s3:// or file://"]),
-    "checkpoint_interval_both": (_set("checkpoint.interval", {"steps": 5, "minutes": 3}),
-                                 ["exactly one of steps or minutes"]),
+    "checkpoint_interval_both": (
+        _set("checkpoint.interval", {"steps": 5, "minutes": 3}),
+        ["exactly one of steps or minutes"],
+    ),
     "checkpoint_interval_word": (_set("checkpoint.interval", "often"), ["checkpoint.interval"]),
-    "pools_duplicate_names": (lambda s: _set("resources.pools", s["resources"]["pools"] * 2)(s),
-                              ["pool names must be unique; repeated: local"]),
+    "pools_duplicate_names": (
+        lambda s: _set("resources.pools", s["resources"]["pools"] * 2)(s),
+        ["pool names must be unique; repeated: local"],
+    ),
     "pools_too_small": (_set("resources.pools.0.nodes", 1), ["pools hold 1 non-spare nodes", "nodes=2"]),
     "negative_price": (_set("cost.price_per_gpu_hour", -1), ["cost.price_per_gpu_hour", "greater than or equal to 0"]),
     "mfu_above_one": (_set("training.expected_mfu", 1.5), ["training.expected_mfu", "less than or equal to 1"]),

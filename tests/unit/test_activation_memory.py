@@ -39,8 +39,9 @@ def _block_bytes(spec, index: int, checkpointing: bool) -> int:
     tokens = torch.randint(0, spec.model.vocab_size, (1, TOKENS + 2))
     aux = torch.zeros(())
     if checkpointing:
-        measured, out = saved_for_backward_bytes(lambda: checkpoint_layers(lambda *a: block(a), h, aux, tokens),
-                                                 block.parameters())
+        measured, out = saved_for_backward_bytes(
+            lambda: checkpoint_layers(lambda *a: block(a), h, aux, tokens), block.parameters()
+        )
     else:
         measured, out = saved_for_backward_bytes(lambda: block((h, aux, tokens)), block.parameters())
     out[0].sum().backward()  # the graph measured is a working one
@@ -75,7 +76,8 @@ def test_chunked_cross_entropy_holds_no_logits_and_matches_the_full_one():
     held = hidden.numel() * 8 + weight.numel() * 8 + targets.numel() * 8  # weight: a plain tensor here
     assert measured == held  # hidden states, head weight, targets: no logits (96 x 1000 fp64 = 768 KB)
     full_bytes, full = saved_for_backward_bytes(
-        lambda: F.cross_entropy(F.linear(hidden, weight).flatten(0, 1), targets.flatten()))
+        lambda: F.cross_entropy(F.linear(hidden, weight).flatten(0, 1), targets.flatten())
+    )
     assert full_bytes > held + tokens * vocab * 8 - 1
     loss.backward()
     grads = hidden.grad.clone(), weight.grad.clone()

@@ -46,7 +46,7 @@ RANK = {part: i for i, layer in enumerate(LAYERS) for part in layer}
 # imported inside a function.
 DEFERRED_PACKAGES = {
     "ray": "seconds to import; the CLI sets Ray's auth environment (cluster/auth.py) before anything imports "
-           "it, and only commands that reach a cluster load it",
+    "it, and only commands that reach a cluster load it",
     "torch": "seconds to import; only training, checkpoint contents and data preparation need it",
     "deepspeed": "seconds to import (it probes for accelerators); only the training workers build engines",
     "safetensors": "safetensors.torch imports torch",
@@ -86,12 +86,13 @@ DEFERRED_MODULES = {
     ("orchestrator.train.ray_job", "orchestrator.train.ray_worker"): "torch, after the arguments parse",
     ("orchestrator.train.ray_job", "orchestrator.checkpoint.locate"): "torch (shard codec), after the args parse",
     ("orchestrator.train.ray_worker", "orchestrator.train.trainer"): "DeepSpeed: only in the Ray Train workers, "
-                                                                     "not in the runner that starts them",
+    "not in the runner that starts them",
     ("orchestrator.train.ray_worker", "orchestrator.train.pipeline"): "DeepSpeed: only in the Ray Train workers",
     ("orchestrator.train.ray_worker", "orchestrator.train.peer_memory"): "Ray: the shard holder actor class",
     ("orchestrator.train.warm_workers", "orchestrator.train.trainer"): "DeepSpeed: importing it in a warm worker "
-                                                                       "before it is needed is the hook's job",
+    "before it is needed is the hook's job",
 }
+
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
@@ -118,15 +119,21 @@ def resolve(name: str) -> str:
 def imports(module: str) -> tuple[tuple[str, int, bool, str], ...]:
     """(imported name, line, inside a function, third-party top-level package or '') for each import."""
     tree = ast.parse(MODULES[module].read_text())
-    inner = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-             for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    inner = {
+        id(n)
+        for f in ast.walk(tree)
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for n in ast.walk(f)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+    }
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module
-                     for a in node.names]
+            names = [
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module for a in node.names
+            ]
         else:
             continue
         for name in names:
@@ -153,8 +160,9 @@ def test_imports_point_down():
                 continue
             mine, theirs = component(module), component(name)
             if mine != theirs and RANK[theirs] >= RANK[mine]:
-                wrong.append(f"{MODULES[module].relative_to(ROOT)}:{line} imports {name} "
-                             f"({theirs} is not below {mine})")
+                wrong.append(
+                    f"{MODULES[module].relative_to(ROOT)}:{line} imports {name} ({theirs} is not below {mine})"
+                )
     assert not wrong, "imports that do not point down:\n" + "\n".join(wrong)
 
 
@@ -220,34 +228,55 @@ def test_in_function_imports_are_listed_with_a_reason():
             if not inner or (module, name) in DEFERRED_MODULES or third in DEFERRED_PACKAGES:
                 continue
             what = name or third
-            unlisted.append(f"{MODULES[module].relative_to(ROOT)}:{line} imports {what} inside a function: import it "
-                            "at the top (or, if it defers a heavy dependency, list it with the reason)")
+            unlisted.append(
+                f"{MODULES[module].relative_to(ROOT)}:{line} imports {what} inside a function: import it "
+                "at the top (or, if it defers a heavy dependency, list it with the reason)"
+            )
     assert not unlisted, "\n".join(unlisted)
 
 
 def test_deferred_modules_still_defer_something_heavy():
     """A listed import still exists, still inside a function, and still spares the importer a package."""
     inner = {(m, name) for m in MODULES for name, _, is_inner, _ in imports(m) if is_inner and name}
-    stale = [f"{m} no longer imports {n} inside a function: strike it off" for m, n in DEFERRED_MODULES
-             if (m, n) not in inner]
-    stale += [f"{m} -> {n}: {n} loads nothing of DEFERRED_PACKAGES that {m} does not: import it at the top"
-              for m, n in DEFERRED_MODULES if (m, n) in inner and not heavy_closure(n) - heavy_closure(m)]
+    stale = [
+        f"{m} no longer imports {n} inside a function: strike it off"
+        for m, n in DEFERRED_MODULES
+        if (m, n) not in inner
+    ]
+    stale += [
+        f"{m} -> {n}: {n} loads nothing of DEFERRED_PACKAGES that {m} does not: import it at the top"
+        for m, n in DEFERRED_MODULES
+        if (m, n) in inner and not heavy_closure(n) - heavy_closure(m)
+    ]
     assert not stale, "\n".join(stale)
 
 
 def test_cli_start_up_loads_no_deferred_package(tmp_path):
     """`orch --help` and `orch validate` (the commands run most) import none of the slow packages."""
-    probe = ("import sys, contextlib, io\n"
-             "from orchestrator.cli.main import main\n"
-             "with contextlib.redirect_stdout(io.StringIO()):\n"
-             "    codes = [main(['validate', sys.argv[1]])]\n"
-             "    try:\n"
-             "        main(['--help'])\n"
-             "    except SystemExit as e:\n"
-             "        codes.append(e.code)\n"
-             "print(codes, sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[2].split(','))))\n")
+    probe = (
+        "import sys, contextlib, io\n"
+        "from orchestrator.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    codes = [main(['validate', sys.argv[1]])]\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit as e:\n"
+        "        codes.append(e.code)\n"
+        "print(codes, sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[2].split(','))))\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ORCH_HOME": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", probe, str(ROOT / "tests" / "specs" / "good" / "minimal.yaml"),
-                          ",".join(DEFERRED_PACKAGES)], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            probe,
+            str(ROOT / "tests" / "specs" / "good" / "minimal.yaml"),
+            ",".join(DEFERRED_PACKAGES),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[0, 0] []", out.stdout

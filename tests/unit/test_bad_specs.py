@@ -44,8 +44,9 @@ def test_validate_exits_2_without_traceback(name, capsys):
 
 @pytest.mark.parametrize("name", ["binary.yaml", "yaml_syntax.yaml", "memory_over_budget.yaml"])
 def test_real_process_exit_status(name):
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", "validate", str(BAD / name)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "validate", str(BAD / name)], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "error" in proc.stderr
 

@@ -24,13 +24,24 @@ def trainer_like_state() -> dict:
     return {
         "rank": 3,
         "placement": {"stage": 1, "data_rank": 0},
-        "module": OrderedDict(w=torch.randn(4, 3), bias=torch.zeros(5, dtype=torch.bfloat16),
-                              routed=torch.arange(6, dtype=torch.int32), mask=torch.tensor([True, False]),
-                              empty=torch.zeros(0, 3)),
-        "optimizer": {"base_optimizer_state": {"state": {0: {"step": torch.tensor(7.0), "exp_avg": torch.ones(3)}},
-                                               "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.95), "params": [0],
-                                                                 "foreach": None, "eps": float("inf")}]},
-                      "zero_stage": Stage.OPTIMIZER_STATES, "ds_version": "0.19.8", "partition_count": [2]},
+        "module": OrderedDict(
+            w=torch.randn(4, 3),
+            bias=torch.zeros(5, dtype=torch.bfloat16),
+            routed=torch.arange(6, dtype=torch.int32),
+            mask=torch.tensor([True, False]),
+            empty=torch.zeros(0, 3),
+        ),
+        "optimizer": {
+            "base_optimizer_state": {
+                "state": {0: {"step": torch.tensor(7.0), "exp_avg": torch.ones(3)}},
+                "param_groups": [
+                    {"lr": 1e-3, "betas": (0.9, 0.95), "params": [0], "foreach": None, "eps": float("inf")}
+                ],
+            },
+            "zero_stage": Stage.OPTIMIZER_STATES,
+            "ds_version": "0.19.8",
+            "partition_count": [2],
+        },
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
         "flags": [True, None, 2.5, "x"],
     }

@@ -24,10 +24,28 @@ def run_gang(tmp_path: Path, interval: str, mode: str = "collective") -> list[di
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.helpers.decision_rank", str(r), str(WORLD),
-                               str(tmp_path / "init"), str(tmp_path / "store"), str(out), interval, mode],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in range(WORLD)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.helpers.decision_rank",
+                str(r),
+                str(WORLD),
+                str(tmp_path / "init"),
+                str(tmp_path / "store"),
+                str(out),
+                interval,
+                mode,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in range(WORLD)
+    ]
     logs = [p.communicate(timeout=120)[0] for p in procs]
     results = []
     for rank in range(WORLD):

@@ -30,8 +30,10 @@ def drill(orch_home):
     """A submitted job, its state store and its checkpoint store."""
     store = StateStore(f"sqlite:///{orch_home / 'state.db'}")
     spec = load_spec(V3_SPEC, "local")
-    job_id = store.insert_job(job_row("drill-1", make_plan(spec), {"file": str(V3_SPEC)}),
-                              [EventRecord("job.submitted", "drill-1: submitted")])
+    job_id = store.insert_job(
+        job_row("drill-1", make_plan(spec), {"file": str(V3_SPEC)}),
+        [EventRecord("job.submitted", "drill-1: submitted")],
+    )
     return orch_home, store, job_id, open_job_checkpoints(spec.checkpoint, job_id, orch_home)
 
 
@@ -43,8 +45,9 @@ def commit(checkpoints, step: int, attempt: int) -> None:
 
 
 def step(runner, number: int, committed: int | None, **extra) -> None:
-    runner.on_step({"step": number, "loss": 5.0, "tokens_per_s": 1000.0, "step_time_s": 0.5,
-                    "checkpoint_step": committed, **extra})
+    runner.on_step(
+        {"step": number, "loss": 5.0, "tokens_per_s": 1000.0, "step_time_s": 0.5, "checkpoint_step": committed, **extra}
+    )
 
 
 def status_figure(home, job_id: str) -> str:

@@ -41,8 +41,9 @@ def test_steps_and_minutes():
 
 def test_auto_follows_the_measured_cost_and_the_interruption_rate():
     clock = ManualClock(0)
-    spec = load_spec(V3_SPEC, overrides=["resources.pools.0.interruptions_per_node_day=0.01",
-                                         "checkpoint.interval=auto"])
+    spec = load_spec(
+        V3_SPEC, overrides=["resources.pools.0.interruptions_per_node_day=0.01", "checkpoint.interval=auto"]
+    )
     policy = IntervalPolicy(spec, clock)
     mtbf = 86400 / 2.56
     assert policy.interval_seconds() == pytest.approx(min(1800, mtbf / 2))  # before any measurement
@@ -56,8 +57,14 @@ def test_auto_follows_the_measured_cost_and_the_interruption_rate():
 def test_auto_picks_the_optimum_of_gpu_waste_plus_request_dollars():
     # cost model, per second of the gang: C' / (tau + C') + (tau + C') / 2M with C' = C + S / P (P the gang's
     # $/s, S a save's PUT dollars): GPU waste plus request dollars; minimum at tau = sqrt(2 M C') - C'
-    spec = load_spec(V3_SPEC, overrides=["resources.pools.0.interruptions_per_node_day=0.1",
-                                         "checkpoint.interval=auto", "cost.storage.put_per_1000_usd=0.05"])
+    spec = load_spec(
+        V3_SPEC,
+        overrides=[
+            "resources.pools.0.interruptions_per_node_day=0.1",
+            "checkpoint.interval=auto",
+            "cost.storage.put_per_1000_usd=0.05",
+        ],
+    )
     policy = IntervalPolicy(spec, ManualClock(0))
     policy.saved(1, stall_s=0.47, duration_s=96.0)
     mtbf = 86400 / 25.6
@@ -70,16 +77,23 @@ def test_auto_picks_the_optimum_of_gpu_waste_plus_request_dollars():
 
 
 def test_auto_never_writes_faster_than_the_stated_bandwidth():
-    spec = load_spec(V3_SPEC, overrides=["resources.pools.0.interruptions_per_node_day=0.1",
-                                         "checkpoint.interval=auto", "cost.storage.write_gbps=20"])
+    spec = load_spec(
+        V3_SPEC,
+        overrides=[
+            "resources.pools.0.interruptions_per_node_day=0.1",
+            "checkpoint.interval=auto",
+            "cost.storage.write_gbps=20",
+        ],
+    )
     policy = IntervalPolicy(spec, ManualClock(0))
     policy.saved(1, stall_s=0.47, duration_s=96.0)
     assert policy.interval_seconds() == pytest.approx(9_556_910_612_480 / 20e9)  # 477.8 s per 9.56 TB
 
 
 def test_auto_follows_the_interruptions_the_run_observes():
-    spec = load_spec(V3_SPEC, overrides=["resources.pools.0.interruptions_per_node_day=0.01",
-                                         "checkpoint.interval=auto"])
+    spec = load_spec(
+        V3_SPEC, overrides=["resources.pools.0.interruptions_per_node_day=0.01", "checkpoint.interval=auto"]
+    )
     policy = IntervalPolicy(spec, ManualClock(0))
     policy.saved(1, stall_s=20.0, duration_s=90.0)
     before = policy.interval_seconds()
@@ -102,7 +116,7 @@ def test_what_57_days_of_v3_checkpoints_cost():
     # no interruption rate in the spec: auto's 30-minute default; 2,733 saves of 577,537 PUTs each
     assert planned["interval_s"] == 1800.0 and planned["saves"] == 2733
     assert planned["requests_usd"] == pytest.approx(2733 * 577_537 * 0.005 / 1000)  # $7,892
-    gib = 9_556_910_612_480 / 1024 ** 3  # 8,900.7 GiB
+    gib = 9_556_910_612_480 / 1024**3  # 8,900.7 GiB
     # keep_last 3 live the whole run; the first save of each of the 50 keep_every windows (5,000 steps of
     # 247,797, saves spread evenly) lives from about w x 5000 / 247797 of the run to its end
     windows = sum(1 - w * 5000 / plan.total_steps for w in range(plan.total_steps // 5000 + 1))  # 25.3 runs

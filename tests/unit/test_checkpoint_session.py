@@ -31,6 +31,7 @@ class ThreadGang:
             result = [max(v[i] for v in self.values.values()) for i in range(len(values))]
             self.barrier.wait()
             return result
+
         return reduce_max
 
 
@@ -39,8 +40,10 @@ def state(rank: int, value: float) -> dict:
 
 
 def gang(store: CheckpointStore, attempt: int, **kwargs) -> list[RankCheckpointer]:
-    return [RankCheckpointer(store, rank, 2, MESH, keep_last=1, attempt=attempt, gc_margin_s=0, **kwargs)
-            for rank in range(2)]
+    return [
+        RankCheckpointer(store, rank, 2, MESH, keep_last=1, attempt=attempt, gc_margin_s=0, **kwargs)
+        for rank in range(2)
+    ]
 
 
 def on_every_rank(fn) -> list:
@@ -116,10 +119,19 @@ def test_a_format_1_checkpoint_is_refused_with_a_clear_error(tmp_path):
     torch.save({"w": torch.ones(2)}, buffer)
     for rank in range(2):  # as orch wrote it before format 2: pickled .pt shards, no attempt
         objects.put(f"step_00000010/rank_{rank:05d}.pt", buffer.getvalue())
-    files = [{"key": f"step_00000010/rank_{r:05d}.pt", "rank": r, "size": len(buffer.getvalue()),
-              "sha256": __import__("hashlib").sha256(buffer.getvalue()).hexdigest()} for r in range(2)]
-    objects.put("step_00000010/manifest.json", json.dumps(
-        {"job": "job", "step": 10, "tokens": 0.0, "mesh": MESH, "files": files, "created_at": 0.0}).encode())
+    files = [
+        {
+            "key": f"step_00000010/rank_{r:05d}.pt",
+            "rank": r,
+            "size": len(buffer.getvalue()),
+            "sha256": __import__("hashlib").sha256(buffer.getvalue()).hexdigest(),
+        }
+        for r in range(2)
+    ]
+    objects.put(
+        "step_00000010/manifest.json",
+        json.dumps({"job": "job", "step": 10, "tokens": 0.0, "mesh": MESH, "files": files, "created_at": 0.0}).encode(),
+    )
     assert store.verify(10) == []  # still listable and verifiable
     reduce = ThreadGang(2)
     ranks = gang(store, store.register_attempt())

@@ -93,10 +93,13 @@ def test_retention_keeps_last_k_and_the_first_of_every_window(objects):
     assert not [o for o in objects.list("step_00000015/")]  # shards gone with the manifest
 
 
-@pytest.mark.parametrize("steps", [
-    [7, 13, 19, 26, 33, 41, 47, 55, 61],  # a minutes interval: no step is a multiple of 20
-    [3, 11, 24, 52, 58, 83, 89],  # auto: the interval grows and shrinks with the measured cost
-])
+@pytest.mark.parametrize(
+    "steps",
+    [
+        [7, 13, 19, 26, 33, 41, 47, 55, 61],  # a minutes interval: no step is a multiple of 20
+        [3, 11, 24, 52, 58, 83, 89],  # auto: the interval grows and shrinks with the measured cost
+    ],
+)
 def test_keep_every_keeps_each_windows_first_commit_whatever_the_interval(steps):
     kept: list[int] = []
     for step in steps:  # committed one at a time, retention after each commit, as rank 0 does
@@ -179,8 +182,13 @@ def test_abandoned_multipart_uploads_are_aborted(s3_endpoint):
     store = S3ObjectStore("orch-test", "abandoned", s3_endpoint)
     store.ensure_bucket()
     upload = store.client.create_multipart_upload(Bucket="orch-test", Key="abandoned/step_00000009/rank_00000.pt")
-    store.client.upload_part(Bucket="orch-test", Key="abandoned/step_00000009/rank_00000.pt", PartNumber=1,
-                             UploadId=upload["UploadId"], Body=b"x" * (5 * 1024 * 1024))
+    store.client.upload_part(
+        Bucket="orch-test",
+        Key="abandoned/step_00000009/rank_00000.pt",
+        PartNumber=1,
+        UploadId=upload["UploadId"],
+        Body=b"x" * (5 * 1024 * 1024),
+    )
     assert CheckpointStore(store, "job").collect_garbage(attempt=1, margin_s=0)["aborted_uploads"] == 1
     assert store.client.list_multipart_uploads(Bucket="orch-test", Prefix="abandoned/").get("Uploads", []) == []
 

@@ -49,8 +49,12 @@ def test_missing_file_exits_2():
 
 
 def test_debug_mode_shows_the_traceback():
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", "validate", "no/such.yaml"],
-                          capture_output=True, text=True, env={**__import__("os").environ, "ORCH_DEBUG": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "validate", "no/such.yaml"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "ORCH_DEBUG": "1"},
+    )
     assert proc.returncode == 2 and "Traceback" in proc.stderr
 
 

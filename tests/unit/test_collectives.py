@@ -23,10 +23,16 @@ def _distributed_uses(path: Path) -> list[str]:
             found += [a.name for a in node.names if a.name.startswith("torch.distributed")]
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch.distributed"):
             found.append(node.module)
-        elif (isinstance(node, ast.ImportFrom) and node.module == "torch"
-              and any(a.name == "distributed" for a in node.names)) or (
-                isinstance(node, ast.Attribute) and node.attr == "distributed"
-                and isinstance(node.value, ast.Name) and node.value.id == "torch"):
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "torch"
+            and any(a.name == "distributed" for a in node.names)
+        ) or (
+            isinstance(node, ast.Attribute)
+            and node.attr == "distributed"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "torch"
+        ):
             found.append("torch.distributed")
     return found
 
@@ -41,13 +47,16 @@ def test_no_module_but_collectives_calls_torch_distributed():
     assert _distributed_uses(OWNER)  # the check can see an import when there is one
 
 
-@pytest.mark.parametrize("backend, device, want", [
-    ("nccl", "cpu", "cuda:3"),                    # NCCL serves CUDA tensors only: move the flag there
-    ("NCCL", "cpu", "cuda:3"),
-    ("gloo", "cpu", "cpu"),                       # gloo takes CPU tensors as they are
-    ("cpu:gloo,cuda:nccl", "cpu", "cpu"),         # a mixed group serves CPU tensors through gloo
-    ("nccl", "cuda:1", "cuda:1"),                 # a tensor already on a GPU stays there
-])
+@pytest.mark.parametrize(
+    "backend, device, want",
+    [
+        ("nccl", "cpu", "cuda:3"),  # NCCL serves CUDA tensors only: move the flag there
+        ("NCCL", "cpu", "cuda:3"),
+        ("gloo", "cpu", "cpu"),  # gloo takes CPU tensors as they are
+        ("cpu:gloo,cuda:nccl", "cpu", "cpu"),  # a mixed group serves CPU tensors through gloo
+        ("nccl", "cuda:1", "cuda:1"),  # a tensor already on a GPU stays there
+    ],
+)
 def test_a_cpu_tensor_goes_to_the_gpu_only_for_an_nccl_only_group(backend, device, want):
     assert collective_device(backend, torch.device(device), 3) == torch.device(want)
 
@@ -66,7 +75,7 @@ def test_reductions_over_a_real_gloo_group(tmp_path):
 
 
 def _reduce_worker(rank: int, world: int, rendezvous: str) -> None:
-    import torch.distributed as dist  # noqa: the test sets up the group the way a launcher would
+    import torch.distributed as dist  # the test sets up the group the way a launcher would
 
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:

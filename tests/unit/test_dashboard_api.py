@@ -30,11 +30,18 @@ def site(request, tmp_path_factory):
     miniature (one node lost, one restart), the simulated cluster as the node provider, and a served
     dashboard."""
     home = tmp_path_factory.mktemp("orch_home")
-    url = (f"sqlite:///{home / 'state.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres").new_database())
+    url = (
+        f"sqlite:///{home / 'state.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres").new_database()
+    )
     spec = load_spec(str(V3_SPEC), "local", [])
-    sim = Simulation(spec, Scenario(trace=((60.0, "local-spot-0000"),), provision_delay_s=5.0), state_url=url,
-                     start_at=time.time() - 3600)
+    sim = Simulation(
+        spec,
+        Scenario(trace=((60.0, "local-spot-0000"),), provision_delay_s=5.0),
+        state_url=url,
+        start_at=time.time() - 3600,
+    )
     result = sim.run()
     assert result["state"] == "succeeded" and result["restarts"] == 1
     store = StateStore(url)
@@ -44,8 +51,15 @@ def site(request, tmp_path_factory):
         handle.write("alice " + "a" * 24 + "\n")
     app = create_app(DashboardContext(store, sim.cluster, tokens, home))
     with serving(app) as base:
-        yield {"base": base, "store": store, "admin": admin, "home": home, "url": url, "job": result["job"],
-               "cluster": sim.cluster}
+        yield {
+            "base": base,
+            "store": store,
+            "admin": admin,
+            "home": home,
+            "url": url,
+            "job": result["job"],
+            "cluster": sim.cluster,
+        }
 
 
 def get(site, path, **kw):
@@ -61,8 +75,9 @@ def post(site, path, body=None, token=None, headers=None):
 
 def cli_json(site, *args):
     env = {**os.environ, "ORCH_HOME": str(site["home"]), "ORCH_STATE_URL": site["url"]}
-    out = subprocess.run([sys.executable, "-m", "orchestrator", *args, "--json"], capture_output=True, text=True,
-                         env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args, "--json"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -108,8 +123,17 @@ def test_job_series_checkpoints_nodes_and_cost_series(site):
 def test_openapi_describes_every_api_route_and_no_cdn_docs(site):
     spec = get(site, "/openapi.json").json()
     paths = set(spec["paths"])
-    for route in ("/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/metrics", "/api/nodes", "/api/events",
-                  "/api/cost", "/api/cost/series", "/api/nodes/{node}/{action}", "/api/jobs/{job_id}/cancel"):
+    for route in (
+        "/api/jobs",
+        "/api/jobs/{job_id}",
+        "/api/jobs/{job_id}/metrics",
+        "/api/nodes",
+        "/api/events",
+        "/api/cost",
+        "/api/cost/series",
+        "/api/nodes/{node}/{action}",
+        "/api/jobs/{job_id}/cancel",
+    ):
         assert route in paths
     assert get(site, "/docs").status_code == 404 and get(site, "/redoc").status_code == 404  # they load CDN scripts
 
@@ -131,9 +155,14 @@ def test_pages_load_nothing_from_elsewhere(site):
 def test_no_cors_is_granted(site):
     evil = {"Origin": "https://evil.example"}
     assert "access-control-allow-origin" not in get(site, "/api/jobs", headers=evil).headers
-    preflight = httpx.options(site["base"] + "/api/nodes/local-spare-0000/cordon", headers={
-        **evil, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization,content-type"})
+    preflight = httpx.options(
+        site["base"] + "/api/nodes/local-spare-0000/cordon",
+        headers={
+            **evil,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
     assert "access-control-allow-origin" not in preflight.headers
 
 
@@ -167,20 +196,24 @@ def test_an_operator_action_is_done_and_logged_with_who_did_it(site):
     assert post(site, f"/api/nodes/{node}/reboot", token=site["admin"]).status_code == 404
     assert post(site, f"/api/nodes/{node}/preempt", token=site["admin"]).status_code == 501  # no embedded cluster
     assert get(site, "/api/whoami", headers={"Authorization": f"Bearer {site['admin']}"}).json() == {
-        "actor": "dashboard:admin@127.0.0.1"}
+        "actor": "dashboard:admin@127.0.0.1"
+    }
 
 
 def test_cancel_refuses_a_finished_job_and_cancels_a_queued_one(site):
     store, job = site["store"], site["job"]
     assert post(site, f"/api/jobs/{job}/cancel", token=site["admin"]).status_code == 409
-    row = {k: v for k, v in store.get_job(job).items() if k in ("name", "team", "priority", "spec", "source",
-                                                                "world_size", "nodes", "devices_per_node",
-                                                                "total_steps")}
+    row = {
+        k: v
+        for k, v in store.get_job(job).items()
+        if k in ("name", "team", "priority", "spec", "source", "world_size", "nodes", "devices_per_node", "total_steps")
+    }
     queued = store.insert_job({**row, "id": "queued-one"})
     r = post(site, f"/api/jobs/{queued}/cancel", token=site["admin"])
     assert r.status_code == 200 and store.get_job(queued)["cancel_requested"]
     assert [e for e in store.events(queued) if e["kind"] == "job.cancel_requested"][0]["actor"].startswith(
-        "dashboard:admin@")
+        "dashboard:admin@"
+    )
 
 
 def test_token_file_is_private_and_checked(tmp_path):
@@ -195,6 +228,11 @@ def test_token_file_is_private_and_checked(tmp_path):
 
 def test_cli_refuses_a_bad_port(tmp_path):
     env = {**os.environ, "ORCH_HOME": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-m", "orchestrator", "dashboard", "--port", "70000", "--no-cluster"],
-                         capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "dashboard", "--port", "70000", "--no-cluster"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 2 and "--port" in out.stderr and "Traceback" not in out.stderr

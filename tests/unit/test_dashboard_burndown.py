@@ -28,8 +28,12 @@ def site(tmp_path_factory):
     spec = load_spec(str(V3_SPEC), "local", ["cost.budget_usd=0.5"])
     full = Simulation(spec, Scenario(trace=((60.0, "local-spot-0000"),), provision_delay_s=5.0)).run()
     stop_s = (60.0 + full["days"] * 86400) / 2  # after the spot node is lost, before the run ends
-    sim = Simulation(spec, Scenario(trace=((60.0, "local-spot-0000"),), provision_delay_s=5.0,
-                                    max_days=stop_s / 86400), state_url=url, start_at=time.time() - stop_s)
+    sim = Simulation(
+        spec,
+        Scenario(trace=((60.0, "local-spot-0000"),), provision_delay_s=5.0, max_days=stop_s / 86400),
+        state_url=url,
+        start_at=time.time() - stop_s,
+    )
     sim.run()
     sim.flush_running()
     store = StateStore(url)

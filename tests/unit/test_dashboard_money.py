@@ -20,8 +20,11 @@ DOLLAR_LITERAL = re.compile(r"""["'`][^"'`\n]*\$[^{][^"'`\n]*["'`]|["'`]\$["'`]"
 
 
 def test_no_script_but_money_js_formats_dollars():
-    offenders = {js.name: DOLLAR_LITERAL.findall(js.read_text().replace("($)", "")) for js in STATIC.glob("*.js")
-                 if js.name not in ("money.js", "plotly.min.js")}
+    offenders = {
+        js.name: DOLLAR_LITERAL.findall(js.read_text().replace("($)", ""))
+        for js in STATIC.glob("*.js")
+        if js.name not in ("money.js", "plotly.min.js")
+    }
     assert {name: found for name, found in offenders.items() if found} == {}
     assert DOLLAR_LITERAL.search((STATIC / "money.js").read_text())  # the pattern finds the one format
 

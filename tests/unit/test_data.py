@@ -70,8 +70,9 @@ def test_training_on_shards_learns(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 400)
     prepare_shards([str(text)], str(tmp_path / "d"))
-    spec = load_spec(V3_SPEC, profile="local",
-                     overrides=[f"data={{source: shards, path: {tmp_path / 'd'}, dtype: uint16}}"])
+    spec = load_spec(
+        V3_SPEC, profile="local", overrides=[f"data={{source: shards, path: {tmp_path / 'd'}, dtype: uint16}}"]
+    )
     torch.set_num_threads(1)
     history = ReferenceTrainer(spec, data_parallel=2).train(25)
     assert history[-1]["loss"] < history[0]["loss"] - 1.0
@@ -100,8 +101,9 @@ def test_shards_from_s3_train_exactly_like_local_ones(tmp_path, monkeypatch):
         torch.set_num_threads(1)
         runs = []
         for path in ("s3://data/bytes", str(tmp_path / "d")):
-            spec = load_spec(V3_SPEC, profile="local",
-                             overrides=[f"data={{source: shards, path: {path}, dtype: uint16}}"])
+            spec = load_spec(
+                V3_SPEC, profile="local", overrides=[f"data={{source: shards, path: {path}, dtype: uint16}}"]
+            )
             runs.append([m["loss"] for m in ReferenceTrainer(spec, data_parallel=2).train(3)])
     assert runs[0] == runs[1]
     assert not (tmp_path / "home" / "data-cache").exists()  # streamed by ranges, never downloaded

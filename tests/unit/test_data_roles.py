@@ -26,7 +26,7 @@ def _write_shards(folder, seed: int = 0) -> np.ndarray:
     folder.mkdir(parents=True, exist_ok=True)
     tokens = np.random.default_rng(seed).integers(0, 256, CORPUS_TOKENS, dtype=np.uint32)
     for i, start in enumerate(range(0, CORPUS_TOKENS, SHARD_TOKENS)):
-        (folder / f"shard_{i:05d}.bin").write_bytes(tokens[start:start + SHARD_TOKENS].tobytes())
+        (folder / f"shard_{i:05d}.bin").write_bytes(tokens[start : start + SHARD_TOKENS].tobytes())
     return tokens
 
 
@@ -90,14 +90,15 @@ def test_each_rank_reads_only_its_slice_from_s3(tmp_path, monkeypatch):
     first_stage = [r for r, (stage, _, _) in read.items() if stage == 0]
     for step, (position, shape) in enumerate(windows[:steps]):
         got = torch.cat([torch.cat(delivered[r][step]) for r in sorted(first_stage, key=lambda r: read[r][1])])
-        want = corpus[position: position + shape.global_batch * shape.sample_len].reshape(shape.global_batch, -1)
+        want = corpus[position : position + shape.global_batch * shape.sample_len].reshape(shape.global_batch, -1)
         assert torch.equal(got, torch.from_numpy(want.astype(np.int64)))
 
 
 def test_position_counts_tokens_across_phases_and_resume_is_exact(tmp_path):
     corpus = _write_shards(tmp_path / "shards", seed=1)
-    phases = ("[{name: short, seq_len: 32, global_batch: 8, steps: 3}, "
-              "{name: long, seq_len: 128, global_batch: 8, steps: 3}]")
+    phases = (
+        "[{name: short, seq_len: 32, global_batch: 8, steps: 3}, {name: long, seq_len: 128, global_batch: 8, steps: 3}]"
+    )
     spec = _spec(str(tmp_path / "shards"), phases)
     plan = make_plan(spec)
     mesh = plan.mesh

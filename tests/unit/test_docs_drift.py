@@ -20,8 +20,10 @@ def mermaid_block(markdown: str, heading: str) -> str:
 
 def test_state_diagram_is_generated_from_the_transition_table():
     drawn = mermaid_block((ROOT / "docs" / "control-plane.md").read_text(), "## Job states")
-    assert drawn == state_diagram(), ("docs/control-plane.md's diagram differs from orchestrator/lifecycle.py; "
-                                      "paste the output of lifecycle.state_diagram() into it")
+    assert drawn == state_diagram(), (
+        "docs/control-plane.md's diagram differs from orchestrator/lifecycle.py; "
+        "paste the output of lifecycle.state_diagram() into it"
+    )
 
 
 def test_the_diagram_draws_every_allowed_transition():
@@ -41,8 +43,9 @@ def defined_names(path: Path) -> set[str]:
             names.add(node.name)
         elif isinstance(node, ast.ClassDef):
             names.add(node.name)
-            names.update(f"{node.name}.{f.name}" for f in node.body
-                         if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)))
+            names.update(
+                f"{node.name}.{f.name}" for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+            )
         elif isinstance(node, ast.Assign):
             names.update(t.id for t in node.targets if isinstance(t, ast.Name))
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):

@@ -23,8 +23,9 @@ def test_list_index_in_brackets_addresses_the_item():
     assert load_spec(V3_SPEC, "local", ["phases[0].seq_len=128"]).phases[0].seq_len == 128
 
 
-@pytest.mark.parametrize("text,fix", [("4K", "write 4096"), ("4k", "or 4000 for thousands"),
-                                      ("'4096'", "write 4096 without quotes")])
+@pytest.mark.parametrize(
+    "text,fix", [("4K", "write 4096"), ("4k", "or 4000 for thousands"), ("'4096'", "write 4096 without quotes")]
+)
 def test_a_number_written_as_text_gets_the_number(text, fix):
     [p] = problems(f"phases.0.seq_len={text}")
     assert fix in p.fix

@@ -66,8 +66,16 @@ def plane(tmp_path):
 
 
 def fail_attempt(store, job_id, error: str, reason: FailureReason) -> None:
-    store.record_outcome(job_id, RunnerOutcome(store.job(job_id).attempt, OutcomeStatus.FAILED, error=error,
-                                               failure_reason=reason, infrastructure=reason != "training_error"))
+    store.record_outcome(
+        job_id,
+        RunnerOutcome(
+            store.job(job_id).attempt,
+            OutcomeStatus.FAILED,
+            error=error,
+            failure_reason=reason,
+            infrastructure=reason != "training_error",
+        ),
+    )
 
 
 def test_a_storage_outage_restarts_after_a_backoff_and_counts_as_recovery(plane):
@@ -77,8 +85,12 @@ def test_a_storage_outage_restarts_after_a_backoff_and_counts_as_recovery(plane)
     clock.advance(1)
     core.reconcile()  # running
     clock.advance(600)
-    fail_attempt(store, job_id, "orchestrator.checkpoint.objects.StorageError: s3://b/j: upload: SlowDown",
-                 FailureReason.CHECKPOINT_STORAGE)
+    fail_attempt(
+        store,
+        job_id,
+        "orchestrator.checkpoint.objects.StorageError: s3://b/j: upload: SlowDown",
+        FailureReason.CHECKPOINT_STORAGE,
+    )
     core.reconcile()
     job = store.get_job(job_id)
     assert job["state"] == JobState.RECOVERING.value and job["restarts"] == 1
@@ -103,8 +115,12 @@ def test_commit_failures_back_off_longer_each_time_until_max_restarts(plane):
         core.reconcile()
         clock.advance(1)
         core.reconcile()
-        fail_attempt(store, job_id, "orchestrator.checkpoint.store.CommitFailed: step 40: ranks [3] ...",
-                     FailureReason.CHECKPOINT_COMMIT)
+        fail_attempt(
+            store,
+            job_id,
+            "orchestrator.checkpoint.store.CommitFailed: step 40: ranks [3] ...",
+            FailureReason.CHECKPOINT_COMMIT,
+        )
         core.reconcile()
         assert store.get_job(job_id)["restarts"] == restart
         clock.advance(backoff_s(restart) + 1)

@@ -44,12 +44,33 @@ def _minimal_store(tmp_path, measured_ratio: float):
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", clock=clock)
     spec = load_spec(MINIMAL_SPEC, overrides=["cost.budget_usd=1"])
     timeline = build_timeline(make_plan(spec))
-    store.insert_job({"id": "job-1", "name": "minimal", "team": "research", "priority": 0,
-                      "spec": spec.model_dump(mode="json"), "source": {}, "world_size": 4, "nodes": 2,
-                      "devices_per_node": 2, "total_steps": timeline.total_steps})
-    store.add_metrics("job-1", 1, [{"step": s, "step_time_s": measured_ratio * timeline.seconds(s - 1, s),
-                                    "tokens": float(timeline.tokens[s]), "phase": "pre_training"}
-                                   for s in range(1, 11)])
+    store.insert_job(
+        {
+            "id": "job-1",
+            "name": "minimal",
+            "team": "research",
+            "priority": 0,
+            "spec": spec.model_dump(mode="json"),
+            "source": {},
+            "world_size": 4,
+            "nodes": 2,
+            "devices_per_node": 2,
+            "total_steps": timeline.total_steps,
+        }
+    )
+    store.add_metrics(
+        "job-1",
+        1,
+        [
+            {
+                "step": s,
+                "step_time_s": measured_ratio * timeline.seconds(s - 1, s),
+                "tokens": float(timeline.tokens[s]),
+                "phase": "pre_training",
+            }
+            for s in range(1, 11)
+        ],
+    )
     store.record_checkpoint("job-1", 10, announce=False)
     store.transition("job-1", JobState.QUEUED, JobState.PLACING, "placed")
     store.transition("job-1", JobState.PLACING, JobState.RUNNING, "running")
@@ -77,16 +98,23 @@ def test_without_interruption_risk_the_forecast_is_the_measured_rest(tmp_path):
 def test_a_run_needing_more_restarts_than_allowed_fails(tmp_path):
     store, _ = _minimal_store(tmp_path, 1.0)
     ev = gather(store, "job-1")
-    risky = ev.__class__(**{**ev.__dict__, "pools": (PoolEvidence("spot", "spot", 2, 1.0, 1e9, 0, 0, 1.0),),
-                            "max_restarts": 3})
+    risky = ev.__class__(
+        **{**ev.__dict__, "pools": (PoolEvidence("spot", "spot", 2, 1.0, 1e9, 0, 0, 1.0),), "max_restarts": 3}
+    )
     sim = simulate_rest(risky, 20, seed=1)
     assert sim["failed"].all() and (sim["restarts"] == 4).all()
 
 
 def test_cli_forecast_errors_name_the_option(orch_home):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True,
-                              check=False, cwd=ROOT, env={**__import__("os").environ, "ORCH_HOME": str(orch_home)})
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=ROOT,
+            env={**__import__("os").environ, "ORCH_HOME": str(orch_home)},
+        )
 
     bad = run("forecast", "nope", "--runs", "0")
     assert bad.returncode == 2 and "--runs" in bad.stderr and "Traceback" not in bad.stderr
@@ -94,16 +122,20 @@ def test_cli_forecast_errors_name_the_option(orch_home):
     assert missing.returncode == 2 and "no job 'nope'" in missing.stderr
 
 
-SHORT = ["phases=[{name: pre_training, seq_len: 4096, global_batch: 15360, tokens: 1.2e11}]",
-         "fault_tolerance.max_restarts=10000", "fault_tolerance.restart_budget=null"]
+SHORT = [
+    "phases=[{name: pre_training, seq_len: 4096, global_batch: 15360, tokens: 1.2e11}]",
+    "fault_tolerance.max_restarts=10000",
+    "fault_tolerance.restart_budget=null",
+]
 TRUE_RATE = 0.2  # per spot node-day; 256 nodes: a gang interruption every ~28 minutes
 
 
 def _forecast_part_way(spec, seed: int, fraction: float, days: float, prior_factor: float = 2.0) -> dict:
     """`orch simulate` stopped at ``fraction`` of the run, the spec's prior set to ``prior_factor`` times
     the true rate."""
-    sim = Simulation(spec, Scenario(spot_fraction=1.0, interruption_rate=TRUE_RATE, seed=seed,
-                                    max_days=days * fraction))
+    sim = Simulation(
+        spec, Scenario(spot_fraction=1.0, interruption_rate=TRUE_RATE, seed=seed, max_days=days * fraction)
+    )
     sim.run()
     sim.flush_running()
     job = sim.store.list_jobs()[0]
@@ -168,8 +200,9 @@ def test_team_outlook_puts_the_forecast_beside_spend_and_budget(tmp_path):
     store.set_team("research", budget_usd=100.0)
     outlook = team_outlook(store)["research"]
     fc = job_forecast(store, "job-1")
-    assert outlook["budget_usd"] == 100.0 and outlook["spent_usd"] == pytest.approx(fc["spent"]["cost_usd"]
-                                                                                   + fc["spent"]["storage_cost_usd"])
+    assert outlook["budget_usd"] == 100.0 and outlook["spent_usd"] == pytest.approx(
+        fc["spent"]["cost_usd"] + fc["spent"]["storage_cost_usd"]
+    )
     assert outlook["forecast_usd"]["p50"] == pytest.approx(fc["cost_usd"]["p50"])
     assert outlook["forecast_gpu_hours"]["p90"] == pytest.approx(fc["gpu_hours"]["p90"])
 
@@ -189,17 +222,22 @@ def test_the_grafana_burndown_uses_only_metrics_orch_exports(tmp_path):
     tight = json.loads(json.dumps(store.get_job("job-1")["spec"]))
     tight["cost"]["budget_gpu_hours"] = 10.0
     store.amend_spec("job-1", tight, "test", "budget changed")
-    store.record_node_changes([{"name": "n1", "pool": "local", "pool_kind": "on-demand", "devices": 2,
-                                "state": "up"}])
+    store.record_node_changes([{"name": "n1", "pool": "local", "pool_kind": "on-demand", "devices": 2, "state": "up"}])
     families = list(LedgerCollector(store).collect())
     exported = {m.name for m in families}
     assert used <= exported, used - exported
-    assert {"orch_forecast_cost_usd", "orch_job_budget_usd", "orch_reference_cost_usd", "orch_pool_node_hours",
-            "orch_pool_cost_usd"} <= used
+    assert {
+        "orch_forecast_cost_usd",
+        "orch_job_budget_usd",
+        "orch_reference_cost_usd",
+        "orch_pool_node_hours",
+        "orch_pool_cost_usd",
+    } <= used
     # every label value a panel selects is one the exporter writes (a panel on category="total" drew nothing)
     written = {(k, v) for m in families for sample in m.samples for k, v in sample.labels.items()}
-    selected = {(k, v) for p in dashboard["panels"] for t in p["targets"]
-                for k, v in re.findall(r'(\w+)="([^"$]+)"', t["expr"])}
+    selected = {
+        (k, v) for p in dashboard["panels"] for t in p["targets"] for k, v in re.findall(r'(\w+)="([^"$]+)"', t["expr"])
+    }
     assert selected <= written, selected - written
     uses = {s.labels["use"] for m in families if m.name == "orch_pool_node_hours" for s in m.samples}
     assert uses == {"allocated", "idle", "spare", "down"}
@@ -227,7 +265,8 @@ def test_simulated_utilisation_accounts_for_every_node_hour():
     assert storage["checkpoint_puts"]["requests"] == 577_537 * r["checkpoints"]["saves"]
     assert storage["checkpoint_restores"]["requests"] == (2048 * 280 + 1) * r["restarts"]
     assert storage["checkpoint_storage"]["gib_months"] == pytest.approx(
-        3 * 9_556_910_612_480 / 1024 ** 3 * r["days"] * 24 / 730)
+        3 * 9_556_910_612_480 / 1024**3 * r["days"] * 24 / 730
+    )
     waited = simulate(spec, Scenario(spot_fraction=0.5, spares=0, provision_delay_s=1800.0, trace=trace))
     # without a spare the gang waits 30 min for the replacement holding nothing: only wall goodput sees it
     productive = waited["gpu_hours"]["productive"]
@@ -256,10 +295,25 @@ def _loss_free(tmp_path, rate_per_day: float, compute_s: float, **fields):
     store, _ = _minimal_store(tmp_path, 1.0)
     ev = gather(store, "job-1")
     pool = PoolEvidence("spot", "spot", 1, 1.0, rate_per_day, 0.0, 0.0, 1e9)
-    return ev.__class__(**{**ev.__dict__, "pools": (pool,), "scale_rel_se": 0.0, "remaining_compute_s": compute_s,
-                           "at_risk_s": 0.0, "save_stall_s": 0.0, "save_commit_s": 0.0, "final_save_s": 0.0,
-                           "interval_s": compute_s * 1e-6, "recovery_s": 0.0, "replacement_wait_s": 0.0,
-                           "state": "running", "max_restarts": 1_000_000, "restarts": 0, **fields})
+    return ev.__class__(
+        **{
+            **ev.__dict__,
+            "pools": (pool,),
+            "scale_rel_se": 0.0,
+            "remaining_compute_s": compute_s,
+            "at_risk_s": 0.0,
+            "save_stall_s": 0.0,
+            "save_commit_s": 0.0,
+            "final_save_s": 0.0,
+            "interval_s": compute_s * 1e-6,
+            "recovery_s": 0.0,
+            "replacement_wait_s": 0.0,
+            "state": "running",
+            "max_restarts": 1_000_000,
+            "restarts": 0,
+            **fields,
+        }
+    )
 
 
 def test_runs_that_exhaust_the_restart_window_fail_as_often_as_the_poisson_process_says(tmp_path):
@@ -269,7 +323,7 @@ def test_runs_that_exhaust_the_restart_window_fail_as_often_as_the_poisson_proce
     P(ok) = sum_n e^-3 3^n/n! (1 - (n-1)/4)^n = 0.0498 + 0.1494 + 0.1260 + 0.0280 + 0.0007 = 0.3538."""
     T, mean = 10_000.0, 3.0
     ev = _loss_free(tmp_path, mean / T * 86400.0, T, window_s=T / 4, window_restarts=1, recent_restarts=())
-    ok = sum(math.exp(-mean) * mean ** n / math.factorial(n) * max(0.0, 1 - (n - 1) / 4) ** n for n in range(10))
+    ok = sum(math.exp(-mean) * mean**n / math.factorial(n) * max(0.0, 1 - (n - 1) / 4) ** n for n in range(10))
     assert ok == pytest.approx(0.3538, abs=1e-4)
     fc = forecast_from(ev, runs=20_000, seed=3)
     assert fc["failure_probability"] == pytest.approx(1 - ok, abs=0.015)
@@ -298,8 +352,12 @@ def test_gather_reads_the_restart_budget_and_the_infrastructure_restarts_inside_
     spec = store.get_job("job-1")["spec"]
     spec["fault_tolerance"] = {"restart_budget": {"restarts": 4, "window_hours": 1, "crash_restarts": 2}}
     store.amend_spec("job-1", spec, "test", "a windowed budget")
-    for at, kind in ((1100.0, "infrastructure"), (3000.0, "infrastructure"), (4000.0, "crash"),
-                     (5000.0, "infrastructure")):
+    for at, kind in (
+        (1100.0, "infrastructure"),
+        (3000.0, "infrastructure"),
+        (4000.0, "crash"),
+        (5000.0, "infrastructure"),
+    ):
         store.clock.advance(at - store.clock.now())
         store.add_event("job.recovering", "restart", "job-1", {"restart": kind})
     ev = gather(store, "job-1", now=5500.0)

@@ -14,8 +14,14 @@ from bench.gpu_check import peak_for, torchtitan_flops_per_token, v3_shaped_mode
 
 
 def _run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.gpu_check", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "DS_ACCELERATOR": "cpu"}, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.gpu_check", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "DS_ACCELERATOR": "cpu"},
+        check=False,
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")

@@ -36,8 +36,11 @@ def store(tmp_path):
 
 def submit(store: StateStore, job_id: str, owner: Owner = Owner.RAY, spec_file=MINIMAL_SPEC) -> str:
     plan = make_plan(load_spec(spec_file))
-    return store.insert_job(job_row(job_id, plan, {"file": str(spec_file)}),
-                            [EventRecord("job.submitted", f"{job_id}: submitted")], owner=owner)
+    return store.insert_job(
+        job_row(job_id, plan, {"file": str(spec_file)}),
+        [EventRecord("job.submitted", f"{job_id}: submitted")],
+        owner=owner,
+    )
 
 
 def test_preemption_requests_have_one_writer_that_keeps_the_earliest_deadline(store):
@@ -48,16 +51,19 @@ def test_preemption_requests_have_one_writer_that_keeps_the_earliest_deadline(st
     store.request_preempt("job-1", "n2 goes", "kubernetes", deadline=1300.0)  # a later notice: the first stands
     assert store.job("job-1").preempt_deadline == 1120.0
     events = [(e["kind"], e["message"], e["actor"], e["data"]) for e in store.events("job-1")][1:]
-    assert events == [("job.preempting", "job-1: preempted for job-2", "orch", {"for": "job-2"}),
-                      ("job.preempting", "job-1: n1 goes", "kubernetes", {"deadline": 1120.0}),
-                      ("job.preempting", "job-1: n2 goes", "kubernetes", {"deadline": 1300.0})]
+    assert events == [
+        ("job.preempting", "job-1: preempted for job-2", "orch", {"for": "job-2"}),
+        ("job.preempting", "job-1: n1 goes", "kubernetes", {"deadline": 1120.0}),
+        ("job.preempting", "job-1: n2 goes", "kubernetes", {"deadline": 1300.0}),
+    ]
     assert not hasattr(store, "update_job")  # no anonymous writer of job fields is left
 
 
 def test_a_notice_deadline_is_a_column_and_the_controller_reads_it(store):
     submit(store, "job-1")
-    store.transition("job-1", JobState.QUEUED, JobState.PLACING, "placed", updates={"assignment": ["n1", "n2"],
-                                                                                     "attempt": 1})
+    store.transition(
+        "job-1", JobState.QUEUED, JobState.PLACING, "placed", updates={"assignment": ["n1", "n2"], "attempt": 1}
+    )
     asked = []
     handle_notice(store, "n2", 1120.0, "spot interruption", "test", lambda job, d, deadline: asked.append(deadline))
     assert asked == [1120.0] and store.noticed_nodes() == {"n2": 1120.0}
@@ -78,8 +84,9 @@ def test_records_are_typed_and_the_spec_is_parsed_once(store, monkeypatch):
 
     parsed = []
     real = store_module.validate_mapping
-    monkeypatch.setattr(store_module, "validate_mapping", lambda data, source: parsed.append(source) or
-                        real(data, source))
+    monkeypatch.setattr(
+        store_module, "validate_mapping", lambda data, source: parsed.append(source) or real(data, source)
+    )
     first, again = store.job("job-1"), store.jobs([JobState.QUEUED])[0]
     assert parsed == ["job-1"] and first.spec is again.spec  # one parse per store and job
     assert first.state is JobState.QUEUED and first.owner is Owner.RAY
@@ -91,8 +98,13 @@ def test_records_are_typed_and_the_spec_is_parsed_once(store, monkeypatch):
     classed = RunnerOutcome(1, OutcomeStatus.FAILED, 7, "CommitFailed", True, None, FailureReason.CHECKPOINT_COMMIT)
     assert RunnerOutcome.from_row(classed.as_row()).failure == FailureReason.CHECKPOINT_COMMIT
     assert RunnerOutcome(1, OutcomeStatus.STOPPED, 7).failure is None
-    assert store.get_job("job-1")["outcome"] == {"attempt": 1, "status": "failed", "step": 7,
-                                                 "error": "NodeDiedError", "infrastructure": True}
+    assert store.get_job("job-1")["outcome"] == {
+        "attempt": 1,
+        "status": "failed",
+        "step": 7,
+        "error": "NodeDiedError",
+        "infrastructure": True,
+    }
     store.record_checkpoint("job-1", 6)
     store.request_cancel("job-1", "user:ann")
     job = store.job("job-1")
@@ -106,8 +118,7 @@ def test_the_ray_controller_leaves_kubernetes_jobs_alone():
     sim = Simulation(load_spec(str(V3_SPEC)), Scenario(), state_url="sqlite://")
     store = sim.store
     spec_file = V3_SPEC
-    record(store, job_row("on-k8s", make_plan(load_spec(str(spec_file))), {"target": "k8s"}),
-           ["RayJob/on-k8s"], "orch")
+    record(store, job_row("on-k8s", make_plan(load_spec(str(spec_file))), {"target": "k8s"}), ["RayJob/on-k8s"], "orch")
     submit(store, "on-ray", spec_file=spec_file)
     store.request_cancel("on-k8s", "user:ann")  # a request the Ray controller must not act on either
     sim.controller.reconcile()
@@ -136,12 +147,20 @@ def test_migration_0004_keeps_old_rows_and_their_notice_cordons(tmp_path):
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "0003")
-        conn.execute(text("INSERT INTO jobs (id, name, team, priority, state, spec, source, world_size, nodes, "
-                          "devices_per_node, total_steps, submitted_at, updated_at, step, tokens, attempt, restarts, "
-                          "cancel_requested, preempt_requested) VALUES ('old-1', 'old', 't', 0, 'queued', '{}', "
-                          "'{}', 1, 1, 1, 1, 5.0, 5.0, 0, 0, 0, 0, 0, 0)"))
-        conn.execute(text("INSERT INTO node_states VALUES ('n1', 1, 'notice: spot interruption', 7.0), "
-                          "('n2', 1, 'drain: maintenance', 8.0)"))
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, name, team, priority, state, spec, source, world_size, nodes, "
+                "devices_per_node, total_steps, submitted_at, updated_at, step, tokens, attempt, restarts, "
+                "cancel_requested, preempt_requested) VALUES ('old-1', 'old', 't', 0, 'queued', '{}', "
+                "'{}', 1, 1, 1, 1, 5.0, 5.0, 0, 0, 0, 0, 0, 0)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO node_states VALUES ('n1', 1, 'notice: spot interruption', 7.0), "
+                "('n2', 1, 'drain: maintenance', 8.0)"
+            )
+        )
     store = StateStore(url)
     assert store.job_owner("old-1") == Owner.RAY
     assert store.noticed_nodes() == {"n1": 7.0}

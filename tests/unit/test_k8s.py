@@ -41,8 +41,18 @@ def test_every_manifest_validates(where):
     found = [p for o in objects for p in problems(o)]
     assert found == []
     kinds = {o["kind"] for o in objects}
-    assert {"RayCluster", "Deployment", "StatefulSet", "ServiceAccount", "ClusterRole", "Role",
-            "PriorityClass", "NetworkPolicy", "ServiceMonitor", "ConfigMap"} <= kinds
+    assert {
+        "RayCluster",
+        "Deployment",
+        "StatefulSet",
+        "ServiceAccount",
+        "ClusterRole",
+        "Role",
+        "PriorityClass",
+        "NetworkPolicy",
+        "ServiceMonitor",
+        "ConfigMap",
+    } <= kinds
     assert "Secret" not in kinds  # created outside Git (docs/kubernetes.md, "Secrets")
 
 
@@ -60,8 +70,11 @@ def test_overlays_size_the_cluster():
     groups = {g["groupName"]: g for g in prod}
     replicas = (groups["gpu-on-demand"]["replicas"], groups["gpu-spot"]["replicas"], groups["gpu-spare"]["replicas"])
     assert replicas == (256, 0, 4)
-    gpus = sum(g["replicas"] * int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
-               for name, g in groups.items() if name != "gpu-spare")
+    gpus = sum(
+        g["replicas"] * int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
+        for name, g in groups.items()
+        if name != "gpu-spare"
+    )
     assert gpus == 2048
     dev_groups = by_kind(build(K8S / "overlays/dev"), "RayCluster")[0]["spec"]["workerGroupSpecs"]
     dev = {g["groupName"]: g["replicas"] for g in dev_groups}
@@ -83,19 +96,36 @@ def _containers(obj):
         elif isinstance(node, list):
             for item in node:
                 walk(item)
+
     walk(obj)
     return found
 
 
 def test_base_raycluster_is_the_renderer_output():
-    out = subprocess.run([sys.executable, "-m", "orchestrator", "k8s", "render", str(K8S / "cluster-spec.yaml"),
-                          "--kind", "raycluster", "--name", "orch"], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "k8s",
+            "render",
+            str(K8S / "cluster-spec.yaml"),
+            "--kind",
+            "raycluster",
+            "--name",
+            "orch",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert yaml.safe_load(out.stdout) == yaml.safe_load((K8S / "base" / "raycluster.yaml").read_text())
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed: the Python kustomize subset "
-                                                             "is checked against it only where it is")
+@pytest.mark.skipif(
+    shutil.which("kubectl") is None,
+    reason="kubectl is not installed: the Python kustomize subset is checked against it only where it is",
+)
 @pytest.mark.parametrize("where", [*OVERLAYS, "kueue"])
 def test_the_kustomize_subset_agrees_with_kubectl(where):
     out = subprocess.run(["kubectl", "kustomize", str(K8S / where)], capture_output=True, text=True, check=True)
@@ -160,12 +190,21 @@ def test_v3_rayjob_matches_the_golden_snapshot():
 
 
 def test_a_spot_pool_gets_its_own_group_and_spares():
-    spec = load_spec(str(V3_SPEC), None, [
-        "resources.pools=[{name: od, kind: on-demand, nodes: 128}, {name: spot, kind: spot, nodes: 160, "
-        "price_per_gpu_hour: 0.9}, {name: spare, kind: spare, nodes: 8}]", "fault_tolerance.spare_nodes=4"])
+    spec = load_spec(
+        str(V3_SPEC),
+        None,
+        [
+            "resources.pools=[{name: od, kind: on-demand, nodes: 128}, {name: spot, kind: spot, nodes: 160, "
+            "price_per_gpu_hour: 0.9}, {name: spare, kind: spare, nodes: 8}]",
+            "fault_tolerance.spare_nodes=4",
+        ],
+    )
     groups = job_manifests(spec, make_plan(spec), "j", K8sSettings())[1]["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     assert [(g["groupName"], g["replicas"], g["template"]["spec"]["priorityClassName"]) for g in groups] == [
-        ("od", 128, "orch-training"), ("spot", 128, "orch-training"), ("spare", 4, "orch-spare")]
+        ("od", 128, "orch-training"),
+        ("spot", 128, "orch-training"),
+        ("spare", 4, "orch-spare"),
+    ]
 
 
 # ---------------------------------------------------------------- submit --target k8s
@@ -173,19 +212,45 @@ def test_a_spot_pool_gets_its_own_group_and_spares():
 
 def kubeconfig(tmp_path: Path, url: str) -> Path:
     path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "replay",
-        "clusters": [{"name": "replay", "cluster": {"server": url}}],
-        "users": [{"name": "orch", "user": {"token": "replay-token"}}],
-        "contexts": [{"name": "replay", "context": {"cluster": "replay", "user": "orch", "namespace": "orch"}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "replay",
+                "clusters": [{"name": "replay", "cluster": {"server": url}}],
+                "users": [{"name": "orch", "user": {"token": "replay-token"}}],
+                "contexts": [{"name": "replay", "context": {"cluster": "replay", "user": "orch", "namespace": "orch"}}],
+            }
+        )
+    )
     return path
 
 
 def submit(tmp_path, config: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ORCH_HOME": str(tmp_path / "home")}
-    return subprocess.run([sys.executable, "-m", "orchestrator", "submit", str(V3_SPEC), "--target", "k8s",
-                           "--kubeconfig", str(config), "--poll", "0.05", "--image", IMAGE, *extra],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "submit",
+            str(V3_SPEC),
+            "--target",
+            "k8s",
+            "--kubeconfig",
+            str(config),
+            "--poll",
+            "0.05",
+            "--image",
+            IMAGE,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/orch:0.1.0"
@@ -198,9 +263,11 @@ def test_submit_creates_the_objects_and_follows_the_rayjob(tmp_path):
     with ReplayServer() as api:
         api.on("POST", "/api/v1/namespaces/orch/configmaps", status=201, body={"kind": "ConfigMap"})
         api.on("POST", RAYJOBS, status=201, body={"kind": "RayJob"})
-        statuses = [{"jobDeploymentStatus": "Initializing"},
-                    {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
-                    {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "message": "done"}]
+        statuses = [
+            {"jobDeploymentStatus": "Initializing"},
+            {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
+            {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "message": "done"},
+        ]
         for status in statuses:
             api.on("GET", RAYJOBS + "/deepseek-v3-pretrain-.*", body={"kind": "RayJob", "status": status}, times=1)
         out = submit(tmp_path, kubeconfig(tmp_path, api.url))
@@ -213,42 +280,89 @@ def test_submit_creates_the_objects_and_follows_the_rayjob(tmp_path):
         assert sum(g["replicas"] for g in groups) == 256
         assert groups[0]["template"]["spec"]["containers"][0]["image"] == IMAGE
     assert "succeeded" in out.stdout
-    listing = subprocess.run([sys.executable, "-m", "orchestrator", "list", "--json"], capture_output=True,
-                             text=True, env={**os.environ, "ORCH_HOME": str(tmp_path / "home")})
+    listing = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ORCH_HOME": str(tmp_path / "home")},
+    )
     job = json.loads(listing.stdout)[0]
     assert job["state"] == "succeeded" and job["source"]["target"] == "k8s"
-    status = subprocess.run([sys.executable, "-m", "orchestrator", "status", job["id"], "--json"],
-                            capture_output=True, text=True, env={**os.environ, "ORCH_HOME": str(tmp_path / "home")})
+    status = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "status", job["id"], "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ORCH_HOME": str(tmp_path / "home")},
+    )
     assert [t["to_state"] for t in json.loads(status.stdout)["transitions"]] == [
-        "queued", "placing", "running", "succeeded"]
+        "queued",
+        "placing",
+        "running",
+        "succeeded",
+    ]
 
 
 def test_submit_without_an_image_is_refused(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "ORCH_IMAGE"}
-    out = subprocess.run([sys.executable, "-m", "orchestrator", "submit", str(V3_SPEC), "--target", "k8s",
-                          "--kubeconfig", str(kubeconfig(tmp_path, "http://127.0.0.1:9"))], capture_output=True,
-                         text=True, env={**env, "ORCH_HOME": str(tmp_path / "home")}, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "submit",
+            str(V3_SPEC),
+            "--target",
+            "k8s",
+            "--kubeconfig",
+            str(kubeconfig(tmp_path, "http://127.0.0.1:9")),
+        ],
+        capture_output=True,
+        text=True,
+        env={**env, "ORCH_HOME": str(tmp_path / "home")},
+        timeout=120,
+    )
     assert out.returncode == 2 and "--image" in out.stderr and "ORCH_IMAGE" in out.stderr
     assert "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("code, reason, message, expected", [
-    (403, "Forbidden", 'rayjobs.ray.io is forbidden: User "dev" cannot create resource "rayjobs"', "rbac.yaml"),
-    (409, "AlreadyExists", 'rayjobs.ray.io "deepseek-v3-pretrain" already exists', "already exists"),
-    (422, "Invalid", "RayJob.ray.io \"x\" is invalid",
-     "spec.rayClusterSpec.workerGroupSpecs[0].replicas: Invalid value"),
-])
+@pytest.mark.parametrize(
+    "code, reason, message, expected",
+    [
+        (403, "Forbidden", 'rayjobs.ray.io is forbidden: User "dev" cannot create resource "rayjobs"', "rbac.yaml"),
+        (409, "AlreadyExists", 'rayjobs.ray.io "deepseek-v3-pretrain" already exists', "already exists"),
+        (
+            422,
+            "Invalid",
+            'RayJob.ray.io "x" is invalid',
+            "spec.rayClusterSpec.workerGroupSpecs[0].replicas: Invalid value",
+        ),
+    ],
+)
 def test_submit_refusals_become_clear_messages(tmp_path, code, reason, message, expected):
-    details = {"causes": [{"field": "spec.rayClusterSpec.workerGroupSpecs[0].replicas",
-                           "message": "Invalid value: -1: must be >= 0"}]} if code == 422 else None
+    details = (
+        {
+            "causes": [
+                {
+                    "field": "spec.rayClusterSpec.workerGroupSpecs[0].replicas",
+                    "message": "Invalid value: -1: must be >= 0",
+                }
+            ]
+        }
+        if code == 422
+        else None
+    )
     with ReplayServer() as api:
         api.on("POST", "/api/v1/namespaces/orch/configmaps", status=201, body={"kind": "ConfigMap"})
         api.on("POST", RAYJOBS, status=code, body=status_body(code, reason, message, details))
         out = submit(tmp_path, kubeconfig(tmp_path, api.url))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert str(code) in out.stderr and expected in out.stderr
-    listing = subprocess.run([sys.executable, "-m", "orchestrator", "list", "--json"], capture_output=True,
-                             text=True, env={**os.environ, "ORCH_HOME": str(tmp_path / "home")})
+    listing = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ORCH_HOME": str(tmp_path / "home")},
+    )
     assert json.loads(listing.stdout) == []  # nothing recorded for a job that was not created
 
 
@@ -291,8 +405,10 @@ def test_terraform_declares_the_eks_deployment():
     assert modules["vpc"]["source"] == "terraform-aws-modules/vpc/aws"
     for irsa in ("orch_ray_irsa", "orch_controller_irsa", "ebs_csi_irsa", "nth_irsa"):  # one role per account
         assert "iam-role-for-service-accounts-eks" in modules[irsa]["source"]
-    accounts = [modules[m]["oidc_providers"]["main"]["namespace_service_accounts"] for m in
-                ("orch_ray_irsa", "orch_controller_irsa")]
+    accounts = [
+        modules[m]["oidc_providers"]["main"]["namespace_service_accounts"]
+        for m in ("orch_ray_irsa", "orch_controller_irsa")
+    ]
     assert accounts == [["orch:orch-ray"], ["orch:orch-controller"]]
     resources = _named(tf["resource"])
     assert resources[("aws_placement_group", "gpu")]["strategy"] == "cluster"
@@ -302,15 +418,36 @@ def test_terraform_declares_the_eks_deployment():
     lifecycle = json.dumps(resources[("aws_s3_bucket_lifecycle_configuration", "checkpoints")])
     assert "abort_incomplete_multipart_upload" in lifecycle and "noncurrent_version_expiration" in lifecycle
     charts = {body["chart"] for (kind, _), body in resources.items() if kind == "helm_release"}
-    assert charts == {"kuberay-operator", "aws-node-termination-handler", "nvidia-device-plugin",
-                      "aws-efa-k8s-device-plugin", "kueue"}
+    assert charts == {
+        "kuberay-operator",
+        "aws-node-termination-handler",
+        "nvidia-device-plugin",
+        "aws-efa-k8s-device-plugin",
+        "kueue",
+    }
     variables = {name for block in tf["variable"] for name in block}
-    assert {"gpu_instance_type", "gpu_on_demand_nodes", "gpu_spot_nodes", "gpu_spare_nodes", "api_allowed_cidrs",
-            "gpu_on_demand_price_per_hour", "gpu_spot_price_per_hour", "checkpoint_bucket",
-            "gpu_capacity_reservation_id", "gpu_capacity_block"} <= variables
+    assert {
+        "gpu_instance_type",
+        "gpu_on_demand_nodes",
+        "gpu_spot_nodes",
+        "gpu_spare_nodes",
+        "api_allowed_cidrs",
+        "gpu_on_demand_price_per_hour",
+        "gpu_spot_price_per_hour",
+        "checkpoint_bucket",
+        "gpu_capacity_reservation_id",
+        "gpu_capacity_block",
+    } <= variables
     outputs = {name for block in tf["output"] for name in block}
-    assert {"checkpoint_uri", "service_account_roles", "kubeconfig_command", "gpu_pools", "idle_cost_per_hour",
-            "orch_image_repository", "scale_commands"} <= outputs
+    assert {
+        "checkpoint_uri",
+        "service_account_roles",
+        "kubeconfig_command",
+        "gpu_pools",
+        "idle_cost_per_hour",
+        "orch_image_repository",
+        "scale_commands",
+    } <= outputs
 
 
 TF = shutil.which("terraform") or shutil.which("tofu")
@@ -326,8 +463,9 @@ def test_terraform_fmt_is_clean():
 def test_terraform_validate(tmp_path):
     work = tmp_path / "tf"
     shutil.copytree(TERRAFORM, work)
-    init = subprocess.run([TF, "init", "-backend=false", "-input=false"], cwd=work, capture_output=True, text=True,
-                          timeout=300)
+    init = subprocess.run(
+        [TF, "init", "-backend=false", "-input=false"], cwd=work, capture_output=True, text=True, timeout=300
+    )
     said = init.stdout + init.stderr
     if init.returncode != 0 and ("registry" in said or "no such host" in said):
         pytest.skip("terraform init cannot download the providers and modules (no network): validate not run")

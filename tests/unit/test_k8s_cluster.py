@@ -30,9 +30,10 @@ from tests.helpers.kuberay_pod import quantity
 from tests.unit.test_k8s import _named, load_tf
 
 K8S = ROOT / "k8s"
-INSTANCES = {"p5.48xlarge": {"gpus": 8, "gpu_memory_gb": 80, "vcpu": 192, "memory_gib": 2048, "efa": 32,
-                             "max_pods": 100},
-             "m7i.4xlarge": {"vcpu": 16, "memory_gib": 64, "max_pods": 234}}
+INSTANCES = {
+    "p5.48xlarge": {"gpus": 8, "gpu_memory_gb": 80, "vcpu": 192, "memory_gib": 2048, "efa": 32, "max_pods": 100},
+    "m7i.4xlarge": {"vcpu": 16, "memory_gib": 64, "max_pods": 234},
+}
 DAEMONS = {"cpu": 1.0, "memory": 2 * 2**30}  # aws-node, kube-proxy, ebs-csi-node, device plugins: headroom
 EFFECT = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
 
@@ -46,8 +47,10 @@ def tf_locals(tf) -> dict:
 
 
 def ray_clusters() -> dict[str, dict]:
-    found = {where: next(o for o in build(K8S / where) if o["kind"] == "RayCluster")["spec"]
-             for where in ("base", "overlays/dev", "overlays/prod")}
+    found = {
+        where: next(o for o in build(K8S / where) if o["kind"] == "RayCluster")["spec"]
+        for where in ("base", "overlays/dev", "overlays/prod")
+    }
     spec = load_spec(str(V3_SPEC))
     found["v3-rayjob"] = job_manifests(spec, make_plan(spec), "v3", K8sSettings())[1]["spec"]["rayClusterSpec"]
     return found
@@ -74,9 +77,12 @@ def test_pools_labels_taints_and_gpus_agree_everywhere():
             assert all(node["labels"].get(k) in v for k, v in wanted.items()), (where, group["groupName"])
             assert group["template"]["metadata"]["labels"]["orch.dev/pool-kind"] == node["kind"]
             for taint in node["taints"]:  # every taint of the node is tolerated
-                assert any(t["key"] == taint["key"] and t["effect"] == EFFECT[taint["effect"]] and
-                           (t["operator"] == "Exists" or t.get("value") == taint["value"])
-                           for t in pod["tolerations"]), (where, group["groupName"], taint)
+                assert any(
+                    t["key"] == taint["key"]
+                    and t["effect"] == EFFECT[taint["effect"]]
+                    and (t["operator"] == "Exists" or t.get("value") == taint["value"])
+                    for t in pod["tolerations"]
+                ), (where, group["groupName"], taint)
             limits = pod["containers"][0]["resources"]["limits"]
             assert int(limits["nvidia.com/gpu"]) == instance["gpus"]
             assert int(limits["vpc.amazonaws.com/efa"]) == instance["efa"]
@@ -186,8 +192,12 @@ def test_terraform_sets_up_what_the_manifests_need():
     tls = json.dumps(_named(tf["data"])[("aws_iam_policy_document", "checkpoints_tls_only")])
     assert "aws:SecureTransport" in tls and "Deny" in tls
     nth = resources[("helm_release", "node_termination_handler")]["values"][0]
-    for setting in ("enableSqsTerminationDraining = true", "cordonOnly                   = true",
-                    "taintNode                    = true", "queueURL"):
+    for setting in (
+        "enableSqsTerminationDraining = true",
+        "cordonOnly                   = true",
+        "taintNode                    = true",
+        "queueURL",
+    ):
         assert setting.split("=")[0].strip() in nth
     rules = tf_locals(tf)["nth_events"]
     assert {"spot-interruption", "rebalance", "scheduled-change", "asg-lifecycle", "state-change"} == set(rules)
@@ -220,8 +230,11 @@ def test_no_disruption_budget_blocks_a_drain():
     workloads = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
     for pdb in (o for o in objects if o["kind"] == "PodDisruptionBudget"):
         selector = pdb["spec"]["selector"]["matchLabels"]
-        replicas = sum(w["spec"].get("replicas", 1) for w in workloads
-                       if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items())
+        replicas = sum(
+            w["spec"].get("replicas", 1)
+            for w in workloads
+            if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()
+        )
         assert not blocks_drains(pdb, replicas), pdb["metadata"]["name"]
     old = {"spec": {"minAvailable": 1, "selector": {"matchLabels": {"a": "b"}}}}
     assert blocks_drains(old, 1)  # what the base had: one replica, minAvailable 1

@@ -33,9 +33,16 @@ def dashboard_pod(objects: list[dict]) -> tuple[dict, dict]:
     deployment = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "orch-dashboard")
     container = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["args"][0] == "dashboard")
     service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "orch-dashboard")
-    ingresses = [o for o in objects if o["kind"] == "Ingress"
-                 if any(p["backend"]["service"]["name"] == service["metadata"]["name"]
-                        for r in o["spec"]["rules"] for p in r["http"]["paths"])]
+    ingresses = [
+        o
+        for o in objects
+        if o["kind"] == "Ingress"
+        if any(
+            p["backend"]["service"]["name"] == service["metadata"]["name"]
+            for r in o["spec"]["rules"]
+            for p in r["http"]["paths"]
+        )
+    ]
     assert len(ingresses) == 1, "one Ingress routes to the dashboard Service"
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     ports = {p["name"]: p for p in service["spec"]["ports"]}
@@ -58,8 +65,10 @@ def dashboard_environment(objects, container, tmp_path: Path) -> dict[str, str]:
     tokens = tmp_path / "tokens"
     tokens.write_text(f"admin {OPERATOR}\nviewer {READER} reader\n")
     tokens.chmod(0o600)
-    secrets = {("orch-ray-auth", "auth_token"): "9f" * 32,
-               ("orch-postgres", "url"): f"sqlite:///{tmp_path / 'state.db'}"}
+    secrets = {
+        ("orch-ray-auth", "auth_token"): "9f" * 32,
+        ("orch-postgres", "url"): f"sqlite:///{tmp_path / 'state.db'}",
+    }
     env = container_env(container, objects, secrets)
     assert env.pop("ORCH_DASHBOARD_TOKENS") == "/etc/orch/dashboard/tokens"
     env.pop("RAY_ADDRESS")  # no Ray head here: the dashboard serves the state store (--no-cluster)
@@ -70,10 +79,19 @@ def gate_status(ctx, host: str, method: str = "GET", origin: str | None = None) 
     """What the dashboard's gate does with a request: 200 when it lets it through, else its refusal."""
     from orchestrator.dashboard.security import Guard, Refused
 
-    headers = [(b"host", host.encode()), (b"authorization", f"Bearer {OPERATOR}".encode()),
-               (b"content-type", b"application/json")] + ([(b"origin", origin.encode())] if origin else [])
-    scope = {"type": "http", "method": method, "path": "/api/jobs", "headers": headers, "scheme": "http",
-             "client": ("10.0.0.9", 41234)}
+    headers = [
+        (b"host", host.encode()),
+        (b"authorization", f"Bearer {OPERATOR}".encode()),
+        (b"content-type", b"application/json"),
+    ] + ([(b"origin", origin.encode())] if origin else [])
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": "/api/jobs",
+        "headers": headers,
+        "scheme": "http",
+        "client": ("10.0.0.9", 41234),
+    }
     try:
         Guard(None, ctx).admit(scope)
     except Refused as exc:
@@ -95,9 +113,16 @@ def test_the_ingress_host_passes_the_dashboards_host_check(where, tmp_path, monk
         monkeypatch.setenv(name, value)
     args = build_parser().parse_args(container["args"])  # --public-url defaults to ORCH_DASHBOARD_PUBLIC_URL
     hosts = [*args.allow_host, *filter(None, os.environ.get("ORCH_DASHBOARD_HOSTS", "").split(","))]
-    ctx = DashboardContext(StateStore(os.environ["ORCH_STATE_URL"]), None, Path(os.environ["ORCH_DASHBOARD_TOKENS"]),
-                           tmp_path, allowed_hosts=tuple(hosts), public_url=args.public_url,
-                           trusted_proxies=tuple(args.trusted_proxy), read_token_required=not is_loopback(args.host))
+    ctx = DashboardContext(
+        StateStore(os.environ["ORCH_STATE_URL"]),
+        None,
+        Path(os.environ["ORCH_DASHBOARD_TOKENS"]),
+        tmp_path,
+        allowed_hosts=tuple(hosts),
+        public_url=args.public_url,
+        trusted_proxies=tuple(args.trusted_proxy),
+        read_token_required=not is_loopback(args.host),
+    )
     for host in ingress_hosts(ingress):
         assert gate_status(ctx, host) == 200, f"{where}: the dashboard refuses its Ingress host {host}"
         assert gate_status(ctx, f"{host}:443") == 200
@@ -135,16 +160,29 @@ def test_orch_dashboard_started_as_the_pod_starts_it_answers_through_the_ingress
     port = free_port()
     args[args.index("--port") + 1] = str(port)
     env = {**os.environ, **dashboard_environment(objects, container, tmp_path)}
-    server = subprocess.Popen([sys.executable, "-m", "orchestrator", *args, "--no-cluster"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args, "--no-cluster"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(base, server)
         read = httpx.get(base + "/api/jobs", headers={"Host": host, "Authorization": f"Bearer {READER}"}, timeout=10)
         assert read.status_code == 200 and read.json() == []
-        action = httpx.post(base + "/api/jobs/no-such-job/cancel", content=b"{}", timeout=10, headers={
-            "Host": host, "Origin": f"https://{host}", "Content-Type": "application/json",
-            "Authorization": f"Bearer {OPERATOR}"})
+        action = httpx.post(
+            base + "/api/jobs/no-such-job/cancel",
+            content=b"{}",
+            timeout=10,
+            headers={
+                "Host": host,
+                "Origin": f"https://{host}",
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {OPERATOR}",
+            },
+        )
         assert action.status_code == 404, action.text  # through the gate, to the route: no such job
         evil = httpx.get(base + "/api/jobs", headers={"Host": "evil.example", "Authorization": f"Bearer {READER}"})
         assert evil.status_code == 421
@@ -154,17 +192,26 @@ def test_orch_dashboard_started_as_the_pod_starts_it_answers_through_the_ingress
     assert "Host names accepted: " in out and host in out
 
 
-
 SOURCE = {"kind": "ConfigMap", "name": "orch-dashboard", "fieldPath": "data.public_url"}
 INGRESS = {"kind": "Ingress", "name": "orch-dashboard"}
 
 
-@pytest.mark.parametrize("replacement, error", [
-    ({"source": {**SOURCE, "name": "nope"}, "targets": [{"select": INGRESS, "fieldPaths": ["spec.rules.0.host"]}]},
-     "must match one object"),
-    ({"source": SOURCE, "targets": [{"select": INGRESS, "fieldPaths": ["spec.rules.0.hostname"]}]},
-     "hostname is missing"),
-])
+@pytest.mark.parametrize(
+    "replacement, error",
+    [
+        (
+            {
+                "source": {**SOURCE, "name": "nope"},
+                "targets": [{"select": INGRESS, "fieldPaths": ["spec.rules.0.host"]}],
+            },
+            "must match one object",
+        ),
+        (
+            {"source": SOURCE, "targets": [{"select": INGRESS, "fieldPaths": ["spec.rules.0.hostname"]}]},
+            "hostname is missing",
+        ),
+    ],
+)
 def test_a_replacement_that_points_nowhere_is_refused(tmp_path, replacement, error):
     """kustomize fails a build whose replacement names no source or a missing target field; so does orch's subset
     (a silently skipped replacement would leave the Ingress on the example host)."""
@@ -172,7 +219,8 @@ def test_a_replacement_that_points_nowhere_is_refused(tmp_path, replacement, err
 
     overlay = tmp_path / "overlay"
     overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(
-        {"resources": [str(ROOT / "k8s" / "base")], "replacements": [replacement]}))
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": [str(ROOT / "k8s" / "base")], "replacements": [replacement]})
+    )
     with pytest.raises(KustomizeError, match=error):
         build(overlay)

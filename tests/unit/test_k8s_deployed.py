@@ -54,34 +54,57 @@ def test_an_unknown_cloud_is_refused(tmp_path):
         start_notice_path(None, store, argparse.Namespace(namespace="orch", ray_cluster="orch", cloud="mars"), None)
 
 
-@pytest.mark.parametrize("env, bad", [
-    ({"RAY_AUTH_TOKEN": "REPLACE-with-output-of-openssl-rand-hex-32"}, "RAY_AUTH_TOKEN"),
-    ({"RAY_AUTH_TOKEN": "short"}, "RAY_AUTH_TOKEN"),
-    ({"ORCH_STATE_URL": "postgresql+psycopg://orch:REPLACE-postgres-password@db:5432/orch"}, "ORCH_STATE_URL"),
-])
+@pytest.mark.parametrize(
+    "env, bad",
+    [
+        ({"RAY_AUTH_TOKEN": "REPLACE-with-output-of-openssl-rand-hex-32"}, "RAY_AUTH_TOKEN"),
+        ({"RAY_AUTH_TOKEN": "short"}, "RAY_AUTH_TOKEN"),
+        ({"ORCH_STATE_URL": "postgresql+psycopg://orch:REPLACE-postgres-password@db:5432/orch"}, "ORCH_STATE_URL"),
+    ],
+)
 def test_placeholder_secrets_are_refused(env, bad):
     with pytest.raises(PlaceholderSecret, match=bad):
         refuse_placeholders(env)
 
 
 def test_real_secrets_pass(tmp_path):
-    refuse_placeholders({"RAY_AUTH_TOKEN": "9f" * 32, "ORCH_STATE_URL": "postgresql+psycopg://orch:s3cr3t-9f2a@db/orch"})
+    refuse_placeholders(
+        {"RAY_AUTH_TOKEN": "9f" * 32, "ORCH_STATE_URL": "postgresql+psycopg://orch:s3cr3t-9f2a@db/orch"}
+    )
     refuse_placeholders({"ORCH_STATE_URL": f"sqlite:///{tmp_path}/example/state.db"})  # no password: nothing to check
 
 
 def test_the_controller_refuses_a_placeholder_token_at_start(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "orchestrator", "controller", "--address", "ray://127.0.0.1:1"],
-                         capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "ORCH_HOME": str(tmp_path), "RAY_AUTH_TOKEN": "REPLACE-me-with-a-token"})
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "controller", "--address", "ray://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "ORCH_HOME": str(tmp_path), "RAY_AUTH_TOKEN": "REPLACE-me-with-a-token"},
+    )
     assert out.returncode == 2 and "RAY_AUTH_TOKEN still holds a placeholder" in out.stderr
     assert "Traceback" not in out.stderr
 
 
 def test_an_in_process_controller_refuses_the_kubernetes_provider(tmp_path):
     """The notice path runs only beside the actor controller: the combination would drop spot notices."""
-    out = subprocess.run([sys.executable, "-m", "orchestrator", "controller", "--address", "ray://127.0.0.1:1",
-                          "--in-process", "--provider", "kubernetes"],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "ORCH_HOME": str(tmp_path)})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "controller",
+            "--address",
+            "ray://127.0.0.1:1",
+            "--in-process",
+            "--provider",
+            "kubernetes",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "ORCH_HOME": str(tmp_path)},
+    )
     assert out.returncode == 2 and "--in-process with --provider kubernetes" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "state.db").exists()
 
@@ -90,9 +113,13 @@ def test_the_dashboard_refuses_placeholder_tokens_at_start(tmp_path):
     tokens = tmp_path / "tokens"
     tokens.write_text("# NAME TOKEN per line\nadmin REPLACE-with-output-of-openssl-rand-hex-32\n")
     tokens.chmod(0o600)
-    out = subprocess.run([sys.executable, "-m", "orchestrator", "dashboard", "--no-cluster", "--port", "8299"],
-                         capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "ORCH_HOME": str(tmp_path), "ORCH_DASHBOARD_TOKENS": str(tokens)})
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "dashboard", "--no-cluster", "--port", "8299"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "ORCH_HOME": str(tmp_path), "ORCH_DASHBOARD_TOKENS": str(tokens)},
+    )
     assert out.returncode == 2 and f"{tokens}:2 still holds a placeholder" in out.stderr
 
 

@@ -56,6 +56,13 @@ def test_the_dockerfile_builds_what_the_pods_need():
     assert re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:12\.\d+\.\d+-cudnn-devel", DOCKERFILE, re.MULTILINE)
     assert "efa_installer.sh -y --skip-kmod" in DOCKERFILE and "/opt/amazon/ofi-nccl/lib" in DOCKERFILE
     assert f"ARG RAY_VERSION={RAY_VERSION}" in DOCKERFILE  # the rayVersion the manifests declare
-    for needle in ("torch==${TORCH_VERSION}", "deepspeed==${DEEPSPEED_VERSION}", "pip install --no-cache-dir /src/orch",
-                   "FI_PROVIDER=efa", "FI_EFA_USE_DEVICE_RDMA=1", f"USER {RUN_AS}", f"--uid {RUN_AS}"):
+    for needle in (
+        "torch==${TORCH_VERSION}",
+        "deepspeed==${DEEPSPEED_VERSION}",
+        "pip install --no-cache-dir /src/orch",
+        "FI_PROVIDER=efa",
+        "FI_EFA_USE_DEVICE_RDMA=1",
+        f"USER {RUN_AS}",
+        f"--uid {RUN_AS}",
+    ):
         assert needle in DOCKERFILE, needle

@@ -25,8 +25,13 @@ from tests.unit.test_k8s_cluster import EFFECT, tf_locals
 
 
 def orch(home, *args):
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True,
-                          env={**os.environ, "ORCH_HOME": str(home)}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ORCH_HOME": str(home)},
+        timeout=120,
+    )
 
 
 def test_a_team_quota_becomes_its_queue_and_the_rayjob_uses_it(tmp_path):
@@ -64,11 +69,13 @@ def test_flavors_are_the_node_groups_and_the_topology_is_what_pods_ask_for():
         assert flavor["nodeLabels"]["orch.dev/pool-kind"] == pool["labels"]["orch.dev/pool-kind"]
         tainted = [t for t in pool["taints"] if t["key"] == "orch.dev/pool-kind"]
         assert [(t["key"], t["value"], EFFECT[t["effect"]]) for t in tainted] == [
-            (t["key"], t["value"], t["effect"]) for t in flavor.get("nodeTaints", [])]
+            (t["key"], t["value"], t["effect"]) for t in flavor.get("nodeTaints", [])
+        ]
     levels = [level["nodeLabel"] for level in topology()["spec"]["levels"]]
     spec = load_spec(str(V3_SPEC))
     for group in job_manifests(spec, make_plan(spec), "v3", K8sSettings())[1]["spec"]["rayClusterSpec"][
-            "workerGroupSpecs"]:
+        "workerGroupSpecs"
+    ]:
         for key, value in group["template"]["metadata"]["annotations"].items():
             if key.endswith("-topology"):
                 assert value in levels

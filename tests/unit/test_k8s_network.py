@@ -37,8 +37,13 @@ def peer_allows(peer: dict, policy_ns: str, source: tuple[str, dict]) -> bool:
 
 
 def allowed(source: tuple[str, dict], target: tuple[str, dict], port: int) -> bool:
-    selecting = [p for p in POLICIES if p["metadata"]["namespace"] == target[0]
-                 and matches(p["spec"]["podSelector"], target[1]) and "Ingress" in p["spec"]["policyTypes"]]
+    selecting = [
+        p
+        for p in POLICIES
+        if p["metadata"]["namespace"] == target[0]
+        and matches(p["spec"]["podSelector"], target[1])
+        and "Ingress" in p["spec"]["policyTypes"]
+    ]
     if not selecting:
         return True
     for policy in selecting:
@@ -51,19 +56,22 @@ def allowed(source: tuple[str, dict], target: tuple[str, dict], port: int) -> bo
     return False
 
 
-@pytest.mark.parametrize("source, target, port, expected", [
-    (OPERATOR, HEAD, 8265, True),        # KubeRay reads job status from the head's dashboard
-    (OPERATOR, WORKER, 8265, False),
-    (OPERATOR, HEAD, 6379, False),
-    (PROMETHEUS, DASHBOARD, 9400, True),  # orch's exporter
-    (PROMETHEUS, WORKER, 8080, True),     # Ray's metrics port (KubeRay's metrics-export-port)
-    (PROMETHEUS, HEAD, 8080, True),
-    (INGRESS, DASHBOARD, 8267, True),
-    (INGRESS, HEAD, 8265, False),
-    (WORKER, HEAD, 6379, True),           # GCS inside the namespace
-    (HEAD, WORKER, 10001, True),
-    (STRANGER, HEAD, 6379, False),
-    (STRANGER, DASHBOARD, 8267, False),
-])
+@pytest.mark.parametrize(
+    "source, target, port, expected",
+    [
+        (OPERATOR, HEAD, 8265, True),  # KubeRay reads job status from the head's dashboard
+        (OPERATOR, WORKER, 8265, False),
+        (OPERATOR, HEAD, 6379, False),
+        (PROMETHEUS, DASHBOARD, 9400, True),  # orch's exporter
+        (PROMETHEUS, WORKER, 8080, True),  # Ray's metrics port (KubeRay's metrics-export-port)
+        (PROMETHEUS, HEAD, 8080, True),
+        (INGRESS, DASHBOARD, 8267, True),
+        (INGRESS, HEAD, 8265, False),
+        (WORKER, HEAD, 6379, True),  # GCS inside the namespace
+        (HEAD, WORKER, 10001, True),
+        (STRANGER, HEAD, 6379, False),
+        (STRANGER, DASHBOARD, 8267, False),
+    ],
+)
 def test_who_may_reach_what(source, target, port, expected):
     assert allowed(source, target, port) is expected

@@ -50,9 +50,26 @@ def test_a_k8s_job_is_left_to_its_rayjob(tmp_path, monkeypatch):
         api.on("GET", "/api/v1/namespaces/orch/pods", body={"kind": "PodList", "metadata": {}, "items": []})
         api.on("GET", RC_PATH, body=RAY_CLUSTER)
         api.on("PATCH", RC_PATH, body=RAY_CLUSTER)
-        out = subprocess.run([sys.executable, "-m", "orchestrator", "submit", str(SPEC), "--target", "k8s",
-                              "--kubeconfig", str(kubeconfig(tmp_path, api.url)), "--image", IMAGE, "--detach"],
-                             capture_output=True, text=True, timeout=120, env={**os.environ, "ORCH_HOME": str(home)})
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "orchestrator",
+                "submit",
+                str(SPEC),
+                "--target",
+                "k8s",
+                "--kubeconfig",
+                str(kubeconfig(tmp_path, api.url)),
+                "--image",
+                IMAGE,
+                "--detach",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "ORCH_HOME": str(home)},
+        )
         assert out.returncode == 0, out.stderr
         monkeypatch.setenv("ORCH_HOME", str(home))
         plane = ControlPlane()

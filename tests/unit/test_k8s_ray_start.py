@@ -23,24 +23,49 @@ from tests.conftest import ROOT, V3_SPEC
 from tests.helpers.kuberay_pod import KubeRayRefusal, quantity, ray_container_command
 
 K8S = ROOT / "k8s"
-RAY_FLAGS = {"head", "block", "address", "dashboard-host", "metrics-export-port", "dashboard-agent-listen-port",
-             "num-cpus", "num-gpus", "memory", "resources", "labels", "labels-file"}  # `ray start --help`, Ray 2.60
+RAY_FLAGS = {
+    "head",
+    "block",
+    "address",
+    "dashboard-host",
+    "metrics-export-port",
+    "dashboard-agent-listen-port",
+    "num-cpus",
+    "num-gpus",
+    "memory",
+    "resources",
+    "labels",
+    "labels-file",
+}  # `ray start --help`, Ray 2.60
 
 
 @lru_cache(maxsize=1)
 def cluster_specs() -> dict[str, dict]:
-    specs = {where: next(o for o in build(K8S / where) if o["kind"] == "RayCluster")["spec"]
-             for where in ("base", "overlays/dev", "overlays/prod")}
+    specs = {
+        where: next(o for o in build(K8S / where) if o["kind"] == "RayCluster")["spec"]
+        for where in ("base", "overlays/dev", "overlays/prod")
+    }
     v3 = load_spec(str(V3_SPEC))
-    specs["v3-rayjob"] = job_manifests(v3, make_plan(v3), "deepseek-v3-pretrain-0001", K8sSettings())[1][
-        "spec"]["rayClusterSpec"]
-    rendered = subprocess.run([sys.executable, "-m", "orchestrator", "k8s", "render", str(V3_SPEC), "--image",
-                               "orch"], capture_output=True, text=True, timeout=120, check=True)
+    specs["v3-rayjob"] = job_manifests(v3, make_plan(v3), "deepseek-v3-pretrain-0001", K8sSettings())[1]["spec"][
+        "rayClusterSpec"
+    ]
+    rendered = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "k8s", "render", str(V3_SPEC), "--image", "orch"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     specs["v3-orch-k8s-render"] = list(yaml.safe_load_all(rendered.stdout))[1]["spec"]["rayClusterSpec"]
-    spot = load_spec(str(V3_SPEC), None, [
-        "resources.pools=[{name: gpu-on-demand, kind: on-demand, nodes: 128}, {name: gpu-spot, kind: spot, "
-        "nodes: 128, price_per_gpu_hour: 0.9}, {name: gpu-spare, kind: spare, nodes: 4}]",
-        "fault_tolerance.spare_nodes=4"])
+    spot = load_spec(
+        str(V3_SPEC),
+        None,
+        [
+            "resources.pools=[{name: gpu-on-demand, kind: on-demand, nodes: 128}, {name: gpu-spot, kind: spot, "
+            "nodes: 128, price_per_gpu_hour: 0.9}, {name: gpu-spare, kind: spare, nodes: 4}]",
+            "fault_tolerance.spare_nodes=4",
+        ],
+    )
     specs["spot-raycluster"] = cluster_manifest(spot, "orch", K8sSettings())["spec"]
     return specs
 

@@ -23,10 +23,15 @@ from tests.helpers.k8s_replay import ReplayServer
 from tests.unit import test_k8s
 from tests.unit import test_kubernetes_provider as provider_tests
 
-CONTROLLER, RAY, SUBMITTERS = "system:serviceaccount:orch:orch-controller", "system:serviceaccount:orch:orch-ray", \
-    "group:orch:submitters"
-PATH = re.compile(r"/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/[^/]+)"
-                  r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<resource>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?")
+CONTROLLER, RAY, SUBMITTERS = (
+    "system:serviceaccount:orch:orch-controller",
+    "system:serviceaccount:orch:orch-ray",
+    "group:orch:submitters",
+)
+PATH = re.compile(
+    r"/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/[^/]+)"
+    r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<resource>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?"
+)
 
 
 @dataclass(frozen=True)
@@ -50,12 +55,19 @@ def attributes(method: str, path: str, query: dict) -> Attributes:
 
 def bound_rules(objects: list[dict], who: str) -> list[tuple[dict, str]]:
     """(rule, namespace or '' for everywhere) of every role bound to ``who``."""
-    roles = {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
-             for o in objects if o["kind"] in ("Role", "ClusterRole")}
+    roles = {
+        (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
+        for o in objects
+        if o["kind"] in ("Role", "ClusterRole")
+    }
     found = []
     for binding in (o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
-        subjects = {f"system:serviceaccount:{s['namespace']}:{s['name']}" if s["kind"] == "ServiceAccount"
-                    else f"group:{s['name']}" for s in binding["subjects"]}
+        subjects = {
+            f"system:serviceaccount:{s['namespace']}:{s['name']}"
+            if s["kind"] == "ServiceAccount"
+            else f"group:{s['name']}"
+            for s in binding["subjects"]
+        }
         if who not in subjects:
             continue
         scope = binding["metadata"].get("namespace", "") if binding["kind"] == "RoleBinding" else ""
@@ -66,8 +78,12 @@ def bound_rules(objects: list[dict], who: str) -> list[tuple[dict, str]]:
 
 
 def allows(rule: dict, scope: str, request: Attributes) -> bool:
-    return (request.group in rule["apiGroups"] and request.resource in rule["resources"]
-            and request.verb in rule["verbs"] and (scope == "" or scope == request.namespace))
+    return (
+        request.group in rule["apiGroups"]
+        and request.resource in rule["resources"]
+        and request.verb in rule["verbs"]
+        and (scope == "" or scope == request.namespace)
+    )
 
 
 def grants(rule: dict) -> set[tuple[str, str, str]]:
@@ -92,8 +108,19 @@ def traffic(tmp_path_factory) -> dict[str, list[Attributes]]:
     ReplayServer.caller = RAY
     with ReplayServer() as api:
         api.on("GET", "/api/v1/nodes/ip-10-0-1-11", body=provider_tests.recorded("nodes.json")["items"][0])
-        node_labels_main(["--node", "ip-10-0-1-11", "--pool", "gpu-on-demand", "--kind", "on-demand",
-                          "--out", str(tmp / "labels.yaml")], api_client=api.api_client())
+        node_labels_main(
+            [
+                "--node",
+                "ip-10-0-1-11",
+                "--pool",
+                "gpu-on-demand",
+                "--kind",
+                "on-demand",
+                "--out",
+                str(tmp / "labels.yaml"),
+            ],
+            api_client=api.api_client(),
+        )
     ReplayServer.caller = SUBMITTERS
     (tmp / "submit").mkdir()
     test_k8s.test_submit_creates_the_objects_and_follows_the_rayjob(tmp / "submit")

@@ -72,7 +72,8 @@ def test_every_mounted_secret_is_readable_by_its_container(where, objects):
                 assert can_read(process, file), (
                     f"{where} {name}: container {container['name']} (uid {process.uid}, gid {process.gid}, groups "
                     f"{sorted(process.groups)}) cannot read {mount['mountPath']}/{key} (owner {file.uid}:{file.gid}, "
-                    f"mode {file.mode:o}); set the pod's fsGroup to the container's group")
+                    f"mode {file.mode:o}); set the pod's fsGroup to the container's group"
+                )
                 if "secret" in volume:
                     # orchestrator/dashboard/tokens.py refuses a token file others may read; group bits
                     # only on a read-only mount (which the kubelet makes of every Secret volume)

@@ -25,8 +25,18 @@ SPEC = load_spec(MINIMAL_SPEC).model_dump(mode="json")  # one pool, "local", as 
 
 
 def job_row(job_id: str) -> dict:
-    return {"id": job_id, "name": "minimal", "team": "research", "priority": 0, "spec": SPEC, "source": {},
-            "world_size": 2, "nodes": 1, "devices_per_node": 2, "total_steps": 10}
+    return {
+        "id": job_id,
+        "name": "minimal",
+        "team": "research",
+        "priority": 0,
+        "spec": SPEC,
+        "source": {},
+        "world_size": 2,
+        "nodes": 1,
+        "devices_per_node": 2,
+        "total_steps": 10,
+    }
 
 
 def test_the_lease_goes_to_one_candidate_and_passes_on_only_after_expiry(state_url):
@@ -47,9 +57,14 @@ def test_the_lease_goes_to_one_candidate_and_passes_on_only_after_expiry(state_u
 
 
 def _spawn(url: str, runners, holder: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.helpers.elected_controller", url, str(runners), holder,
-                             str(TTL_S)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.helpers.elected_controller", url, str(runners), holder, str(TTL_S)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait(predicate, timeout: float = 60.0, what: str = ""):
@@ -84,8 +99,10 @@ def test_killing_the_leader_hands_over_to_the_standby_with_no_lost_event(state_u
         first.send_signal(signal.SIGKILL)
         killed_at = time.time()
         first.wait(timeout=30)
-        _wait(lambda: len(store.list_jobs()) == 12 and all(j["state"] == "succeeded" for j in store.list_jobs()),
-              what="every job to finish under the new leader")
+        _wait(
+            lambda: len(store.list_jobs()) == 12 and all(j["state"] == "succeeded" for j in store.list_jobs()),
+            what="every job to finish under the new leader",
+        )
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:

@@ -24,20 +24,41 @@ def _row(attempt: int, node: str, category: str, start: float, end: float) -> In
 
 def test_exposure_counts_infrastructure_restarts_over_the_gangs_held_seconds(tmp_path):
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", clock=ManualClock(1000.0))
-    spec = load_spec(MINIMAL_SPEC, overrides=["resources.pools=[{name: spot, kind: spot, nodes: 2, "
-                                              "interruptions_per_node_day: 0.5}]", "checkpoint.interval=auto"])
-    store.insert_job({"id": "job-1", "name": "minimal", "team": "research", "priority": 0,
-                      "spec": spec.model_dump(mode="json"), "source": {}, "world_size": 4, "nodes": 2,
-                      "devices_per_node": 2, "total_steps": 32})
+    spec = load_spec(
+        MINIMAL_SPEC,
+        overrides=[
+            "resources.pools=[{name: spot, kind: spot, nodes: 2, interruptions_per_node_day: 0.5}]",
+            "checkpoint.interval=auto",
+        ],
+    )
+    store.insert_job(
+        {
+            "id": "job-1",
+            "name": "minimal",
+            "team": "research",
+            "priority": 0,
+            "spec": spec.model_dump(mode="json"),
+            "source": {},
+            "world_size": 4,
+            "nodes": 2,
+            "devices_per_node": 2,
+            "total_steps": 32,
+        }
+    )
     assert gang_exposure(store, "job-1", 4).as_tuple() == (0, 0.0)  # the first attempt starts from the spec
 
     def attempt(n: int, start: float, end: float, kind: str, to: JobState) -> None:
         rows = [_row(n, node, "productive", start, end) for node in ("n1", "n2")]
         store.transition("job-1", JobState.QUEUED if n == 1 else JobState.RECOVERING, JobState.PLACING, "placed")
         store.transition("job-1", JobState.PLACING, JobState.RUNNING, "running")
-        store.transition("job-1", JobState.RUNNING, to, "lost",
-                         events=[EventRecord("job.recovering", "restart", {"restart": kind})],
-                         extra=lambda conn, now: store.insert_intervals(conn, "research", rows))
+        store.transition(
+            "job-1",
+            JobState.RUNNING,
+            to,
+            "lost",
+            events=[EventRecord("job.recovering", "restart", {"restart": kind})],
+            extra=lambda conn, now: store.insert_intervals(conn, "research", rows),
+        )
 
     attempt(1, 1000.0, 1360.0, "infrastructure", JobState.RECOVERING)  # a node lost after 360 s
     attempt(2, 1400.0, 2000.0, "crash", JobState.RECOVERING)  # the job's own error after 600 s
@@ -58,9 +79,14 @@ def test_a_rayjob_without_a_state_store_takes_its_interruptions_from_the_checkpo
     interrupted, over the wall time since the first one started."""
     from orchestrator.checkpoint.locate import open_job_checkpoints
 
-    spec = load_spec(MINIMAL_SPEC, overrides=["resources.pools=[{name: spot, kind: spot, nodes: 2, "
-                                              "interruptions_per_node_day: 0.5}]", "checkpoint.interval=auto",
-                                              f"checkpoint.uri=file://{tmp_path / 'ckpt'}"])
+    spec = load_spec(
+        MINIMAL_SPEC,
+        overrides=[
+            "resources.pools=[{name: spot, kind: spot, nodes: 2, interruptions_per_node_day: 0.5}]",
+            "checkpoint.interval=auto",
+            f"checkpoint.uri=file://{tmp_path / 'ckpt'}",
+        ],
+    )
     store = open_job_checkpoints(spec.checkpoint, "job-1")
     assert store.exposure_since_first_attempt() is None  # the first attempt starts from the spec
     first = time.time()
@@ -84,8 +110,14 @@ def test_the_simulator_tells_each_attempt_what_a_live_runner_would():
     spec = load_spec(str(V3_SPEC), "local", ["checkpoint.interval=auto"])
     # the spot node goes (after its notice), then the spare the job moved to: no node is left until a
     # replacement joins 40 s later; the run is stopped while the third attempt is placed
-    sim = Simulation(spec, Scenario(trace=((50.0, "local-spot-0000"), (51.0, "local-spare-0000")),
-                                    provision_delay_s=40.0, max_days=100.0 / 86400))
+    sim = Simulation(
+        spec,
+        Scenario(
+            trace=((50.0, "local-spot-0000"), (51.0, "local-spare-0000")),
+            provision_delay_s=40.0,
+            max_days=100.0 / 86400,
+        ),
+    )
     sim.run()
     (run,) = sim.launcher.running()
     job = sim.store.job(run.job_id)

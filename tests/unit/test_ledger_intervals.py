@@ -66,8 +66,9 @@ def test_an_attempt_lost_before_its_first_commit_loses_every_step():
 
 def test_a_restart_counts_its_start_up_as_recovery_and_nothing_twice():
     lost = attempt_intervals(attempt("lost", [step(1, 30), step(2, 40)], held=(0.0, 45.0), committed=1))
-    again = attempt_intervals(attempt("succeeded", [step(2, 80), step(3, 90)], attempt_no=2, held=(50.0, 95.0),
-                                      committed=1))
+    again = attempt_intervals(
+        attempt("succeeded", [step(2, 80), step(3, 90)], attempt_no=2, held=(50.0, 95.0), committed=1)
+    )
     s = summarize(lost + again)
     assert hours(s, "recovery") == pytest.approx(4 * 20 / 3600)  # 50-70: the restart's start-up
     assert hours(s, "lost") == pytest.approx(4 * (10 + 5) / 3600)  # step 2 of attempt 1, and step 3 under way

@@ -14,7 +14,7 @@ from orchestrator.spec.schema import RetentionSpec, StorageCostSpec
 from orchestrator.state.store import StateStore
 from tests.conftest import MINIMAL_SPEC
 
-GIB = 1024 ** 3
+GIB = 1024**3
 HOUR = 3600.0
 
 
@@ -27,8 +27,11 @@ def test_three_checkpoints_keep_last_two_by_hand():
     assert get_requests(ck, prices) == 2 * (96 + 1) + 1
     commits = [(10, 0.0), (20, HOUR), (30, 2 * HOUR)]
     # step 10 is deleted when step 30 commits (keep_last=2); 20 and 30 live until now (3 h)
-    assert lifetimes(commits, ck.retention, 3 * HOUR) == [(10, 0.0, 2 * HOUR), (20, HOUR, 3 * HOUR),
-                                                         (30, 2 * HOUR, 3 * HOUR)]
+    assert lifetimes(commits, ck.retention, 3 * HOUR) == [
+        (10, 0.0, 2 * HOUR),
+        (20, HOUR, 3 * HOUR),
+        (30, 2 * HOUR, 3 * HOUR),
+    ]
     lines = storage_lines(commits, ck, prices, 3 * HOUR, restores=1)
     gib_hours = 3 * (2 + 2 + 1)
     assert lines["checkpoint_storage"]["gib_months"] == pytest.approx(gib_hours / 730)
@@ -54,9 +57,20 @@ def test_the_ledger_books_storage_from_the_commits_the_runner_recorded(tmp_path)
     clock = ManualClock(0.0)
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", clock=clock)
     spec = load_spec(MINIMAL_SPEC, overrides=["checkpoint.retention.keep_last=1"])
-    store.insert_job({"id": "job-1", "name": "minimal", "team": "research", "priority": 0,
-                      "spec": spec.model_dump(mode="json"), "source": {}, "world_size": 4, "nodes": 2,
-                      "devices_per_node": 2, "total_steps": 32})
+    store.insert_job(
+        {
+            "id": "job-1",
+            "name": "minimal",
+            "team": "research",
+            "priority": 0,
+            "spec": spec.model_dump(mode="json"),
+            "source": {},
+            "world_size": 4,
+            "nodes": 2,
+            "devices_per_node": 2,
+            "total_steps": 32,
+        }
+    )
     for step, at in ((5, 0.0), (10, 10 * HOUR)):
         clock.set(at)
         store.add_event("checkpoint.committed", f"job-1: checkpoint at step {step}", "job-1", {"step": step})
@@ -83,6 +97,11 @@ def test_the_priced_retention_is_the_store_s_retention():
         keep_last, keep_every = rng.randint(1, 4), rng.choice([0, 7, 50])
         steps = sorted(rng.sample(range(1, 400), rng.randint(1, 40)))
         commits = [(s, float(i)) for i, s in enumerate(steps)]
-        alive = {s for s, _, gone in lifetimes(commits, RetentionSpec(keep_last=keep_last, keep_every=keep_every),
-                                               float(len(steps))) if gone >= len(steps)}
+        alive = {
+            s
+            for s, _, gone in lifetimes(
+                commits, RetentionSpec(keep_last=keep_last, keep_every=keep_every), float(len(steps))
+            )
+            if gone >= len(steps)
+        }
         assert alive == retained(steps, keep_last, keep_every)

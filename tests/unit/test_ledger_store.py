@@ -24,9 +24,20 @@ def store(state_url):
     """On SQLite and on the session's PostgreSQL server."""
     store = StateStore(state_url, clock=ManualClock(1000.0))
     spec = load_spec(MINIMAL_SPEC)
-    store.insert_job({"id": "job-1", "name": "minimal", "team": "research", "priority": 0,
-                      "spec": spec.model_dump(mode="json"), "source": {}, "world_size": 4, "nodes": 2,
-                      "devices_per_node": 2, "total_steps": 32})
+    store.insert_job(
+        {
+            "id": "job-1",
+            "name": "minimal",
+            "team": "research",
+            "priority": 0,
+            "spec": spec.model_dump(mode="json"),
+            "source": {},
+            "world_size": 4,
+            "nodes": 2,
+            "devices_per_node": 2,
+            "total_steps": 32,
+        }
+    )
     return store
 
 
@@ -39,11 +50,21 @@ def test_intervals_are_written_in_the_transition_that_releases_devices(store):
     store.transition("job-1", JobState.PLACING, JobState.RUNNING, "running")
     rows = [interval("startup", 1000, 1036), interval("productive", 1036, 1360)]
     with pytest.raises(ZeroDivisionError):  # a crash in the middle of the transaction
-        store.transition("job-1", JobState.RUNNING, JobState.SUCCEEDED, "done",
-                         extra=lambda conn, now: (store.insert_intervals(conn, "research", rows), 1 / 0))
+        store.transition(
+            "job-1",
+            JobState.RUNNING,
+            JobState.SUCCEEDED,
+            "done",
+            extra=lambda conn, now: (store.insert_intervals(conn, "research", rows), 1 / 0),
+        )
     assert store.intervals("job-1") == [] and store.get_job("job-1")["state"] == "running"  # all or nothing
-    store.transition("job-1", JobState.RUNNING, JobState.SUCCEEDED, "done",
-                     extra=lambda conn, now: store.insert_intervals(conn, "research", rows))
+    store.transition(
+        "job-1",
+        JobState.RUNNING,
+        JobState.SUCCEEDED,
+        "done",
+        extra=lambda conn, now: store.insert_intervals(conn, "research", rows),
+    )
     assert store.intervals("job-1") == rows
 
 
@@ -51,8 +72,13 @@ def test_cost_report_and_prometheus_agree(store):
     store.transition("job-1", JobState.QUEUED, JobState.PLACING, "placed")
     # "queued" is how rows written before start-up had its own category name it: still read as start-up
     rows = [interval("queued", 0, 360), interval("productive", 360, 3600), interval("lost", 3600, 3960, price=0.5)]
-    store.transition("job-1", JobState.PLACING, JobState.FAILED, "x",
-                     extra=lambda conn, now: store.insert_intervals(conn, "research", rows))
+    store.transition(
+        "job-1",
+        JobState.PLACING,
+        JobState.FAILED,
+        "x",
+        extra=lambda conn, now: store.insert_intervals(conn, "research", rows),
+    )
     store.add_metrics("job-1", 0, [{"step": 8, "tokens": 1e6}])  # the runner's progress write
     report = cost_report(store, "job-1")
     assert report["gpu_hours"]["total"] == pytest.approx(2 * 3960 / 3600)

@@ -25,6 +25,7 @@ def v3():
 def reference_freqs(dim, seqlen, base, factor, beta_fast, beta_slow, original_seq_len):
     """Transcribed from deepseek-ai/DeepSeek-V3 inference/model.py ``precompute_freqs_cis`` (main branch,
     commit with config_671B.json's yarn fields), computed in fp32 as there; the frequencies only."""
+
     def find_correction_dim(num_rotations):
         return dim * math.log(original_seq_len / (num_rotations * 2 * math.pi)) / (2 * math.log(base))
 
@@ -43,8 +44,9 @@ def test_rope_frequencies_follow_deepseeks_reference(v3, seq_len):
     m = v3.model
     assert (m.rope_factor, m.original_seq_len, m.beta_fast, m.beta_slow, m.mscale) == (40, 4096, 32, 1, 1.0)
     ours = rotary_frequencies(m, seq_len)
-    theirs = reference_freqs(m.qk_rope_head_dim, seq_len, m.rope_theta, m.rope_factor, m.beta_fast, m.beta_slow,
-                             m.original_seq_len)
+    theirs = reference_freqs(
+        m.qk_rope_head_dim, seq_len, m.rope_theta, m.rope_factor, m.beta_fast, m.beta_slow, m.original_seq_len
+    )
     assert torch.allclose(ours.float(), theirs, rtol=1e-6, atol=0)
 
 

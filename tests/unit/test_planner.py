@@ -56,8 +56,10 @@ def test_v3_layer_partition_covers_every_layer_once(v3_plan):
     assert all(s.blocks for s in stages)
     # the last stage carries head + MTP, so it holds fewer blocks than the others
     assert len(stages[-1].blocks) < max(len(s.blocks) for s in stages)
-    assert sum(p.total for p in v3_plan.stage_params) == v3_plan.params.total + v3_plan.params.mtp + \
-        v3_plan.params.embedding  # + the MTP modules' tied copy of the embedding on the last stage
+    assert (
+        sum(p.total for p in v3_plan.stage_params)
+        == v3_plan.params.total + v3_plan.params.mtp + v3_plan.params.embedding
+    )  # + the MTP modules' tied copy of the embedding on the last stage
 
 
 def test_v3_costs_against_the_reference(v3_plan):
@@ -79,8 +81,17 @@ def test_v3_memory_fits_an_h800(v3_plan):
 
 def test_json_contract(v3_plan):
     data = json.loads(json.dumps(v3_plan.to_json()))
-    for key in ("world_size", "parallelism", "stages", "params", "memory_per_gpu", "flops_per_token",
-                "phases", "total", "reference"):
+    for key in (
+        "world_size",
+        "parallelism",
+        "stages",
+        "params",
+        "memory_per_gpu",
+        "flops_per_token",
+        "phases",
+        "total",
+        "reference",
+    ):
         assert key in data
     assert set(data["parallelism"]) >= {"pipeline", "expert", "data", "tensor"}
     assert set(data["params"]) >= {"total", "active"}
@@ -151,8 +162,14 @@ def test_batch_ramp_steps_match_the_integral():
 
 
 def test_learning_rate_schedule_shape():
-    s = LRScheduleSpec(peak=2.2e-4, warmup_steps=2000, hold_tokens=10e12, decay_tokens=4.3e12, final=2.2e-5,
-                       tail=[{"tokens": 333e9, "lr": 2.2e-5}, {"tokens": 167e9, "lr": 7.3e-6}])
+    s = LRScheduleSpec(
+        peak=2.2e-4,
+        warmup_steps=2000,
+        hold_tokens=10e12,
+        decay_tokens=4.3e12,
+        final=2.2e-5,
+        tail=[{"tokens": 333e9, "lr": 2.2e-5}, {"tokens": 167e9, "lr": 7.3e-6}],
+    )
     assert learning_rate(s, 0, 0) == pytest.approx(2.2e-4 / 2000)
     assert learning_rate(s, 1999, 1e9) == pytest.approx(2.2e-4)
     assert learning_rate(s, 5000, 5e12) == 2.2e-4

@@ -54,11 +54,21 @@ def test_a_node_ray_drained_as_idle_leaves_the_inventory_a_lost_one_stays():
     from orchestrator.cluster.provider import node_views_from_ray
 
     def raw(name, alive, reason="UNSPECIFIED"):
-        return {"Alive": alive, "DeathReason": NodeDeathInfo.Reason.Value(reason), "Resources": {"orch_device": 2},
-                "Labels": {"orch-node": name, "orch-pool": "local-spare", "orch-pool-kind": "spare"}}
+        return {
+            "Alive": alive,
+            "DeathReason": NodeDeathInfo.Reason.Value(reason),
+            "Resources": {"orch_device": 2},
+            "Labels": {"orch-node": name, "orch-pool": "local-spare", "orch-pool-kind": "spare"},
+        }
 
-    views = node_views_from_ray([raw("node-4", False, "AUTOSCALER_DRAIN_IDLE"), raw("node-2", False,
-                                 "UNEXPECTED_TERMINATION"), raw("node-3", True)], {})
+    views = node_views_from_ray(
+        [
+            raw("node-4", False, "AUTOSCALER_DRAIN_IDLE"),
+            raw("node-2", False, "UNEXPECTED_TERMINATION"),
+            raw("node-3", True),
+        ],
+        {},
+    )
     assert [(v.name, v.alive) for v in views] == [("node-2", False), ("node-3", True)]
     again = node_views_from_ray([raw("node-4", False, "AUTOSCALER_DRAIN_IDLE"), raw("node-4", True)], {})
     assert [(v.name, v.alive) for v in again] == [("node-4", True)]  # a new node under the name is listed

@@ -46,9 +46,16 @@ def end_attempt(core, store, clock, job_id, reason: FailureReason, after_s: floa
     """Run the current attempt for ``after_s``, end it with ``reason``, and let the controller restart it."""
     clock.advance(after_s)
     error = "ValueError: loss is nan" if reason == FailureReason.TRAINING_ERROR else "ray.exceptions.NodeDiedError"
-    store.record_outcome(job_id, RunnerOutcome(store.job(job_id).attempt, OutcomeStatus.FAILED, error=error,
-                                               failure_reason=reason,
-                                               infrastructure=reason != FailureReason.TRAINING_ERROR))
+    store.record_outcome(
+        job_id,
+        RunnerOutcome(
+            store.job(job_id).attempt,
+            OutcomeStatus.FAILED,
+            error=error,
+            failure_reason=reason,
+            infrastructure=reason != FailureReason.TRAINING_ERROR,
+        ),
+    )
     core.reconcile()  # failed, or recovering (and placed again in the same pass)
     for _ in range(2):
         if store.get_job(job_id)["state"] in (JobState.FAILED.value, JobState.RUNNING.value):

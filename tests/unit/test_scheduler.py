@@ -43,14 +43,18 @@ def test_priority_then_submission_order_and_no_backfill_past_a_waiting_job():
 
 
 def test_team_quota():
-    d = schedule([job("a", 2, team="small")], [job("r", 1, team="small", assigned=["od-0"])], nodes("od:4"),
-                 quotas={"small": 16})
+    d = schedule(
+        [job("a", 2, team="small")], [job("r", 1, team="small", assigned=["od-0"])], nodes("od:4"), quotas={"small": 16}
+    )
     assert not d.place and "quota: 8 of 16 devices in use, job needs 16" in d.wait[0].reason
 
 
 def test_preemption_of_lower_priority_frees_exactly_enough():
-    running = [job("old-low", 1, 0, at=1, assigned=["od-0"]), job("new-low", 1, 0, at=2, assigned=["od-1"]),
-               job("mid", 1, 3, at=0, assigned=["spot-0"])]
+    running = [
+        job("old-low", 1, 0, at=1, assigned=["od-0"]),
+        job("new-low", 1, 0, at=2, assigned=["od-1"]),
+        job("mid", 1, 3, at=0, assigned=["spot-0"]),
+    ]
     d = schedule([job("urgent", 2, 9, at=5)], running, nodes("od:2,spot:1"))
     assert d.preempt[0].victims == ("new-low", "old-low")  # lowest priority, newest first; not "mid"
     assert not d.place and "preempting" in d.wait[0].reason
@@ -80,8 +84,9 @@ def test_only_a_recovering_job_may_take_a_spare():
 
 def test_many_queued_jobs_over_shared_pools_get_disjoint_nodes_in_order():
     cluster = nodes("od:6,spot:6")
-    queue = [job(f"both{i}", 2, at=i) for i in range(3)] + [job(f"spot{i}", 2, at=10 + i, pools=("spot",))
-                                                              for i in range(3)]
+    queue = [job(f"both{i}", 2, at=i) for i in range(3)] + [
+        job(f"spot{i}", 2, at=10 + i, pools=("spot",)) for i in range(3)
+    ]
     d = schedule(queue, [], cluster)
     placed = {p.job_id: p.nodes for p in d.place}
     assert placed["both0"] == ("od-0", "od-1") and placed["both2"] == ("od-4", "od-5")

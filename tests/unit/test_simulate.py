@@ -52,8 +52,11 @@ def test_without_interruptions_the_ledger_is_the_plan_plus_start_and_saves():
 
 def test_a_sweep_finds_the_young_daly_interval():
     # 256 spot nodes at 0.094 interruptions per node-day: gang MTBF about an hour; blocking 96 s saves
-    spec = v3("phases=[{name: pre_training, seq_len: 4096, global_batch: 15360, tokens: 2.0e12}]",
-              "fault_tolerance.max_restarts=10000", "fault_tolerance.restart_budget=null")
+    spec = v3(
+        "phases=[{name: pre_training, seq_len: 4096, global_batch: 15360, tokens: 2.0e12}]",
+        "fault_tolerance.max_restarts=10000",
+        "fault_tolerance.restart_budget=null",
+    )
     scenario = Scenario(spot_fraction=1.0, interruption_rate=0.094, blocking_saves=True)
     grid = ["6", "12", "18", "24", "auto"]
     result = sweep(spec, scenario, "checkpoint_interval", grid, runs=2)
@@ -159,26 +162,45 @@ def test_cli_simulates_sweeps_and_refuses_bad_options(tmp_path):
     text = _orch("simulate", str(V3_SPEC))
     assert "DeepSeek-V3" in text.stdout and "GPU-hours" in text.stdout
     chart = tmp_path / "spares.png"
-    swept = _orch("simulate", str(V3_SPEC), *[a for s in SHORT for a in ("--set", s)], "--spot-fraction", "1",
-                  "--interruption-rate", "1", "--sweep", "spares=0,4", "--chart", str(chart),
-                  "--set", "fault_tolerance.max_restarts=10000", "--set", "fault_tolerance.restart_budget=null")
+    swept = _orch(
+        "simulate",
+        str(V3_SPEC),
+        *[a for s in SHORT for a in ("--set", s)],
+        "--spot-fraction",
+        "1",
+        "--interruption-rate",
+        "1",
+        "--sweep",
+        "spares=0,4",
+        "--chart",
+        str(chart),
+        "--set",
+        "fault_tolerance.max_restarts=10000",
+        "--set",
+        "fault_tolerance.restart_budget=null",
+    )
     assert swept.returncode == 0, swept.stderr
     assert "<- optimum" in swept.stdout and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     trace = tmp_path / "trace.csv"
     trace.write_text("seconds,node\n3600,no-such-node\n")
-    for args, message in [(("--sweep", "pipeline=1,2"), "cannot be swept"), (("--spot-fraction", "2"), "[0, 1]"),
-                          (("--trace", str(trace)), "unknown nodes"), (("--runs", "0"), "at least 1"),
-                          (("--trace", str(tmp_path / "missing.csv")), "cannot read"),
-                          (("--warm-restart", "-1"), "--warm-restart: must not be negative"),
-                          (("--peer-gbps", "0"), "--peer-gbps: must be positive")]:
+    for args, message in [
+        (("--sweep", "pipeline=1,2"), "cannot be swept"),
+        (("--spot-fraction", "2"), "[0, 1]"),
+        (("--trace", str(trace)), "unknown nodes"),
+        (("--runs", "0"), "at least 1"),
+        (("--trace", str(tmp_path / "missing.csv")), "cannot read"),
+        (("--warm-restart", "-1"), "--warm-restart: must not be negative"),
+        (("--peer-gbps", "0"), "--peer-gbps: must be positive"),
+    ]:
         bad = _orch("simulate", str(V3_SPEC), *args)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
 
 
 def test_cli_replays_a_trace_of_nodes_and_pools(tmp_path):
     trace = tmp_path / "trace.csv"
-    trace.write_text("seconds,node\n# a reclaim, then one more somewhere in the pool\n3600,gpu-on-demand-0007\n"
-                     "7200,gpu-on-demand\n")
+    trace.write_text(
+        "seconds,node\n# a reclaim, then one more somewhere in the pool\n3600,gpu-on-demand-0007\n7200,gpu-on-demand\n"
+    )
     out = _orch("simulate", str(V3_SPEC), *[a for s in SHORT for a in ("--set", s)], "--trace", str(trace), "--json")
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)

@@ -22,11 +22,18 @@ from orchestrator.spec.loader import load_spec
 from tests.conftest import V3_SPEC
 
 RESULTS = Path(__file__).parents[2] / "bench" / "RESULTS.md"
-SHORT = ["phases=[{name: pre_training, seq_len: 4096, global_batch: 15360, tokens: 1.0e11}]",
-         "checkpoint.interval={minutes: 30}"]
+SHORT = [
+    "phases=[{name: pre_training, seq_len: 4096, global_batch: 15360, tokens: 1.0e11}]",
+    "checkpoint.interval={minutes: 30}",
+]
 HOUR = 3600.0
-PARTS = {"detect_s": ("detect",), "replace_s": ("re-place", "replace"), "rejoin_s": ("start workers", "rejoin"),
-         "restore_s": ("restore",), "first_step_s": ("first step",)}  # column names, old table and new
+PARTS = {
+    "detect_s": ("detect",),
+    "replace_s": ("re-place", "replace"),
+    "rejoin_s": ("start workers", "rejoin"),
+    "restore_s": ("restore",),
+    "first_step_s": ("first step",),
+}  # column names, old table and new
 
 
 def _number(cell: str) -> float:
@@ -37,13 +44,20 @@ def _recovery_table() -> tuple[str, dict[str, dict[str, float]]]:
     """RESULTS.md's recovery rows as MeasuredRecovery fields (a rejoin split into parts is summed)."""
     text = RESULTS.read_text()
     section = next(s for s in text.split("\n## ") if s.startswith(RESULTS_SECTION))
-    rows = [[c.strip(" *") for c in line.strip().strip("|").split("|")] for line in section.splitlines()
-            if line.startswith("|") and not line.startswith("|---")]
+    rows = [
+        [c.strip(" *") for c in line.strip().strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("|") and not line.startswith("|---")
+    ]
     header = [c.lower() for c in rows[0]]
-    columns = {field: [i for i, c in enumerate(header) if c.startswith(names) and "->" not in c]
-               for field, names in PARTS.items()}
-    return section, {cells[0]: {field: round(sum(_number(cells[i]) for i in where), 6)
-                                for field, where in columns.items()} for cells in rows[1:]}
+    columns = {
+        field: [i for i, c in enumerate(header) if c.startswith(names) and "->" not in c]
+        for field, names in PARTS.items()
+    }
+    return section, {
+        cells[0]: {field: round(sum(_number(cells[i]) for i in where), 6) for field, where in columns.items()}
+        for cells in rows[1:]
+    }
 
 
 def test_the_measured_recovery_table_is_what_results_md_says():
@@ -54,7 +68,8 @@ def test_the_measured_recovery_table_is_what_results_md_says():
         assert measured.row in table, f"{path}: no row '{measured.row}' in RESULTS.md (update plan/recovery.py)"
         for field in PARTS:
             assert getattr(measured, field) == table[measured.row][field], (
-                f"plan/recovery.py MEASURED[{path!r}].{field} differs from bench/RESULTS.md: update the table")
+                f"plan/recovery.py MEASURED[{path!r}].{field} differs from bench/RESULTS.md: update the table"
+            )
         assert f"commit {measured.commit}" in section
 
 
@@ -82,8 +97,13 @@ def spec():
 
 
 def test_a_loss_onto_a_spare_costs_detect_cold_start_and_restore_from_storage(spec):
-    scenario = Scenario(trace=((HOUR, "gpu-on-demand-0003"),), spares=1, detect_s=COLD.detect_s,
-                        warm_restart_s=None, restore_from="storage")  # the cold path only
+    scenario = Scenario(
+        trace=((HOUR, "gpu-on-demand-0003"),),
+        spares=1,
+        detect_s=COLD.detect_s,
+        warm_restart_s=None,
+        restore_from="storage",
+    )  # the cold path only
     down, sim = _downtime(spec, scenario, HOUR)
     costs = sim.costs
     assert costs.restore_s == pytest.approx(costs.checkpoint_bytes / 100e9)
@@ -102,15 +122,17 @@ def test_warm_workers_on_a_spare_and_survivors_restore_from_a_peers_memory(spec)
 
 def test_a_new_node_in_place_of_the_lost_one_starts_cold(spec):
     # no spare: the gang waits for the replacement, whose workers start from nothing
-    scenario = Scenario(trace=((HOUR, "gpu-on-demand-0003"),), provision_delay_s=600.0, warm_restart_s=3.0,
-                        restore_from="memory")
+    scenario = Scenario(
+        trace=((HOUR, "gpu-on-demand-0003"),), provision_delay_s=600.0, warm_restart_s=3.0, restore_from="memory"
+    )
     down, sim = _downtime(spec, scenario, HOUR)
     assert down == pytest.approx(600.0 + scenario.detect_s + COLD.rejoin_s + sim.costs.restore_s)
 
 
 def test_after_a_save_on_notice_nothing_is_detected(spec):
-    scenario = Scenario(spot_fraction=1.0, notice_seconds=120, spares=1, trace=((HOUR + 600, "sim-spot-0003"),),
-                        warm_restart_s=3.0)
+    scenario = Scenario(
+        spot_fraction=1.0, notice_seconds=120, spares=1, trace=((HOUR + 600, "sim-spot-0003"),), warm_restart_s=3.0
+    )
     down, sim = _downtime(spec, scenario, HOUR + 600)
     assert sim.counts["saved_on_notice"] == 1
     assert down == pytest.approx(3.0 + sim.costs.restore_s)  # a warm start on the spare, no detection

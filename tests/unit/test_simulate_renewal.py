@@ -26,9 +26,16 @@ RATE = 0.05  # per spot node-day: 256 nodes, a gang interruption every 1.9 hours
 @pytest.mark.slow
 def test_simulated_goodput_matches_the_renewal_model():
     phase = "phases=[{name: pre_training, seq_len: 4096, global_batch: 15360, tokens: 5.0e12}]"
-    spec = load_spec(str(V3_SPEC), None,
-                     [phase, "fault_tolerance.max_restarts=10000", "fault_tolerance.restart_budget=null",
-                      "checkpoint.interval={steps: 30}"])
+    spec = load_spec(
+        str(V3_SPEC),
+        None,
+        [
+            phase,
+            "fault_tolerance.max_restarts=10000",
+            "fault_tolerance.restart_budget=null",
+            "checkpoint.interval={steps: 30}",
+        ],
+    )
     scenario = Scenario(spot_fraction=1.0, interruption_rate=RATE, blocking_saves=True)
     timeline = build_timeline(make_plan(apply_scenario(spec, scenario)))
     productive = total = 0.0

@@ -27,8 +27,9 @@ META_RATE = 0.0237  # failures per node-day: 1 / (7.9 h x 128 nodes of 8 GPUs) x
 def test_the_v3_job_finishes_its_run_at_metas_failure_rate():
     spec = load_spec(str(V3_SPEC), None, [])
     budget = spec.fault_tolerance.restart_budget
-    r = simulate(spec, Scenario(spot_fraction=1.0, spot_price=2.0, interruption_rate=META_RATE, notice_seconds=0,
-                                spares=4))
+    r = simulate(
+        spec, Scenario(spot_fraction=1.0, spot_price=2.0, interruption_rate=META_RATE, notice_seconds=0, spares=4)
+    )
     assert r["state"] == "succeeded", (r.get("failure_reason"), r["restarts"], r["days"])
     assert r["steps"] == r["total_steps"] == make_plan(spec).total_steps
     # far more restarts than the old lifetime count allowed, none of them refused by the window

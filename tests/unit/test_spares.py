@@ -17,18 +17,34 @@ from orchestrator.state.store import StateStore
 from tests.conftest import MINIMAL_SPEC, V3_SPEC
 from tests.helpers.recording_launcher import RecordingLauncher
 
-POOLS = [{"name": "od", "kind": "on-demand", "nodes": 1}, {"name": "spot", "kind": "spot", "nodes": 1},
-         {"name": "spare", "kind": "spare", "nodes": 1}]
+POOLS = [
+    {"name": "od", "kind": "on-demand", "nodes": 1},
+    {"name": "spot", "kind": "spot", "nodes": 1},
+    {"name": "spare", "kind": "spare", "nodes": 1},
+]
 
 
 def job(state="running", assignment=("od-0", "spot-0"), spares=1):
     data = load_spec(MINIMAL_SPEC).model_dump(mode="json")
     data["resources"]["pools"] = POOLS
     data["fault_tolerance"] = {**data.get("fault_tolerance", {}), "spare_nodes": spares}
-    return JobRecord(id="j", name="j", team="t", priority=0, state=JobState(state), owner=Owner.RAY,
-                     spec=validate_mapping(data, "j"), spec_data=data, world_size=4, nodes=2, devices_per_node=2,
-                     total_steps=1, submitted_at=0.0, updated_at=0.0,
-                     assignment=list(assignment) if assignment else None)
+    return JobRecord(
+        id="j",
+        name="j",
+        team="t",
+        priority=0,
+        state=JobState(state),
+        owner=Owner.RAY,
+        spec=validate_mapping(data, "j"),
+        spec_data=data,
+        world_size=4,
+        nodes=2,
+        devices_per_node=2,
+        total_steps=1,
+        submitted_at=0.0,
+        updated_at=0.0,
+        assignment=list(assignment) if assignment else None,
+    )
 
 
 def node(name, pool, alive=True, cordoned=False):
@@ -48,8 +64,13 @@ def test_a_consumed_spare_is_replaced_unless_a_node_is_on_its_way():
 
 
 def test_dead_cordoned_and_foreign_nodes_do_not_count_and_ended_jobs_want_nothing():
-    nodes = [node("od-0", "od"), node("spot-0", "spot"), node("spare-0", "spare", cordoned=True),
-             node("spare-1", "spare", alive=False), node("other-0", "other")]
+    nodes = [
+        node("od-0", "od"),
+        node("spot-0", "spot"),
+        node("spare-0", "spare", cordoned=True),
+        node("spare-1", "spare", alive=False),
+        node("other-0", "other"),
+    ]
     assert spare_shortfall([job(spares=2)], nodes, {}) == {"spare": ("spare", 2)}
     assert spare_shortfall([job(state="succeeded", spares=2)], nodes, {}) == {}
     assert spare_shortfall([job(spares=0)], nodes, {}) == {}
@@ -67,8 +88,13 @@ def test_a_spare_added_while_the_only_spare_was_cordoned_is_retired_when_the_cor
 
 
 def test_only_what_orch_added_is_retired_and_never_a_cordoned_or_held_node():
-    three = [node("od-0", "od"), node("spot-0", "spot"), node("spare-0", "spare"), node("spare-1", "spare"),
-             node("spare-2", "spare")]
+    three = [
+        node("od-0", "od"),
+        node("spot-0", "spot"),
+        node("spare-0", "spare"),
+        node("spare-1", "spare"),
+        node("spare-2", "spare"),
+    ]
     assert spare_surplus([job()], three, {}, {}) == []  # the operator's own nodes stay
     assert [n.name for n in spare_surplus([job()], three, {}, {"spare": 1})] == ["spare-2"]  # newest first
     assert [n.name for n in spare_surplus([job()], three, {}, {"spare": 5})] == ["spare-2", "spare-1"]  # keeps 1
@@ -81,8 +107,12 @@ def test_only_what_orch_added_is_retired_and_never_a_cordoned_or_held_node():
 
 
 def test_nothing_is_retired_while_a_job_waits_and_everything_added_once_no_job_wants_it():
-    nodes = [node("od-0", "od"), node("spot-0", "spot", alive=False), node("spare-0", "spare"),
-             node("spare-1", "spare")]
+    nodes = [
+        node("od-0", "od"),
+        node("spot-0", "spot", alive=False),
+        node("spare-0", "spare"),
+        node("spare-1", "spare"),
+    ]
     waiting = job(state="recovering", assignment=None)
     assert spare_surplus([waiting], nodes, {}, {"spare": 2}) == []
     assert [n.name for n in spare_surplus([job(state="succeeded")], nodes, {}, {"spare": 1})] == ["spare-1"]

@@ -17,13 +17,16 @@ from orchestrator.plan.planner import make_plan
 from orchestrator.spec.loader import apply_profile, validate_mapping
 from tests.conftest import MINIMAL_SPEC, V3_SPEC
 
-BASES = [yaml.safe_load(MINIMAL_SPEC.read_text()),
-         apply_profile(yaml.safe_load(V3_SPEC.read_text()), "local", "v3")]
+BASES = [yaml.safe_load(MINIMAL_SPEC.read_text()), apply_profile(yaml.safe_load(V3_SPEC.read_text()), "local", "v3")]
 
 ODD_VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**15, 10**15), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=8), st.lists(st.integers(-3, 3), max_size=3), st.dictionaries(st.text(max_size=4),
-                                                                                     st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**15), 10**15),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.lists(st.integers(-3, 3), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
     st.sampled_from([0, 1, 2, 3, 4, 8, 16, 64, -1, 0.5, "auto", "balanced", "dualpipe", "sigmoid", 1e30]),
 )
 
@@ -64,8 +67,7 @@ def mutated_specs(draw):
     for _ in range(draw(st.integers(1, 3))):
         paths = list(_paths(spec))
         path = draw(st.sampled_from(paths))
-        spec = _mutate(spec, path, draw(st.sampled_from(["delete", "replace", "replace", "add_key"])),
-                       draw(ODD_VALUES))
+        spec = _mutate(spec, path, draw(st.sampled_from(["delete", "replace", "replace", "add_key"])), draw(ODD_VALUES))
     return spec
 
 

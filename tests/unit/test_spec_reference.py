@@ -11,7 +11,8 @@ def test_docs_spec_md_is_what_the_models_say():
     current = reference_doc.DOC.read_text()
     assert reference_doc.MARKER in current, "docs/spec.md lost its generated section"
     assert current == reference_doc.document(current), (
-        "docs/spec.md differs from the models: run python -m orchestrator.spec.reference_doc --write")
+        "docs/spec.md differs from the models: run python -m orchestrator.spec.reference_doc --write"
+    )
 
 
 def test_every_field_has_a_row_with_a_description():
@@ -28,5 +29,6 @@ def test_a_changed_default_shows_as_drift(monkeypatch):
     current = reference_doc.DOC.read_text()
     field = JobSpec.model_fields["priority"]
     monkeypatch.setattr(field, "default", 5)
-    assert reference_doc.document(current) != current and "| `priority` | int | no | `5` |" in \
-        reference_doc.document(current)
+    assert reference_doc.document(current) != current and "| `priority` | int | no | `5` |" in reference_doc.document(
+        current
+    )

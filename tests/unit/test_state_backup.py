@@ -25,8 +25,13 @@ S = JobState
 
 
 def orch(*args: str, home) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "ORCH_HOME": str(home)})
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "ORCH_HOME": str(home)},
+    )
 
 
 def populate(url: str) -> StateStore:
@@ -34,9 +39,17 @@ def populate(url: str) -> StateStore:
     for i in range(3):
         store.insert_job(job_row(f"job-{i}"))
     store.transition("job-0", S.QUEUED, S.PLACING, "placed", updates={"assignment": ["n1"]})
-    store.transition("job-0", S.PLACING, S.FAILED, "lost", extra=lambda conn, now: store.insert_intervals(
-        conn, "research", [Interval("job-0", 1, "n1", "local", "on-demand", 2, "cpu", "pre_training", "lost",
-                                    1.5, 7.125, 2.5)]))
+    store.transition(
+        "job-0",
+        S.PLACING,
+        S.FAILED,
+        "lost",
+        extra=lambda conn, now: store.insert_intervals(
+            conn,
+            "research",
+            [Interval("job-0", 1, "n1", "local", "on-demand", 2, "cpu", "pre_training", "lost", 1.5, 7.125, 2.5)],
+        ),
+    )
     store.add_metrics("job-1", 1, [{"step": 1, "loss": 3.25, "tokens": 10.0}])
     store.set_team("research", quota_devices=8, budget_gpu_hours=12.5)
     store.set_cordon("n2", True, "flaky", "user:test")
@@ -84,10 +97,14 @@ def test_a_backup_of_the_previous_schema_restores_and_is_migrated(state_url, tmp
     with create_engine(old).begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, previous)
-        conn.execute(text("INSERT INTO jobs (id, name, team, priority, state, spec, source, world_size, nodes, "
-                          "devices_per_node, total_steps, submitted_at, updated_at, step, tokens, attempt, restarts, "
-                          "cancel_requested, preempt_requested) VALUES ('old-1', 'old', 'research', 0, 'queued', "
-                          "'{}', '{}', 2, 1, 2, 10, 1.0, 1.0, 0, 0, 0, 0, 0, 0)"))
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, name, team, priority, state, spec, source, world_size, nodes, "
+                "devices_per_node, total_steps, submitted_at, updated_at, step, tokens, attempt, restarts, "
+                "cancel_requested, preempt_requested) VALUES ('old-1', 'old', 'research', 0, 'queued', "
+                "'{}', '{}', 2, 1, 2, 10, 1.0, 1.0, 0, 0, 0, 0, 0, 0)"
+            )
+        )
     header = backup(old, tmp_path / "old.jsonl.gz")
     assert header["revision"] == previous
     restore(state_url, tmp_path / "old.jsonl.gz")
@@ -110,8 +127,11 @@ def test_restore_refuses_a_store_with_jobs_and_files_that_are_not_backups(tmp_pa
     with gzip.open(good, "rt") as src, gzip.open(truncated, "wt") as dst:
         dst.writelines(src.readlines()[:-3])
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
-    for bad, message in ((not_a_backup, "is not an orch state backup"), (truncated, "truncated or corrupt"),
-                         (tmp_path / "missing.gz", "does not exist")):
+    for bad, message in (
+        (not_a_backup, "is not an orch state backup"),
+        (truncated, "truncated or corrupt"),
+        (tmp_path / "missing.gz", "does not exist"),
+    ):
         out = orch("state", "restore", str(bad), "--url", empty, home=tmp_path)
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert not (tmp_path / "empty.db").exists() or StateStore(empty).count("jobs") == 0  # nothing half-written

@@ -25,8 +25,18 @@ S = JobState
 
 
 def job_row(job_id: str) -> dict:
-    return {"id": job_id, "name": "j", "team": "research", "priority": 0, "spec": {}, "source": {},
-            "world_size": 2, "nodes": 1, "devices_per_node": 2, "total_steps": 10}
+    return {
+        "id": job_id,
+        "name": "j",
+        "team": "research",
+        "priority": 0,
+        "spec": {},
+        "source": {},
+        "world_size": 2,
+        "nodes": 1,
+        "devices_per_node": 2,
+        "total_steps": 10,
+    }
 
 
 def _alembic_config():
@@ -50,10 +60,14 @@ def test_migrations_from_empty_and_from_the_previous_revision(state_url):
     with engine.begin() as conn:  # the schema as the previous release left it, with a job in it
         config.attributes["connection"] = conn
         command.upgrade(config, previous)
-        conn.execute(text("INSERT INTO jobs (id, name, team, priority, state, spec, source, world_size, nodes, "
-                          "devices_per_node, total_steps, submitted_at, updated_at, step, tokens, attempt, restarts, "
-                          "cancel_requested, preempt_requested) VALUES ('old-1', 'old', 'research', 0, 'queued', "
-                          "'{}', '{}', 2, 1, 2, 10, 1.0, 1.0, 0, 0, 0, 0, false, false)"))
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, name, team, priority, state, spec, source, world_size, nodes, "
+                "devices_per_node, total_steps, submitted_at, updated_at, step, tokens, attempt, restarts, "
+                "cancel_requested, preempt_requested) VALUES ('old-1', 'old', 'research', 0, 'queued', "
+                "'{}', '{}', 2, 1, 2, 10, 1.0, 1.0, 0, 0, 0, 0, false, false)"
+            )
+        )
     store = StateStore(state_url)  # migrates on open
     assert store.get_job("old-1")["state"] == "queued"
     with store.engine.connect() as conn:
@@ -70,8 +84,13 @@ def _race(url: str, job_id: str, barrier: threading.Barrier, outcomes: list) -> 
     store = StateStore(url)
     barrier.wait()
     try:
-        store.transition(job_id, S.QUEUED, S.PLACING, f"placed by {threading.current_thread().name}",
-                         updates={"assignment": [threading.current_thread().name]})
+        store.transition(
+            job_id,
+            S.QUEUED,
+            S.PLACING,
+            f"placed by {threading.current_thread().name}",
+            updates={"assignment": [threading.current_thread().name]},
+        )
         outcomes.append("won")
     except StaleState:
         outcomes.append("stale")
@@ -85,8 +104,10 @@ def test_concurrent_writers_compare_and_set_one_wins(state_url):
         store.insert_job(job_row(f"race-{i}"))
     for i in range(5):
         barrier, outcomes = threading.Barrier(4), []
-        threads = [threading.Thread(target=_race, args=(state_url, f"race-{i}", barrier, outcomes), name=f"w{n}")
-                   for n in range(4)]
+        threads = [
+            threading.Thread(target=_race, args=(state_url, f"race-{i}", barrier, outcomes), name=f"w{n}")
+            for n in range(4)
+        ]
         for th in threads:
             th.start()
         for th in threads:
@@ -104,10 +125,16 @@ def _run_jobs(store: StateStore, count: int, done: list, errors: list) -> None:
             store.insert_job(job_row(job))
             store.transition(job, S.QUEUED, S.PLACING, "placed")
             store.transition(job, S.PLACING, S.RUNNING, "running")
-            rows = [Interval(job, 1, "n1", "local", "on-demand", 2, "cpu", "pre_training", "productive",
-                             0.0, 3600.0, 2.0)]
-            store.transition(job, S.RUNNING, S.SUCCEEDED, "done",
-                             extra=lambda conn, now, rows=rows: store.insert_intervals(conn, "research", rows))
+            rows = [
+                Interval(job, 1, "n1", "local", "on-demand", 2, "cpu", "pre_training", "productive", 0.0, 3600.0, 2.0)
+            ]
+            store.transition(
+                job,
+                S.RUNNING,
+                S.SUCCEEDED,
+                "done",
+                extra=lambda conn, now, rows=rows: store.insert_intervals(conn, "research", rows),
+            )
             done.append(job)
     except Exception as exc:  # reported by the test
         errors.append(repr(exc))
@@ -162,8 +189,13 @@ def test_credentials_are_never_printed(postgres, tmp_path):
     down = postgres.url().replace(str(postgres.port), "1")  # nothing listens on port 1
     wrong = postgres.url().replace(PASSWORD, "not-the-" + PASSWORD)
     for url in (down, wrong):
-        out = subprocess.run([sys.executable, "-m", "orchestrator", "list"], capture_output=True, text=True,
-                             env={**env, "ORCH_STATE_URL": url}, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "list"],
+            capture_output=True,
+            text=True,
+            env={**env, "ORCH_STATE_URL": url},
+            timeout=60,
+        )
         assert out.returncode == 2, out.stderr
         assert "Traceback" not in out.stderr and "state store" in out.stderr and "***" in out.stderr
         assert PASSWORD not in out.stderr + out.stdout

@@ -15,9 +15,20 @@ def _open(url: str, barrier, results) -> None:
     barrier.wait()
     try:
         store = StateStore(url)
-        store.insert_job({"id": f"j-{mp.current_process().pid}", "name": "j", "team": "t", "priority": 0,
-                          "spec": {}, "source": {}, "world_size": 1, "nodes": 1, "devices_per_node": 1,
-                          "total_steps": 1})
+        store.insert_job(
+            {
+                "id": f"j-{mp.current_process().pid}",
+                "name": "j",
+                "team": "t",
+                "priority": 0,
+                "spec": {},
+                "source": {},
+                "world_size": 1,
+                "nodes": 1,
+                "devices_per_node": 1,
+                "total_steps": 1,
+            }
+        )
         results.put("ok")
     except Exception as exc:  # the test reports what went wrong
         results.put(f"{type(exc).__name__}: {exc}")

@@ -18,8 +18,20 @@ class TickingClock(ManualClock):
 
 def store_with_job(tmp_path, clock) -> StateStore:
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", clock=clock)
-    store.insert_job({"id": "j", "name": "j", "team": "research", "priority": 0, "spec": {}, "source": {},
-                      "world_size": 2, "nodes": 1, "devices_per_node": 2, "total_steps": 10})
+    store.insert_job(
+        {
+            "id": "j",
+            "name": "j",
+            "team": "research",
+            "priority": 0,
+            "spec": {},
+            "source": {},
+            "world_size": 2,
+            "nodes": 1,
+            "devices_per_node": 2,
+            "total_steps": 10,
+        }
+    )
     return store
 
 

@@ -30,11 +30,18 @@ def test_utilisation_by_hand():
     being provisioned (not down: it never came up), up at 1.5 h, gone at 1.75 h.
     Jobs were allocated 4 spot device-hours (2 node-hours) and 1 spare device-hour."""
     h = 3600.0
-    history = [change("a", "spot", "spot", "up", 0), change("b", "spot", "spot", "up", 0),
-               change("c", "spare", "spare", "up", 0), change("b", "spot", "spot", "cordoned", 0.5 * h),
-               change("a", "spot", "spot", "down", h), change("b", "spot", "spot", "up", h),
-               change("d", "spot", "spot", "down", h), change("a", "spot", "spot", "up", 1.5 * h),
-               change("d", "spot", "spot", "up", 1.5 * h), change("d", "spot", "spot", "gone", 1.75 * h)]
+    history = [
+        change("a", "spot", "spot", "up", 0),
+        change("b", "spot", "spot", "up", 0),
+        change("c", "spare", "spare", "up", 0),
+        change("b", "spot", "spot", "cordoned", 0.5 * h),
+        change("a", "spot", "spot", "down", h),
+        change("b", "spot", "spot", "up", h),
+        change("d", "spot", "spot", "down", h),
+        change("a", "spot", "spot", "up", 1.5 * h),
+        change("d", "spot", "spot", "up", 1.5 * h),
+        change("d", "spot", "spot", "gone", 1.75 * h),
+    ]
     u = utilisation(history, {"spot": 4.0, "spare": 1.0}, {"spot": 0.8, "spare": 2.0}, 2 * h)
     spot, spare = u["spot"], u["spare"]
     # up: a 1.5 h + b 2 h + d 0.25 h; down: a 0.5 h; allocated 2 h; idle the rest
@@ -70,8 +77,10 @@ def test_the_controller_records_each_node_change_once(tmp_path):
     cluster.cordon(spot)
     # a restarted controller reads the newest states back and writes only what changed since
     ControllerCore(store, cluster, RecordingLauncher(), clock).reconcile()
-    assert [(r["name"], r["state"], r["at"]) for r in store.node_history()[len(names):]] == [
-        (spot, "down", 1101.0), (spot, "cordoned", 1151.0)]
+    assert [(r["name"], r["state"], r["at"]) for r in store.node_history()[len(names) :]] == [
+        (spot, "down", 1101.0),
+        (spot, "cordoned", 1151.0),
+    ]
 
 
 def test_live_utilisation_equals_the_simulators_own_bookkeeping(tmp_path):
@@ -80,8 +89,11 @@ def test_live_utilisation_equals_the_simulators_own_bookkeeping(tmp_path):
     (a spot node lost at 60 s, replaced 5 s later, before the run ends at about 67 s; a hot spare
     provisioned meanwhile and retired as surplus)."""
     spec = load_spec(V3_SPEC, "local")
-    sim = Simulation(spec, Scenario(trace=((60.0, "local-spot-0000"),), provision_delay_s=5.0),
-                     state_url=f"sqlite:///{tmp_path / 'state.db'}")
+    sim = Simulation(
+        spec,
+        Scenario(trace=((60.0, "local-spot-0000"),), provision_delay_s=5.0),
+        state_url=f"sqlite:///{tmp_path / 'state.db'}",
+    )
     result = sim.run()
     assert result["state"] == "succeeded" and result["restarts"] == 1
     live = cluster_utilisation(sim.store, now=sim.clock.now())
@@ -113,8 +125,14 @@ def test_orch_utilisation_shows_the_history(orch_home):
 
     def run(*args):
         env = {**os.environ, "ORCH_HOME": str(orch_home), "PYTHONPATH": str(ROOT)}
-        return subprocess.run([sys.executable, "-m", "orchestrator", "utilisation", *args], capture_output=True,
-                              text=True, env=env, cwd=ROOT, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator", "utilisation", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=120,
+        )
 
     data = json.loads(run("--json").stdout)
     spot = data["pools"]["spot"]

@@ -27,6 +27,7 @@ from orchestrator.simulate.engine import Simulation, simulate
 from orchestrator.spec.loader import load_spec
 from orchestrator.state.store import StateStore
 from tests.conftest import MINIMAL_SPEC, ROOT, V3_SPEC
+from tests.helpers.job_rows import minimal_job_row
 
 
 def test_gamma_poisson_posterior_is_prior_plus_evidence():
@@ -44,20 +45,7 @@ def _minimal_store(tmp_path, measured_ratio: float):
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", clock=clock)
     spec = load_spec(MINIMAL_SPEC, overrides=["cost.budget_usd=1"])
     timeline = build_timeline(make_plan(spec))
-    store.insert_job(
-        {
-            "id": "job-1",
-            "name": "minimal",
-            "team": "research",
-            "priority": 0,
-            "spec": spec.model_dump(mode="json"),
-            "source": {},
-            "world_size": 4,
-            "nodes": 2,
-            "devices_per_node": 2,
-            "total_steps": timeline.total_steps,
-        }
-    )
+    store.insert_job(minimal_job_row(spec, timeline.total_steps))
     store.add_metrics(
         "job-1",
         1,

@@ -16,6 +16,7 @@ from orchestrator.lifecycle import JobState
 from orchestrator.spec.loader import load_spec
 from orchestrator.state.store import EventRecord, StateStore
 from tests.conftest import MINIMAL_SPEC
+from tests.helpers.job_rows import minimal_job_row
 
 
 def _row(attempt: int, node: str, category: str, start: float, end: float) -> Interval:
@@ -31,20 +32,7 @@ def test_exposure_counts_infrastructure_restarts_over_the_gangs_held_seconds(tmp
             "checkpoint.interval=auto",
         ],
     )
-    store.insert_job(
-        {
-            "id": "job-1",
-            "name": "minimal",
-            "team": "research",
-            "priority": 0,
-            "spec": spec.model_dump(mode="json"),
-            "source": {},
-            "world_size": 4,
-            "nodes": 2,
-            "devices_per_node": 2,
-            "total_steps": 32,
-        }
-    )
+    store.insert_job(minimal_job_row(spec))
     assert gang_exposure(store, "job-1", 4).as_tuple() == (0, 0.0)  # the first attempt starts from the spec
 
     def attempt(n: int, start: float, end: float, kind: str, to: JobState) -> None:

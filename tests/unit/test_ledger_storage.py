@@ -13,6 +13,7 @@ from orchestrator.spec.loader import load_spec
 from orchestrator.spec.schema import RetentionSpec, StorageCostSpec
 from orchestrator.state.store import StateStore
 from tests.conftest import MINIMAL_SPEC
+from tests.helpers.job_rows import minimal_job_row
 
 GIB = 1024**3
 HOUR = 3600.0
@@ -57,20 +58,7 @@ def test_the_ledger_books_storage_from_the_commits_the_runner_recorded(tmp_path)
     clock = ManualClock(0.0)
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", clock=clock)
     spec = load_spec(MINIMAL_SPEC, overrides=["checkpoint.retention.keep_last=1"])
-    store.insert_job(
-        {
-            "id": "job-1",
-            "name": "minimal",
-            "team": "research",
-            "priority": 0,
-            "spec": spec.model_dump(mode="json"),
-            "source": {},
-            "world_size": 4,
-            "nodes": 2,
-            "devices_per_node": 2,
-            "total_steps": 32,
-        }
-    )
+    store.insert_job(minimal_job_row(spec))
     for step, at in ((5, 0.0), (10, 10 * HOUR)):
         clock.set(at)
         store.add_event("checkpoint.committed", f"job-1: checkpoint at step {step}", "job-1", {"step": step})

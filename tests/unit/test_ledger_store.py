@@ -17,6 +17,7 @@ from orchestrator.lifecycle import JobState
 from orchestrator.spec.loader import load_spec
 from orchestrator.state.store import StateStore
 from tests.conftest import MINIMAL_SPEC
+from tests.helpers.job_rows import minimal_job_row
 
 
 @pytest.fixture
@@ -24,20 +25,7 @@ def store(state_url):
     """On SQLite and on the session's PostgreSQL server."""
     store = StateStore(state_url, clock=ManualClock(1000.0))
     spec = load_spec(MINIMAL_SPEC)
-    store.insert_job(
-        {
-            "id": "job-1",
-            "name": "minimal",
-            "team": "research",
-            "priority": 0,
-            "spec": spec.model_dump(mode="json"),
-            "source": {},
-            "world_size": 4,
-            "nodes": 2,
-            "devices_per_node": 2,
-            "total_steps": 32,
-        }
-    )
+    store.insert_job(minimal_job_row(spec))
     return store
 
 

@@ -62,37 +62,11 @@ def utilisation(store, nodes_from, now: float) -> list[dict]:
     pools: dict[str, dict] = {}
     for job in report["per_job"]:
         for name, p in job["by_pool"].items():
-            row = pools.setdefault(
-                name,
-                {
-                    "pool": name,
-                    "kind": p["kind"],
-                    "gpu_hours": 0.0,
-                    "cost_usd": 0.0,
-                    "nodes": 0,
-                    "busy": 0,
-                    "idle": 0,
-                    "down": 0,
-                    "cordoned": 0,
-                },
-            )
+            row = pools.setdefault(name, _empty_pool_row(name, p["kind"]))
             row["gpu_hours"] += p["gpu_hours"]
             row["cost_usd"] += p["cost_usd"]
     for node in node_rows(store, nodes_from):
-        row = pools.setdefault(
-            node["pool"],
-            {
-                "pool": node["pool"],
-                "kind": node["kind"],
-                "gpu_hours": 0.0,
-                "cost_usd": 0.0,
-                "nodes": 0,
-                "busy": 0,
-                "idle": 0,
-                "down": 0,
-                "cordoned": 0,
-            },
-        )
+        row = pools.setdefault(node["pool"], _empty_pool_row(node["pool"], node["kind"]))
         row["nodes"] += 1
         if node["health"] != "alive":
             row["down"] += 1
@@ -141,4 +115,19 @@ def burndown(
         "spent": spent,
         "forecast": forecast,
         "utilisation": utilisation(ctx.store, nodes_from, now),
+    }
+
+
+def _empty_pool_row(pool: str, kind: str) -> dict:
+    """A pool's row before its jobs' hours and its nodes are added in."""
+    return {
+        "pool": pool,
+        "kind": kind,
+        "gpu_hours": 0.0,
+        "cost_usd": 0.0,
+        "nodes": 0,
+        "busy": 0,
+        "idle": 0,
+        "down": 0,
+        "cordoned": 0,
     }

@@ -76,20 +76,7 @@ def utilisation(store, nodes_from, now: float) -> list[dict]:
             row["idle"] += 1
         row["cordoned"] += bool(node["cordoned"])
     for name, u in history.items():
-        row = pools.setdefault(
-            name,
-            {
-                "pool": name,
-                "kind": u["kind"],
-                "gpu_hours": 0.0,
-                "cost_usd": 0.0,
-                "nodes": 0,
-                "busy": 0,
-                "idle": 0,
-                "down": 0,
-                "cordoned": 0,
-            },
-        )
+        row = pools.setdefault(name, _empty_pool_row(name, u["kind"]))
         row["node_hours"] = {k: u[k] for k in ("up", "allocated", "idle", "spare", "down", "cordoned")}
         row["usd"] = {k: u[f"{k}_usd"] for k in ("allocated", "idle", "spare", "down")}
     return sorted(pools.values(), key=lambda r: r["pool"])

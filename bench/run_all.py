@@ -25,6 +25,7 @@ BENCHMARKS = [
     "activations",
     "failover",
     "startup",
+    "warm_workers",
 ]
 RESULTS = Path(__file__).parent / "RESULTS.md"
 SECTIONS = Path(__file__).parent / "results"

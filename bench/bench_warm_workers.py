@@ -1,0 +1,111 @@
+"""What the warm path (``orchestrator/train/warm_workers.py``) costs whether or not a restart comes.
+
+1. One warm worker's preload: the CPU seconds and resident memory of a fresh process that runs
+   ``warm_workers.preload`` (the imports every warm worker makes as it starts), median of 3.
+2. Whether repeated prestarts pile up: a one-node Ray cluster (2 CPUs, labelled as a spare) is asked
+   three times, from a task with a job's warm runtime environment, for 3 warm workers (orch's own
+   ``prestart``, the request a job's rank 0 sends at every attempt); the worker processes are counted
+   once they have settled after each request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import psutil
+
+from bench.harness import Section
+
+COMMAND = "python -m bench.run_all warm_workers  (bench/bench_warm_workers.py)"
+PRELOAD = (
+    "import json, resource, psutil; from orchestrator.train.warm_workers import preload; preload(); "
+    "r = resource.getrusage(resource.RUSAGE_SELF); "
+    "print(json.dumps({'cpu_s': r.ru_utime + r.ru_stime, 'rss_mib': psutil.Process().memory_info().rss / 2**20}))"
+)
+REQUESTS, PER_REQUEST = 3, 3
+
+
+def preload_cost() -> dict:
+    runs = []
+    for _ in range(3):
+        out = subprocess.run(
+            [sys.executable, "-c", PRELOAD],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "DS_ACCELERATOR": "cpu"},
+        )
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {k: statistics.median(r[k] for r in runs) for k in ("cpu_s", "rss_mib")}
+
+
+def _workers() -> int:
+    count = 0
+    for proc in psutil.process_iter(["cmdline"]):
+        if any("default_worker.py" in part for part in proc.info["cmdline"] or []):
+            count += 1
+    return count
+
+
+def _settled(previous: int, timeout_s: float = 90.0) -> int:
+    """The worker count once it has not changed for 10 s."""
+    deadline, last, since = time.time() + timeout_s, _workers(), time.time()
+    while time.time() < deadline:
+        time.sleep(1.0)
+        now = _workers()
+        if now != last:
+            last, since = now, time.time()
+        elif time.time() - since >= 10.0 and now != previous:
+            break
+    return last
+
+
+def pile_up() -> list[int]:
+    import ray
+
+    from orchestrator.train.warm_workers import prestart, worker_runtime_env
+
+    ray.init(num_cpus=2, include_dashboard=False, labels={"orch-node": "spare-1", "orch-pool-kind": "spare"})
+    try:
+
+        @ray.remote
+        def ask() -> list[str]:
+            return prestart({"spare-1": PER_REQUEST}, ray.get_runtime_context().get_runtime_env_string())
+
+        counts = [_settled(-1)]
+        for _ in range(REQUESTS):
+            asked = ray.get(ask.options(runtime_env=worker_runtime_env()).remote())
+            assert asked == ["spare-1"], asked
+            counts.append(_settled(counts[-1]))
+        return counts
+    finally:
+        ray.shutdown()
+
+
+def run() -> Section:
+    cost = preload_cost()
+    counts = pile_up()
+    body = [
+        "| what | measured |",
+        "|---|---|",
+        f"| one warm worker's preload (torch, DeepSpeed, Ray Train, orch's trainer): CPU | {cost['cpu_s']:.1f} s |",
+        f"| the same process's resident memory after it | {cost['rss_mib']:.0f} MiB |",
+        f"| Ray worker processes on the node: before, then after each of {REQUESTS} requests for "
+        f"{PER_REQUEST} warm workers | {' -> '.join(str(c) for c in counts)} |",
+        "",
+        "Median of 3 fresh processes for the preload. The worker processes are counted once the count has "
+        "not changed for 10 s after a request (the first of them is the task that sends the requests, in the "
+        "warm runtime environment). Each request adds workers to those the raylet already holds for the same "
+        "job and runtime environment, and they live for the keep-alive (6 h), so nodes that no attempt "
+        "uses (spares) collect them attempt after attempt.",
+    ]
+    return Section("Warm workers: what they cost", COMMAND, body)
+
+
+if __name__ == "__main__":
+    print(run().render())

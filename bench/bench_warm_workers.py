@@ -47,7 +47,8 @@ def preload_cost() -> dict:
 def _workers() -> int:
     count = 0
     for proc in psutil.process_iter(["cmdline"]):
-        if any("default_worker.py" in part for part in proc.info["cmdline"] or []):
+        line = " ".join(proc.info["cmdline"] or [])
+        if "default_worker.py" in line or line.startswith("ray::"):  # Ray renames its workers ray::IDLE etc.
             count += 1
     return count
 
@@ -87,6 +88,16 @@ def pile_up() -> list[int]:
         ray.shutdown()
 
 
+def _verdict(counts: list[int]) -> str:
+    if all(later > earlier for earlier, later in zip(counts[1:], counts[2:])):
+        return (
+            "Each request added workers to those the raylet already held for the same job and runtime "
+            "environment; they live for the keep-alive (6 h), so nodes that no attempt uses (spares) collect "
+            "them attempt after attempt."
+        )
+    return "Repeated requests did not add to the workers the raylet already held: they do not pile up."
+
+
 def run() -> Section:
     cost = preload_cost()
     counts = pile_up()
@@ -99,10 +110,8 @@ def run() -> Section:
         f"{PER_REQUEST} warm workers | {' -> '.join(str(c) for c in counts)} |",
         "",
         "Median of 3 fresh processes for the preload. The worker processes are counted once the count has "
-        "not changed for 10 s after a request (the first of them is the task that sends the requests, in the "
-        "warm runtime environment). Each request adds workers to those the raylet already holds for the same "
-        "job and runtime environment, and they live for the keep-alive (6 h), so nodes that no attempt "
-        "uses (spares) collect them attempt after attempt.",
+        "not changed for 10 s after a request (Ray's own idle workers and the task that sends the requests, in the "
+        "warm runtime environment). " + _verdict(counts),
     ]
     return Section("Warm workers: what they cost", COMMAND, body)
 

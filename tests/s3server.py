@@ -32,3 +32,22 @@ def s3_env(endpoint: str) -> dict:
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": endpoint,
     }
+
+
+@contextmanager
+def s3_server_in_environment():
+    """A moto S3 server whose endpoint and credentials are in ``os.environ`` while it runs (as boto3
+    finds them in a job's pods); the variables are put back as they were afterwards."""
+    import os
+
+    with s3_server() as endpoint:
+        saved = {k: os.environ.get(k) for k in s3_env(endpoint)}
+        os.environ.update(s3_env(endpoint))
+        try:
+            yield endpoint
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v

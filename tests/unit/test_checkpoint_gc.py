@@ -19,7 +19,7 @@ import pytest
 
 from orchestrator.checkpoint.objects import FileObjectStore, S3ObjectStore
 from orchestrator.checkpoint.store import CheckpointStore, ShardRecord, receipt_key, sha256_of, shard_key
-from tests.s3server import s3_env, s3_server
+from tests.s3server import s3_server_in_environment
 
 MESH = {"world_size": 4}
 MB = 1024 * 1024
@@ -41,12 +41,8 @@ class HeldStream(io.BytesIO):
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    with s3_server() as endpoint:
-        saved = {k: os.environ.get(k) for k in s3_env(endpoint)}
-        os.environ.update(s3_env(endpoint))
+    with s3_server_in_environment() as endpoint:
         yield endpoint
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 @pytest.fixture(params=["file", "s3"])

@@ -18,22 +18,15 @@ from orchestrator.checkpoint.store import (
     retained,
     shard_key,
 )
-from tests.s3server import s3_env, s3_server
+from tests.s3server import s3_server_in_environment
 
 MESH = {"pipeline": 2, "data": 2, "expert": 2, "tensor": 1, "world_size": 4}
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    with s3_server() as endpoint:
-        saved = {k: os.environ.get(k) for k in s3_env(endpoint)}
-        os.environ.update(s3_env(endpoint))
+    with s3_server_in_environment() as endpoint:
         yield endpoint
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(params=["file", "s3"])

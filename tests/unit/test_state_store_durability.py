@@ -19,24 +19,10 @@ from orchestrator.lifecycle import JobState
 from orchestrator.state import tables
 from orchestrator.state.engine import StateStoreTimeout, StateStoreUnavailable, redact
 from orchestrator.state.store import MIGRATIONS, StaleState, StateStore, migrate
+from tests.helpers.job_rows import bare_job_row
 from tests.pgserver import PASSWORD
 
 S = JobState
-
-
-def job_row(job_id: str) -> dict:
-    return {
-        "id": job_id,
-        "name": "j",
-        "team": "research",
-        "priority": 0,
-        "spec": {},
-        "source": {},
-        "world_size": 2,
-        "nodes": 1,
-        "devices_per_node": 2,
-        "total_steps": 10,
-    }
 
 
 def _alembic_config():
@@ -101,7 +87,7 @@ def test_concurrent_writers_compare_and_set_one_wins(state_url):
     one move lands, the others see StaleState, and the history has one placement."""
     store = StateStore(state_url)
     for i in range(5):
-        store.insert_job(job_row(f"race-{i}"))
+        store.insert_job(bare_job_row(f"race-{i}"))
     for i in range(5):
         barrier, outcomes = threading.Barrier(4), []
         threads = [
@@ -122,7 +108,7 @@ def _run_jobs(store: StateStore, count: int, done: list, errors: list) -> None:
     try:
         for i in range(count):
             job = f"run-{i}"
-            store.insert_job(job_row(job))
+            store.insert_job(bare_job_row(job))
             store.transition(job, S.QUEUED, S.PLACING, "placed")
             store.transition(job, S.PLACING, S.RUNNING, "running")
             rows = [
@@ -167,7 +153,7 @@ def test_a_statement_blocked_by_a_lock_times_out_with_a_clear_error(postgres, mo
     monkeypatch.setenv("ORCH_STATE_STATEMENT_TIMEOUT_MS", "400")
     url = postgres.new_database()
     store = StateStore(url)
-    store.insert_job(job_row("locked"))
+    store.insert_job(bare_job_row("locked"))
     blocker = create_engine(url).connect()
     blocker.execute(text("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE"))  # held until rollback
     try:
@@ -212,7 +198,7 @@ def test_manual_clock_transitions_retry_idempotently(state_url):
     """A retried transition whose first try committed recognises its own row (same time, reason):
     simulated here by running the same move twice with a frozen clock."""
     store = StateStore(state_url, clock=ManualClock(50.0))
-    store.insert_job(job_row("again"))
+    store.insert_job(bare_job_row("again"))
     store.transition("again", S.QUEUED, S.PLACING, "placed")
     store.transition("again", S.QUEUED, S.PLACING, "placed")  # same call, same instant: already applied
     assert [h["to_state"] for h in store.transitions("again")] == ["queued", "placing"]

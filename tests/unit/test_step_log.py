@@ -7,6 +7,7 @@ from __future__ import annotations
 from orchestrator.clock import ManualClock
 from orchestrator.control.step_log import StepLog
 from orchestrator.state.store import StateStore
+from tests.helpers.job_rows import bare_job_row
 
 
 class TickingClock(ManualClock):
@@ -18,20 +19,7 @@ class TickingClock(ManualClock):
 
 def store_with_job(tmp_path, clock) -> StateStore:
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", clock=clock)
-    store.insert_job(
-        {
-            "id": "j",
-            "name": "j",
-            "team": "research",
-            "priority": 0,
-            "spec": {},
-            "source": {},
-            "world_size": 2,
-            "nodes": 1,
-            "devices_per_node": 2,
-            "total_steps": 10,
-        }
-    )
+    store.insert_job(bare_job_row("j"))
     return store
 
 

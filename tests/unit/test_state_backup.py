@@ -18,8 +18,9 @@ from orchestrator.ledger.intervals import Interval
 from orchestrator.lifecycle import JobState
 from orchestrator.state.lease import Lease
 from orchestrator.state.store import StateStore
+from tests.helpers.job_rows import bare_job_row
 from tests.pgserver import PASSWORD
-from tests.unit.test_state_store_durability import _alembic_config, job_row
+from tests.unit.test_state_store_durability import _alembic_config
 
 S = JobState
 
@@ -37,7 +38,7 @@ def orch(*args: str, home) -> subprocess.CompletedProcess:
 def populate(url: str) -> StateStore:
     store = StateStore(url, clock=ManualClock(1000.25))
     for i in range(3):
-        store.insert_job(job_row(f"job-{i}"))
+        store.insert_job(bare_job_row(f"job-{i}"))
     store.transition("job-0", S.QUEUED, S.PLACING, "placed", updates={"assignment": ["n1"]})
     store.transition(
         "job-0",

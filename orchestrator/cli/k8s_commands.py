@@ -13,7 +13,7 @@ from orchestrator.control.client import ControlPlane
 from orchestrator.errors import OrchError
 from orchestrator.k8s.kueue import resource_flavors, team_queues, topology
 from orchestrator.k8s.render import K8sSettings, cluster_manifest, dns_name, job_manifests
-from orchestrator.k8s.submit import create, follow, record
+from orchestrator.k8s.submit import check_no_standing_gang, create, follow, record
 from orchestrator.k8s.validate import problems
 from orchestrator.plan.planner import make_plan
 
@@ -111,6 +111,7 @@ def submit_k8s(args: argparse.Namespace) -> int:
     row["source"] = {**row["source"], "target": "k8s", "namespace": args.namespace}
     objects = render_objects(plan.spec, row["id"], args)
     api = api_client(args)
+    check_no_standing_gang(api, args.namespace)
     created = create(api, objects)
     record(plane.store, row, created, args.namespace)
     print(f"submitted {row['id']} to Kubernetes: {', '.join(created)} in namespace {args.namespace}")

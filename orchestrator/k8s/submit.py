@@ -16,7 +16,53 @@ from orchestrator.cluster.kubernetes import KubernetesError, explain
 from orchestrator.lifecycle import JobState, Owner
 from orchestrator.state.store import EventRecord, StateStore
 
-RAY_GROUP, RAY_VERSION, RAYJOBS = "ray.io", "v1", "rayjobs"
+RAY_GROUP, RAY_VERSION, RAYJOBS, RAYCLUSTERS = "ray.io", "v1", "rayjobs", "rayclusters"
+# The long-lived RayCluster of k8s/base (``orch k8s render ... --kind raycluster --name orch``) that
+# orch's Ray controller runs jobs on; a test checks the Kustomize base names it so.
+STANDING_CLUSTER = "orch"
+TRAINING_PRIORITY = "orch-training"
+
+
+class StandingClusterHoldsNodes(KubernetesError):
+    """The namespace runs the controller's long-lived RayCluster with training workers: a RayJob would
+    compete with it for the same nodes at the same priority and wait in Kueue."""
+
+
+def standing_workers(cluster: dict) -> int:
+    """Training worker pods the standing RayCluster asks for (its hot spares do not count: they are
+    ``orch-spare``, which never preempts and which a RayJob's gang may take)."""
+    return sum(
+        int(group.get("replicas") or 0)
+        for group in cluster.get("spec", {}).get("workerGroupSpecs", [])
+        if group.get("template", {}).get("spec", {}).get("priorityClassName") == TRAINING_PRIORITY
+    )
+
+
+def check_no_standing_gang(api_client, namespace: str) -> None:
+    """Refuse a RayJob in a namespace whose standing RayCluster holds training nodes.
+
+    A cluster runs jobs one way: either orch's controller on the standing RayCluster
+    (``k8s/overlays/prod``: its worker groups hold the pools' nodes) or one RayJob per job, admitted
+    by Kueue (``k8s/overlays/prod-rayjob``: the standing cluster keeps only its head). Both at once
+    would hold every GPU node twice over at the same priority: the RayJob would never start."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    custom = client.CustomObjectsApi(api_client)
+    try:
+        cluster = custom.get_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAYCLUSTERS, STANDING_CLUSTER)
+    except ApiException as exc:
+        if exc.status == 404:
+            return
+        raise explain(exc, f"reading RayCluster {namespace}/{STANDING_CLUSTER}") from None
+    workers = standing_workers(cluster)
+    if workers:
+        raise StandingClusterHoldsNodes(
+            f"namespace {namespace}: orch's standing RayCluster '{STANDING_CLUSTER}' holds {workers} training "
+            "worker(s), so a RayJob would wait behind it for the same nodes; submit without --target k8s "
+            "(orch's controller runs the job on that cluster), or deploy k8s/overlays/prod-rayjob, whose "
+            "standing cluster keeps only its head"
+        )
 
 
 def _rejected_fields(exc) -> str:

@@ -21,6 +21,7 @@ import yaml
 
 from orchestrator.k8s.kustomize import build
 from orchestrator.k8s.render import K8sSettings, job_manifests
+from orchestrator.k8s.submit import STANDING_CLUSTER
 from orchestrator.k8s.validate import problems
 from orchestrator.plan.planner import make_plan
 from orchestrator.spec.loader import load_spec
@@ -28,7 +29,7 @@ from tests.conftest import ROOT, V3_SPEC
 from tests.helpers.k8s_replay import ReplayServer, status_body
 
 K8S, TERRAFORM, GOLDEN = ROOT / "k8s", ROOT / "terraform", ROOT / "tests" / "golden"
-OVERLAYS = ["base", "overlays/dev", "overlays/prod"]
+OVERLAYS = ["base", "overlays/dev", "overlays/prod", "overlays/prod-rayjob"]
 
 
 def by_kind(objects, kind):
@@ -76,6 +77,8 @@ def test_overlays_size_the_cluster():
         if name != "gpu-spare"
     )
     assert gpus == 2048
+    rayjob_groups = by_kind(build(K8S / "overlays/prod-rayjob"), "RayCluster")[0]["spec"]["workerGroupSpecs"]
+    assert {(g["replicas"], g["minReplicas"], g["maxReplicas"]) for g in rayjob_groups} == {(0, 0, 0)}
     dev_groups = by_kind(build(K8S / "overlays/dev"), "RayCluster")[0]["spec"]["workerGroupSpecs"]
     dev = {g["groupName"]: g["replicas"] for g in dev_groups}
     assert dev == {"gpu-on-demand": 1, "gpu-spot": 0, "gpu-spare": 1}
@@ -300,6 +303,37 @@ def test_submit_creates_the_objects_and_follows_the_rayjob(tmp_path):
         "running",
         "succeeded",
     ]
+
+
+def test_submit_is_refused_where_the_standing_raycluster_holds_the_training_nodes(tmp_path):
+    """overlays/prod runs jobs on the standing RayCluster (256 + 4 nodes): a V3 RayJob there would
+    wait in Kueue behind it. The refusal comes before anything is created or recorded; under
+    overlays/prod-rayjob (the standing cluster keeps only its head) the same submission goes ahead."""
+    standing = {
+        where: next(o for o in build(K8S / where) if o["kind"] == "RayCluster")
+        for where in ("overlays/prod", "overlays/prod-rayjob")
+    }
+    assert {o["metadata"]["name"] for o in standing.values()} == {STANDING_CLUSTER}
+    with ReplayServer() as api:
+        api.on("GET", r"/apis/ray.io/v1/namespaces/orch/rayclusters/orch", body=standing["overlays/prod"])
+        out = submit(tmp_path, kubeconfig(tmp_path, api.url), "--detach")
+        assert api.sent("POST", RAYJOBS) == [] and api.sent("POST", "/api/v1/namespaces/orch/configmaps") == []
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "256 training worker(s)" in out.stderr and "k8s/overlays/prod-rayjob" in out.stderr
+    listing = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ORCH_HOME": str(tmp_path / "home")},
+    )
+    assert json.loads(listing.stdout) == []
+    with ReplayServer() as api:
+        api.on("GET", r"/apis/ray.io/v1/namespaces/orch/rayclusters/orch", body=standing["overlays/prod-rayjob"])
+        api.on("POST", "/api/v1/namespaces/orch/configmaps", status=201, body={"kind": "ConfigMap"})
+        api.on("POST", RAYJOBS, status=201, body={"kind": "RayJob"})
+        out = submit(tmp_path, kubeconfig(tmp_path, api.url), "--detach")
+        assert len(api.sent("POST", RAYJOBS)) == 1
+    assert out.returncode == 0, out.stderr
 
 
 def test_submit_without_an_image_is_refused(tmp_path):

@@ -23,6 +23,7 @@ import pytest
 
 from orchestrator.k8s.kustomize import build
 from orchestrator.k8s.render import K8sSettings, job_manifests
+from orchestrator.k8s.submit import standing_workers
 from orchestrator.plan.planner import make_plan
 from orchestrator.spec.loader import load_spec
 from tests.conftest import ROOT, V3_SPEC
@@ -49,7 +50,7 @@ def tf_locals(tf) -> dict:
 def ray_clusters() -> dict[str, dict]:
     found = {
         where: next(o for o in build(K8S / where) if o["kind"] == "RayCluster")["spec"]
-        for where in ("base", "overlays/dev", "overlays/prod")
+        for where in ("base", "overlays/dev", "overlays/prod", "overlays/prod-rayjob")
     }
     spec = load_spec(str(V3_SPEC))
     found["v3-rayjob"] = job_manifests(spec, make_plan(spec), "v3", K8sSettings())[1]["spec"]["rayClusterSpec"]
@@ -99,6 +100,29 @@ def test_the_prod_overlay_is_the_terraform_cluster():
     assert all(name in outputs for name in sizes)
 
 
+def test_a_v3_rayjob_finds_its_nodes_only_where_the_standing_cluster_holds_none():
+    """Each pool's Terraform node group less the standing RayCluster's workers in it is what a RayJob
+    can get. The V3 RayJob's groups fit under overlays/prod-rayjob and not under overlays/prod, which
+    is why `orch submit --target k8s` refuses a namespace with a standing gang (``standing_workers``)."""
+    tf = load_tf()
+    size = {
+        "gpu-on-demand": tf_default(tf, "gpu_on_demand_nodes"),
+        "gpu-spot": tf_default(tf, "gpu_spot_nodes"),
+        "gpu-spare": tf_default(tf, "gpu_spare_nodes"),
+    }
+    clusters = ray_clusters()
+    wanted = {g["groupName"]: g["replicas"] for g in clusters["v3-rayjob"]["workerGroupSpecs"]}
+
+    def free(where):
+        held = {g["groupName"]: g["replicas"] for g in clusters[where]["workerGroupSpecs"]}
+        return {pool: size[pool] - held.get(pool, 0) for pool in size}
+
+    assert all(wanted[pool] <= free("overlays/prod-rayjob")[pool] for pool in wanted)
+    assert not all(wanted[pool] <= free("overlays/prod")[pool] for pool in wanted)
+    spec = {"spec": clusters["overlays/prod"]}
+    assert standing_workers(spec) == 256 and standing_workers({"spec": clusters["overlays/prod-rayjob"]}) == 0
+
+
 def test_node_groups_take_their_labels_and_taints_from_the_pools():
     tf = load_tf()
     eks = {n: b for block in tf["module"] for n, b in block.items()}["eks"]
@@ -137,7 +161,7 @@ def fits(pods: list[dict[str, float]], nodes: int, room: dict[str, float]) -> bo
     return True
 
 
-@pytest.mark.parametrize("where", ["base", "overlays/dev", "overlays/prod"])
+@pytest.mark.parametrize("where", ["base", "overlays/dev", "overlays/prod", "overlays/prod-rayjob"])
 def test_every_pod_fits_its_node(where):
     tf = load_tf()
     gpu_room = {k: v - DAEMONS[k] for k, v in allocatable(INSTANCES[tf_default(tf, "gpu_instance_type")]).items()}
@@ -208,7 +232,7 @@ def _non_root(pod: dict) -> bool:
     return context.get("runAsNonRoot") is True and context.get("runAsUser", 0) != 0
 
 
-@pytest.mark.parametrize("where", ["base", "overlays/prod"])
+@pytest.mark.parametrize("where", ["base", "overlays/prod", "overlays/prod-rayjob"])
 def test_every_pod_runs_as_non_root(where):
     objects = build(K8S / where)
     cluster = next(o for o in objects if o["kind"] == "RayCluster")["spec"]

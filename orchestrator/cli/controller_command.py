@@ -5,7 +5,9 @@ the detached controller actor if there is none (Ray restarts it if it crashes; t
 it if it was deleted), and exits non-zero when the cluster is unreachable so Kubernetes restarts it.
 With ``--provider kubernetes`` it also runs the notice path: node and node-event watches (both at
 once) feed the Kubernetes responder, which checkpoints the jobs on a node that is going away, then
-cordons, drains and replaces it (orchestrator/control/k8s_notices.py).
+cordons, drains and replaces it (orchestrator/control/k8s_notices.py), and it follows the RayJobs of
+`orch submit --target k8s` in its namespace, detached ones too, moving their rows and closing their
+attempts into the ledger when they end (orchestrator/k8s/submit.py, ``follow_namespace``).
 
 With ``--in-process`` the controller runs in this process instead, away from the head: replicas
 elect one leader through the state store (the others wait) and reconnect after the head returns
@@ -28,6 +30,7 @@ from orchestrator.control.k8s_notices import NoticeResponder, run_notice_loop
 from orchestrator.control.node_ops import ask_ray_runner
 from orchestrator.control.standalone import run_in_process
 from orchestrator.errors import OrchError
+from orchestrator.k8s.submit import follow_namespace
 from orchestrator.paths import default_state_url, orch_home
 from orchestrator.placeholders import refuse_placeholders
 from orchestrator.state.engine import redact
@@ -117,13 +120,17 @@ def cmd_controller(args: argparse.Namespace) -> int:
     plane = ControlPlane(address=args.address)
     plane.connect(start=False)
     print(f"orch controller: connected to {args.address}; state store {redact(plane.state_url)}", flush=True)
+    api = None
     if args.provider == "kubernetes":
         from kubernetes import client, config
 
         config.load_incluster_config()
-        start_notice_path(client.ApiClient(), plane.store, args, ask_ray_runner)
+        api = client.ApiClient()
+        start_notice_path(api, plane.store, args, ask_ray_runner)
         print(f"orch controller: watching nodes for {args.cloud} notices", flush=True)
     while True:
+        if api is not None:  # RayJobs of `orch submit --target k8s`, detached ones too: they end in the ledger
+            follow_namespace(api, plane.store, args.namespace, log=lambda m: print(m, flush=True))
         try:
             stats = ray.get(ensure_controller(plane.state_url, str(plane.home)).ping.remote(), timeout=60)
         except Exception as exc:  # unreachable cluster: exit so the Deployment restarts this pod

@@ -1,6 +1,6 @@
 """Scheduling decisions as a pure function of the queue, the running jobs and the node inventory.
 
-No Ray here: the controller, the simulator, the RayJob entrypoint (``train/ray_job.py``) and the
+No Ray here: the controller, the simulator, the RayJob entrypoint (``k8s/entrypoint.py``) and the
 benchmarks call ``schedule`` with plain data. It sits in ``cluster/`` beside ``NodeView`` (below
 ``control/``) because those callers live in different layers; the controller owns when it runs.
 Policy:

@@ -23,10 +23,9 @@ from orchestrator.control.launcher import Launcher
 from orchestrator.control.notices import taken_with_notice
 from orchestrator.control.restart_budget import Refusal, refuse_restart, restart_kind, window_s
 from orchestrator.control.spares import spare_shortfall, spare_surplus
-from orchestrator.ledger.book import build_attempt, holds_for
+from orchestrator.ledger.book import holds_for
 from orchestrator.ledger.budget import WARN_AT, check
-from orchestrator.ledger.intervals import attempt_intervals
-from orchestrator.ledger.report import cost_report
+from orchestrator.ledger.report import closing_intervals, cost_report
 from orchestrator.lifecycle import (
     ACTIVE,
     ENDINGS,
@@ -229,14 +228,7 @@ class ControllerCore:
         job.apply(state=to, **updates)
 
     def _attempt_intervals(self, job: JobRecord, ending: Ending) -> list:
-        attempt = build_attempt(
-            job,
-            self.store.last_transition_at(job.id, S.PLACING),
-            self.store.metrics_of_attempt(job.id, job.attempt),
-            self.clock.now(),
-            ending,
-        )
-        return attempt_intervals(attempt, by_pool=self.ledger_by_pool)
+        return closing_intervals(self.store, job, ending, self.clock.now(), by_pool=self.ledger_by_pool)
 
     def _reconcile_job(self, job: JobRecord) -> None:
         state = job.state

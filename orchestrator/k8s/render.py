@@ -331,7 +331,7 @@ def job_manifests(spec: JobSpec, plan: Plan, job_id: str, settings: K8sSettings)
             },
         },
         "spec": {
-            "entrypoint": f"python -m orchestrator.train.ray_job --spec /etc/orch/job/spec.json --job-id {job_id}",
+            "entrypoint": f"python -m orchestrator.k8s.entrypoint --spec /etc/orch/job/spec.json --job-id {job_id}",
             "submissionMode": "K8sJobMode",
             "activeDeadlineSeconds": active_deadline_seconds(plan),
             # each KubeRay retry builds a new RayCluster (all its nodes): at most two, for a cluster that

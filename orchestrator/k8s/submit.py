@@ -13,8 +13,10 @@ import time
 from typing import Callable
 
 from orchestrator.cluster.kubernetes import KubernetesError, explain
-from orchestrator.lifecycle import JobState, Owner
-from orchestrator.state.store import EventRecord, StateStore
+from orchestrator.k8s.render import dns_name
+from orchestrator.ledger.report import closing_intervals
+from orchestrator.lifecycle import ENDINGS, JobState, Owner
+from orchestrator.state.store import EventRecord, StaleState, StateStore
 
 RAY_GROUP, RAY_VERSION, RAYJOBS, RAYCLUSTERS = "ray.io", "v1", "rayjobs", "rayclusters"
 # The long-lived RayCluster of k8s/base (``orch k8s render ... --kind raycluster --name orch``) that
@@ -154,27 +156,49 @@ def follow(
     sleep: Callable[[float], None] = time.sleep,
 ) -> JobState:
     """Poll the RayJob until it ends, moving the job's row through the states it passes."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
     owner = store.job_owner(job_id)
     if owner != Owner.KUBERNETES:
         raise NotOurs(f"job {job_id} is run by orch's {owner.value} controller, not by a RayJob; see 'orch status'")
-    custom = client.CustomObjectsApi(api_client)
     started = time.time()
     while True:
-        try:
-            obj = custom.get_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAYJOBS, name)
-        except ApiException as exc:
-            raise explain(exc, f"reading RayJob {namespace}/{name}") from None
-        status = obj.get("status") or {}
-        target = job_state_of(status)
-        current = JobState(store.get_job(job_id)["state"])
-        for step in PATH[target]:
-            if current == step or current.is_terminal:
-                continue
-            if target == JobState.FAILED or step in _after(current):
-                message = status.get("message") or status.get("jobStatus") or status.get("jobDeploymentStatus", "")
+        current = sync(api_client, store, job_id, namespace, name, on_change)
+        if current.is_terminal:
+            return current
+        if timeout_s is not None and time.time() - started > timeout_s:
+            return current
+        sleep(poll_s)
+
+
+def sync(
+    api_client,
+    store: StateStore,
+    job_id: str,
+    namespace: str,
+    name: str,
+    on_change: Callable[[JobState, dict], None] = lambda s, st: None,
+) -> JobState:
+    """Read the RayJob once and move the job's row through the states its status has passed.
+
+    Two followers may read the same RayJob (`orch submit` while it follows, and the controller, which
+    follows every RayJob of its namespace so a detached one ends too): each move is compare-and-set,
+    so whichever comes second finds the row moved (``StaleState``) and takes it as it is."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    custom = client.CustomObjectsApi(api_client)
+    try:
+        obj = custom.get_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAYJOBS, name)
+    except ApiException as exc:
+        raise explain(exc, f"reading RayJob {namespace}/{name}") from None
+    status = obj.get("status") or {}
+    target = job_state_of(status)
+    current = JobState(store.get_job(job_id)["state"])
+    for step in PATH[target]:
+        if current == step or current.is_terminal:
+            continue
+        if target == JobState.FAILED or step in _after(current):
+            message = status.get("message") or status.get("jobStatus") or status.get("jobDeploymentStatus", "")
+            try:
                 store.transition(
                     job_id,
                     current,
@@ -182,14 +206,42 @@ def follow(
                     f"RayJob {name}: {message}",
                     events=[EventRecord(f"job.{step.value}", f"{job_id}: RayJob {name} {message}")],
                     updates={"message": message} if step == JobState.FAILED else {},
+                    extra=_ledger_rows(store, job_id, step),
                 )
-                on_change(step, status)
-                current = step
-        if current.is_terminal:
-            return current
-        if timeout_s is not None and time.time() - started > timeout_s:
-            return current
-        sleep(poll_s)
+            except StaleState:  # the other follower moved it first
+                return JobState(store.get_job(job_id)["state"])
+            on_change(step, status)
+            current = step
+    return current
+
+
+def follow_namespace(api_client, store: StateStore, namespace: str, log: Callable[[str], None] = print) -> int:
+    """One pass over the RayJobs orch submitted to ``namespace`` that have not ended (the deployed
+    controller's loop): each row moves as its RayJob did; the number of rows read."""
+    rows = [
+        j
+        for j in store.list_jobs(owner=Owner.KUBERNETES)
+        if not JobState(j["state"]).is_terminal and (j["source"] or {}).get("namespace", namespace) == namespace
+    ]
+    for job in rows:
+        try:
+            sync(api_client, store, job["id"], namespace, dns_name(job["id"]))
+        except KubernetesError as exc:
+            log(f"orch controller: following {job['id']}: {exc}")
+    return len(rows)
+
+
+def _ledger_rows(store: StateStore, job_id: str, to: JobState):
+    """When the RayJob ends, its last attempt's device-hours go into the ledger in the same
+    transaction as the row's move (the gang its driver recorded, priced as recorded, split by category
+    from the step metrics its runner wrote); an attempt with no gang record held nothing orch knows of."""
+    if not to.is_terminal:
+        return None
+    job = store.job(job_id)
+    if not job.assignment or not job.attempt:
+        return None
+    intervals = closing_intervals(store, job, ENDINGS[to], store.clock.now())
+    return lambda conn, now: store.insert_intervals(conn, job.team, intervals)
 
 
 def _after(state: JobState) -> list[JobState]:

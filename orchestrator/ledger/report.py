@@ -8,28 +8,48 @@ from functools import lru_cache
 from orchestrator.errors import OrchError
 from orchestrator.ledger.book import build_attempt, job_figures, total_figures
 from orchestrator.ledger.intervals import attempt_intervals
-from orchestrator.lifecycle import HOLDING, Ending, JobState
+from orchestrator.lifecycle import HOLDING, Ending, JobState, Owner
 from orchestrator.plan.params import model_params
 from orchestrator.plan.planner import make_plan
 from orchestrator.plan.schedule import phase_tokens
 from orchestrator.plan.storage import Checkpointing, checkpoint_bytes, storage_lines
 from orchestrator.spec.loader import validate_mapping
 from orchestrator.state.records import Interval, JobRecord
-from orchestrator.state.store import StateStore
+from orchestrator.state.store import GANG_EVENT, StateStore
+
+
+def attempt_started_at(store: StateStore, job: JobRecord) -> float | None:
+    """When the job's current attempt began holding devices.
+
+    A Ray controller's attempt starts at its placement (the latest transition to ``placing``). A
+    RayJob's first attempt starts when its RayCluster began initialising (``follow`` moved the row to
+    ``placing``), or at its gang record if nobody followed it then; a later attempt (KubeRay ran the
+    driver again) starts when its driver recorded its gang, the moment the attempt before it was closed."""
+    placed = store.last_transition_at(job.id, JobState.PLACING)
+    if job.owner != Owner.KUBERNETES:
+        return placed
+    gang = store.last_event_at(job.id, GANG_EVENT)
+    if job.attempt <= 1 and placed is not None:
+        return placed
+    return gang if gang is not None else placed
+
+
+def closing_intervals(
+    store: StateStore, job: JobRecord, ending: Ending, now: float, by_pool: bool = False
+) -> list[Interval]:
+    """The ledger rows of the job's current attempt, ended now as ``ending``: written in the same
+    transaction as whatever releases its devices."""
+    attempt = build_attempt(
+        job, attempt_started_at(store, job), store.metrics_of_attempt(job.id, job.attempt), now, ending
+    )
+    return attempt_intervals(attempt, by_pool=by_pool)
 
 
 def job_intervals(store: StateStore, job: JobRecord, now: float) -> list[Interval]:
     """Closed attempts from the ledger, plus the attempt still holding devices priced up to now."""
     intervals = store.intervals(job.id)
     if job.state in HOLDING and job.assignment:
-        attempt = build_attempt(
-            job,
-            store.last_transition_at(job.id, JobState.PLACING),
-            store.metrics_of_attempt(job.id, job.attempt),
-            now,
-            Ending.RUNNING,
-        )
-        intervals += attempt_intervals(attempt)
+        intervals += closing_intervals(store, job, Ending.RUNNING, now)
     return intervals
 
 

@@ -36,6 +36,7 @@ from orchestrator.state.engine import call_with_retry, make_engine, own_retries,
 from orchestrator.state.records import Interval, JobRecord, RunnerOutcome
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+GANG_EVENT = "job.gang"  # a RayJob's driver recorded its attempt's gang (``record_gang``)
 
 
 class JobNotFound(OrchError):
@@ -381,6 +382,40 @@ class StateStore:
         with self.engine.begin() as conn:
             conn.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(**values, updated_at=now))
             self._insert_events(conn, job_id, events, now)
+
+    def record_gang(
+        self, job_id: str, attempt: int, assignment: list[str], holds: list[dict], closing: list | None = None
+    ) -> None:
+        """A RayJob's driver starts attempt ``attempt`` of a Kubernetes-owned job on ``assignment``:
+        the one writer of such a row's ``assignment``, ``holds`` and ``attempt`` (a Ray controller's
+        placement transition writes them for its own rows). ``closing``: the ledger rows of the attempt
+        before, which a new driver ends (KubeRay ran the entrypoint again), written in the same
+        transaction. ``StaleState`` if another driver recorded this attempt first."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(t.jobs)
+                .where(
+                    t.jobs.c.id == job_id,
+                    t.jobs.c.owner == Owner.KUBERNETES.value,
+                    t.jobs.c.attempt == attempt - 1,
+                )
+                .values(assignment=assignment, holds=holds, attempt=attempt, updated_at=now)
+            )
+            if result.rowcount != 1:
+                raise StaleState(f"job {job_id}: attempt {attempt} is already recorded, or the job is not a RayJob's")
+            self.insert_intervals(conn, self._team_of(conn, job_id), closing or [])
+            event = EventRecord(
+                GANG_EVENT,
+                f"{job_id}: attempt {attempt} on {', '.join(assignment)}",
+                {"attempt": attempt, "nodes": assignment},
+                "rayjob",
+            )
+            self._insert_events(conn, job_id, [event], now)
+
+    @staticmethod
+    def _team_of(conn: Connection, job_id: str) -> str:
+        return conn.execute(select(t.jobs.c.team).where(t.jobs.c.id == job_id)).scalar()
 
     def request_cancel(self, job_id: str, actor: str) -> None:
         """A user asks for the job's cancellation; the controller stops its runner and moves it."""

@@ -211,6 +211,65 @@ def test_cli_lists_and_shows_jobs(plane):
     assert "job.succeeded" in events.stdout
 
 
+def test_the_rayjob_entrypoint_trains_and_its_hours_reach_the_ledger(plane, tmp_path):
+    """What a RayJob's head runs (``python -m orchestrator.k8s.entrypoint``, KubeRay's entrypoint in
+    render.py), for real on this Ray cluster: the row `orch submit --target k8s` recorded is found in
+    the state store (ORCH_STATE_URL, as the head's environment gives it), the gang is chosen from the
+    raylets' labels and recorded with its prices, orch's job runner trains it and writes its metrics and
+    commits; the Ray controller on the same store never places it. When the follower sees the RayJob
+    succeed, the attempt goes into the ledger: device-hours from placement to the end, split by category."""
+    import json
+
+    from orchestrator.k8s.submit import follow, record
+    from orchestrator.ledger.report import cost_report
+    from tests.helpers.k8s_replay import ReplayServer
+
+    plan, row = plane.prepare(str(V3_SPEC), "local", TINY)
+    row["source"] = {**row["source"], "target": "k8s", "namespace": "orch"}
+    job_id = record(plane.store, row, ["RayJob/x"], "orch")
+    name, path = "x", r"/apis/ray.io/v1/namespaces/orch/rayjobs/x"
+
+    def follow_status(status: dict) -> str:
+        with ReplayServer() as api:
+            api.on("GET", path, body={"kind": "RayJob", "status": status})
+            return follow(api.api_client(), plane.store, job_id, "orch", name, poll_s=0.0, timeout_s=0.0).value
+
+    assert follow_status({"jobDeploymentStatus": "Initializing"}) == "placing"
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(plan.spec.model_dump(mode="json"), sort_keys=True))  # the ConfigMap's
+    env = {
+        **os.environ,
+        "RAY_ADDRESS": plane.cluster.running().address,
+        "ORCH_STATE_URL": plane.state_url,
+        "DS_ACCELERATOR": "cpu",
+    }
+    driver = subprocess.run(
+        [sys.executable, "-m", "orchestrator.k8s.entrypoint", "--spec", str(spec_file), "--job-id", job_id]
+        + ["--storage", str(tmp_path / "ray")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=400,
+    )
+    assert driver.returncode == 0, driver.stderr[-3000:]
+    job = plane.store.job(job_id)
+    assert job.attempt == 1 and len(job.assignment) == job.nodes and job.holds
+    assert {h["pool"] for h in job.holds} <= {"local-on-demand", "local-spot"}
+    metrics = plane.store.metrics_of_attempt(job_id, 1)
+    assert [m["step"] for m in metrics] == list(range(1, job.total_steps + 1))
+    assert job.outcome is not None and job.outcome.status.value == "succeeded"
+    assert "placed on" not in " ".join(t["reason"] for t in plane.store.transitions(job_id))  # not the controller's
+    assert follow_status({"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}) == "succeeded"
+    transitions = plane.store.transitions(job_id)
+    placed = next(t["at"] for t in transitions if t["to_state"] == "placing")
+    ended = transitions[-1]["at"]
+    hours = cost_report(plane.store, job_id)["gpu_hours"]
+    # rel 1e-4: the intervals are computed a moment before the transition that writes them
+    assert hours["total"] == pytest.approx(job.world_size * (ended - placed) / 3600, rel=1e-4)
+    assert hours["productive"] > 0 and hours["startup"] > 0
+    assert {i.attempt for i in plane.store.intervals(job_id)} == {1}
+
+
 def test_bad_spec_is_refused_and_nothing_is_enqueued(plane):
     before = len(plane.store.list_jobs())
     result = orch("submit", str(V3_SPEC), "--profile", "local", "--set", "parallelism.expert=3", home=plane.home)

@@ -83,8 +83,9 @@ DEFERRED_MODULES = {
     ("orchestrator.control.client", "orchestrator.control.service"): "Ray: only when it connects",
     ("orchestrator.control.launcher", "orchestrator.control.runner"): "Ray: the runner is a Ray actor class",
     ("orchestrator.control.runner", "orchestrator.train.ray_worker"): "torch, only inside an attempt",
-    ("orchestrator.train.ray_job", "orchestrator.train.ray_worker"): "torch, after the arguments parse",
-    ("orchestrator.train.ray_job", "orchestrator.checkpoint.locate"): "torch (shard codec), after the args parse",
+    ("orchestrator.k8s.entrypoint", "orchestrator.train.ray_worker"): "torch, after the arguments parse",
+    ("orchestrator.k8s.entrypoint", "orchestrator.checkpoint.locate"): "torch (shard codec), after the args parse",
+    ("orchestrator.k8s.entrypoint", "orchestrator.control.runner"): "Ray: the runner is a Ray actor class",
     ("orchestrator.train.ray_worker", "orchestrator.train.trainer"): "DeepSpeed: only in the Ray Train workers, "
     "not in the runner that starts them",
     ("orchestrator.train.ray_worker", "orchestrator.train.pipeline"): "DeepSpeed: only in the Ray Train workers",

@@ -1,5 +1,5 @@
-"""RBAC that matches the code: replay the API traffic of the controller's node-provider and notice
-tests, the Ray init container and `orch submit --target k8s`, each under the identity of the pod (or
+"""RBAC that matches the code: replay the API traffic of the controller's node-provider, notice and
+RayJob-following tests, the Ray init container and `orch submit --target k8s`, each under the identity of the pod (or
 group) that makes those calls in the cluster, and check every request against the Roles and
 ClusterRoles bound to that identity in the Kustomize base, the way the API server's RBAC authorizer
 decides (kubernetes/kubernetes plugin/pkg/auth/authorizer/rbac/rbac.go: a rule allows a request when
@@ -21,6 +21,7 @@ from orchestrator.state.store import StateStore
 from tests.conftest import ROOT
 from tests.helpers.k8s_replay import ReplayServer
 from tests.unit import test_k8s
+from tests.unit import test_k8s_ledger as ledger_tests
 from tests.unit import test_kubernetes_provider as provider_tests
 
 CONTROLLER, RAY, SUBMITTERS = (
@@ -105,6 +106,7 @@ def traffic(tmp_path_factory) -> dict[str, list[Attributes]]:
     provider_tests.test_replace_and_scale_patch_the_raycluster(store("c"))
     provider_tests.test_both_watches_are_open_at_once_and_resume_from_their_resource_version()
     provider_tests.test_an_nth_taint_checkpoints_then_cordons_drains_and_replaces_the_worker(store("d"))
+    ledger_tests.test_the_controller_follows_a_detached_rayjob_into_the_ledger(store("e"))
     ReplayServer.caller = RAY
     with ReplayServer() as api:
         api.on("GET", "/api/v1/nodes/ip-10-0-1-11", body=provider_tests.recorded("nodes.json")["items"][0])

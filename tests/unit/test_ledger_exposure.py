@@ -62,7 +62,7 @@ def test_exposure_counts_infrastructure_restarts_over_the_gangs_held_seconds(tmp
 
 
 def test_a_rayjob_without_a_state_store_takes_its_interruptions_from_the_checkpoint_attempts(tmp_path):
-    """On Kubernetes the RayJob entrypoint (train/ray_job.py) has no state store; KubeRay retries it
+    """On Kubernetes the RayJob entrypoint (k8s/entrypoint.py) without a state store; KubeRay retries it
     only after a failure, so every attempt registered in the checkpoint store before this one was
     interrupted, over the wall time since the first one started."""
     from orchestrator.checkpoint.locate import open_job_checkpoints

@@ -16,16 +16,19 @@ How, with Ray's own mechanisms (no fork of Ray Train):
   ``keep_alive_s``. An actor created later with the same runtime environment is given one of them
   (the raylet's worker pool matches the runtime environment's hash) instead of a new process.
 
-So while a job trains, its rank 0 asks every node of the gang and every spare node for as many warm
-workers as the node has devices, with its own runtime environment (the exact string, so the same
-hash); a restart's Ray Train workers then start in processes that have imported everything already.
+So while a job trains, its rank 0 asks every node of the gang, and every spare node not asked within
+the keep-alive, for as many warm workers as the node has devices, with its own runtime environment (the
+exact string, so the same hash); a restart's Ray Train workers then start in processes that have
+imported everything already.
 What Ray Train and DeepSpeed still rebuild each time (the worker group's actors and torch.distributed,
 the engine's process groups and optimizer) is measured in bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 
 import grpc
 
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 HOOK = "orchestrator.train.warm_workers.preload"
 HOOK_ENV = "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"  # ray._private.ray_constants.WORKER_PROCESS_SETUP_HOOK_ENV_VAR
 KEEP_ALIVE_S = 6 * 3600
+KV_NAMESPACE = "orch-warm-workers"  # when each spare was last asked (``prestart_for_next_attempt``)
 
 
 def preload() -> None:
@@ -92,15 +96,48 @@ def prestart(nodes: dict[str, int], serialized_runtime_env: str, keep_alive_s: i
     return asked
 
 
-def prestart_for_next_attempt(assignment: list[str], per_node: int) -> list[str]:
-    """From a running worker: warm workers on the gang's nodes (every rank restarts in a new
-    process, survivors too) and on the spare nodes that may replace a lost one."""
-    import ray
+def spares_due(spares: list[str], asked_at: dict[str, float], now: float, keep_alive_s: float) -> list[str]:
+    """The spares to ask for warm workers now: those not asked (for this job and runtime environment)
+    within the keep-alive. A spare's warm workers are used only when it joins a gang, so asking it again
+    at every attempt would add to the ones it holds: the raylet's ``PrestartWorkers`` starts as many new
+    processes as asked, whatever is idle (5 -> 7 -> 9 -> 11 processes for three requests in
+    bench/RESULTS.md, "Warm workers")."""
+    return [n for n in spares if now - asked_at.get(n, float("-inf")) >= keep_alive_s]
 
+
+def _record_key(job_hex: str, runtime_env: str, node: str) -> bytes:
+    digest = hashlib.sha256(runtime_env.encode()).hexdigest()[:16]
+    return f"{job_hex}:{digest}:{node}".encode()
+
+
+def prestart_for_next_attempt(assignment: list[str], per_node: int, keep_alive_s: int = KEEP_ALIVE_S) -> list[str]:
+    """From a running worker: warm workers on the gang's nodes and on the spare nodes that may replace
+    a lost one. The gang's nodes are asked at every attempt (every rank restarts in a new process,
+    survivors too, so each attempt uses up the warm workers the one before started). A spare is asked
+    once per keep-alive: when it was asked is kept in Ray's internal key-value store (on the GCS, so
+    every attempt and every rank 0 sees it), per job, runtime environment and node; joining a gang
+    clears it, since the gang's next attempt uses its warm workers."""
+    import ray
+    from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_get, _internal_kv_put
+
+    env = ray.get_runtime_context().get_runtime_env_string()
+    job_hex = ray.get_runtime_context().get_job_id()
     spares = [
         n["Labels"]["orch-node"]
         for n in ray.nodes()
         if n["Alive"] and n.get("Labels", {}).get("orch-pool-kind") == "spare"
     ]
-    nodes = {node: per_node for node in [*assignment, *spares]}
-    return prestart(nodes, ray.get_runtime_context().get_runtime_env_string())
+    spares = [n for n in spares if n not in assignment]
+    for node in assignment:
+        _internal_kv_del(_record_key(job_hex, env, node), namespace=KV_NAMESPACE)
+    asked_at = {}
+    for node in spares:
+        value = _internal_kv_get(_record_key(job_hex, env, node), namespace=KV_NAMESPACE)
+        if value is not None:
+            asked_at[node] = float(value)
+    now = time.time()
+    due = spares_due(spares, asked_at, now, keep_alive_s)
+    accepted = prestart({node: per_node for node in [*assignment, *due]}, env, keep_alive_s)
+    for node in set(accepted) & set(due):
+        _internal_kv_put(_record_key(job_hex, env, node), str(now).encode(), overwrite=True, namespace=KV_NAMESPACE)
+    return accepted

@@ -270,6 +270,35 @@ def test_the_rayjob_entrypoint_trains_and_its_hours_reach_the_ledger(plane, tmp_
     assert {i.attempt for i in plane.store.intervals(job_id)} == {1}
 
 
+def test_a_spare_is_asked_for_warm_workers_once_and_a_gang_node_at_every_attempt(plane):
+    """The raylet starts as many warm workers as asked, whatever it already holds, so asking a spare at
+    every attempt piled them up (bench/RESULTS.md, "Warm workers"). What a job's rank 0 calls at each
+    attempt asks a spare once per keep-alive (recorded on the GCS), asks the gang's nodes every time, and
+    asks a spare again once it has been in a gang (its warm workers were the gang's to use)."""
+    import ray
+
+    from orchestrator.train.warm_workers import prestart_for_next_attempt, worker_runtime_env
+
+    spares = sorted(
+        n["Labels"]["orch-node"]
+        for n in ray.nodes()
+        if n["Alive"] and n.get("Labels", {}).get("orch-pool-kind") == "spare"
+    )
+    assert spares, "the local cluster has a spare node"
+
+    @ray.remote(num_cpus=0)
+    def attempt(assignment: list[str]) -> list[str]:  # 60 s keep-alive: the test's warm workers go soon
+        return sorted(prestart_for_next_attempt(assignment, 1, keep_alive_s=60))
+
+    def ask(assignment: list[str]) -> list[str]:
+        return ray.get(attempt.options(runtime_env=worker_runtime_env()).remote(assignment), timeout=120)
+
+    assert ask([]) == spares  # first attempt: every spare
+    assert ask([]) == []  # next attempt within the keep-alive: none again
+    assert ask([spares[0]]) == [spares[0]]  # a spare in the gang is asked, as gang nodes are
+    assert ask([]) == [spares[0]]  # and out of it again, it holds none of this job's: asked once more
+
+
 def test_bad_spec_is_refused_and_nothing_is_enqueued(plane):
     before = len(plane.store.list_jobs())
     result = orch("submit", str(V3_SPEC), "--profile", "local", "--set", "parallelism.expert=3", home=plane.home)

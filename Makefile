@@ -11,7 +11,7 @@ QUIET := 2>&1 | { grep -v '^WARNING: Location' || true; }
 export DS_ACCELERATOR ?= cpu
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test test-fast bench gpu-check plan clean
+.PHONY: install run test test-fast soak bench gpu-check plan clean
 
 install: $(STAMP)
 
@@ -35,6 +35,9 @@ plan: install
 
 test: install
 	$(PY) -m pytest tests
+
+soak: install
+	$(PY) -m pytest tests -m soak
 
 test-fast: install
 	$(PY) -m pytest tests -m "not slow"

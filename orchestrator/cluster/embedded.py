@@ -18,6 +18,7 @@ Ray's temporary folder lives under ORCH_HOME (``ray/``) and is removed by ``down
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -26,8 +27,10 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 
@@ -158,6 +161,27 @@ class EmbeddedCluster:
         private_dir(self.home)
         _write_atomic(self.info_path, json.dumps(asdict(info), indent=2))
 
+    @contextmanager
+    def _changing(self) -> Iterator[ClusterInfo]:
+        """Read, change and write ``cluster.json`` under an exclusive lock.
+
+        Two processes change it: the controller actor (its provider adds and retires hot spares) and
+        whoever restarts or kills a node (`orch nodes preempt`, the tests, the benchmarks). Without the
+        lock, a writer holding an older copy (``remove_node`` waits up to 10 s for a retired raylet
+        between its read and its write) dropped the session another had just recorded: the restarted
+        node's processes were then unknown to ``kill_node`` and ``down``."""
+        private_dir(self.home)
+        with os.fdopen(os.open(self.home / "cluster.json.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                info = self.load()
+                if info is None:
+                    raise ClusterError("no embedded cluster is recorded; start one with 'orch up'")
+                yield info
+                self.save(info)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def running(self) -> ClusterInfo | None:
         info = self.load()
         if info is None:
@@ -274,8 +298,10 @@ class EmbeddedCluster:
             text=True,
             start_new_session=True,
         )
-        info.sessions.append(Session(proc.pid, started, "head" if head else node.name))
-        self.save(info)  # before waiting: a half-started node is still stopped by 'down'
+        session = Session(proc.pid, started, "head" if head else node.name)
+        info.sessions.append(session)
+        with self._changing() as current:  # before waiting: a half-started node is still stopped by 'down'
+            current.sessions.append(session)
         try:
             self._finish(proc, "head raylet" if head else f"worker raylet {node.name}")
         except ClusterError as exc:
@@ -363,19 +389,25 @@ class EmbeddedCluster:
             failed = [s for s in info.sessions[-1:] if s.node == name]
             _kill(self.processes(info, failed))
             node.node_manager_port, node.object_manager_port = _free_port(), _free_port()
-            self.save(info)
+            with self._changing() as current:
+                recorded = current.node(name)
+                recorded.node_manager_port, recorded.object_manager_port = (
+                    node.node_manager_port,
+                    node.object_manager_port,
+                )
             try:
                 self._ray_start(info, node=node)
             except ClusterError as second:
                 raise ClusterError(f"{second}\n(a first start on the node's old ports failed too: {first})") from None
 
     def add_node(self, pool: str, kind: str, devices: int) -> VirtualNode:
-        info = self._require()
-        # after the highest number ever used: a retired node's name is never given to a new one
-        used = [int(n.name.rsplit("-", 1)[1]) for n in info.nodes if n.name.rsplit("-", 1)[-1].isdigit()]
-        number = max([*used, info.retired_upto, 0]) + 1
-        node = VirtualNode(f"node-{number}", pool, kind, devices, _free_port(), _free_port())
-        info.nodes.append(node)
+        self._require()
+        with self._changing() as info:
+            # after the highest number ever used: a retired node's name is never given to a new one
+            used = [int(n.name.rsplit("-", 1)[1]) for n in info.nodes if n.name.rsplit("-", 1)[-1].isdigit()]
+            number = max([*used, info.retired_upto, 0]) + 1
+            node = VirtualNode(f"node-{number}", pool, kind, devices, _free_port(), _free_port())
+            info.nodes.append(node)
         self._ray_start(info, node=node)
         return node
 
@@ -389,11 +421,11 @@ class EmbeddedCluster:
         while self.processes(info, sessions) and time.time() < deadline:
             time.sleep(0.2)
         left = _kill(self.processes(info, sessions))
-        info.nodes = [n for n in info.nodes if n.name != name]
-        info.sessions = [s for s in info.sessions if s.node != name]
-        number = name.rsplit("-", 1)[-1]
-        info.retired_upto = max(info.retired_upto, int(number) if number.isdigit() else 0)
-        self.save(info)
+        with self._changing() as current:  # what others recorded meanwhile stays
+            current.nodes = [n for n in current.nodes if n.name != name]
+            current.sessions = [s for s in current.sessions if s.node != name]
+            number = name.rsplit("-", 1)[-1]
+            current.retired_upto = max(current.retired_upto, int(number) if number.isdigit() else 0)
         return left
 
     def kill_node(self, name: str) -> int:

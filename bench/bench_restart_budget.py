@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bench.harness import Section
-from orchestrator.plan.recovery import COLD
+from orchestrator.plan.recovery import COLD, WARM
 from orchestrator.plan.scenario import Scenario
 from orchestrator.simulate.engine import simulate
 from orchestrator.spec.loader import load_spec
@@ -33,7 +33,7 @@ FREE = {"warm_restart_s": 0.0, "restore_from": "memory"}
 WHAT_IFS = [
     ("measured costs (the simulator's defaults: warm path)", {}),
     (
-        "the cold path: `--warm-restart 36 --restore-from storage`",
+        f"the cold path: `--warm-restart {COLD.rejoin_s:g} --restore-from storage`",
         {"warm_restart_s": COLD.rejoin_s, "restore_from": "storage"},
     ),
     ("free recovery: `--warm-restart 0 --restore-from memory`", FREE),
@@ -66,9 +66,9 @@ def run() -> Section:
         f"workers (survivors, hot spares), {ck['restart_s']:.1f} s cold (the miniature's: lower bounds at V3 "
         f"scale); the {ck['checkpoint_bytes'] / 1e12:.2f} TB checkpoint from a peer's memory "
         f"({ck['restore_s']:.2f} s: a rank's shard at 50 GB/s, then to the device) or, on the cold path, object "
-        "storage (96 s at 100 GB/s); the first step is an ordinary step (the warm path's measured 5.7 s first "
-        "step on 2 cores, which bench_recovery attributes to prestarting the next workers, is not carried "
-        "over). Rows 2-5 are what-ifs with the options named.",
+        "storage (96 s at 100 GB/s); the first step is an ordinary step (the warm path's measured "
+        f"{WARM.first_step_s:g} s first step on 2 cores, which bench_recovery attributes to prestarting the next "
+        "workers, is not carried over). Rows 2-5 are what-ifs with the options named.",
         "",
         "| scenario | restarts | days | goodput | GPU-hours lost / recovery / checkpoint | saves | simulated in |",
         "|---|---|---|---|---|---|---|",

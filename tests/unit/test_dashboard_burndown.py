@@ -20,12 +20,16 @@ from orchestrator.state.store import StateStore
 from tests.conftest import V3_SPEC
 from tests.helpers.dashboard_server import serving
 
+# the local job's own 40,000 tokens end at about 28 s of simulated time, before the spot node's notice
+# (at 30 s) and loss (at 60 s); 3M tokens train on past both and the replacement
+LONG = "phases.0.tokens=3000000"
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     home = tmp_path_factory.mktemp("orch_home")
     url = f"sqlite:///{home / 'state.db'}"
-    spec = load_spec(str(V3_SPEC), "local", ["cost.budget_usd=0.5"])
+    spec = load_spec(str(V3_SPEC), "local", ["cost.budget_usd=0.5", LONG])
     full = Simulation(spec, Scenario(trace=((60.0, "local-spot-0000"),), provision_delay_s=5.0)).run()
     stop_s = (60.0 + full["days"] * 86400) / 2  # after the spot node is lost, before the run ends
     sim = Simulation(

@@ -90,14 +90,15 @@ def test_a_rayjob_without_a_state_store_takes_its_interruptions_from_the_checkpo
 def test_the_simulator_tells_each_attempt_what_a_live_runner_would():
     """The simulated launcher gives a new attempt's interval policy the figures a live runner reads from
     the ledger (``gang_exposure``): restarts over the seconds the gang held nodes, not over wall time.
-    Here the job waits 25 s for a node between its second and third attempts, so the two differ."""
+    Here the job waits 11 s for a node between its second and third attempts, so the two differ."""
     from orchestrator.plan.scenario import Scenario
     from orchestrator.simulate.engine import Simulation
     from tests.conftest import V3_SPEC
 
-    spec = load_spec(str(V3_SPEC), "local", ["checkpoint.interval=auto"])
-    # the spot node goes (after its notice), then the spare the job moved to: no node is left until a
-    # replacement joins 40 s later; the run is stopped while the third attempt is placed
+    # 2M tokens: the job still trains when the nodes go (the local job's own would end at 38 s)
+    spec = load_spec(str(V3_SPEC), "local", ["checkpoint.interval=auto", "phases.0.tokens=2000000"])
+    # the spot node goes (after its notice), then the spare the job moved to: no node is left until the
+    # spare ordered at the first restart joins (40 s after it); the run is stopped in the third attempt
     sim = Simulation(
         spec,
         Scenario(
@@ -112,6 +113,6 @@ def test_the_simulator_tells_each_attempt_what_a_live_runner_would():
     assert run.attempt == 3
     seen = gang_exposure(sim.store, run.job_id, job.world_size)
     assert run.observed == (seen.interruptions, pytest.approx(seen.held_s)) and seen.interruptions == 2
-    # held: attempt 1 from 0 s to its notice's save at 36 s, attempt 2 until its node went at 51 s; the
-    # 25 s without a node, until attempt 3 was placed at 76 s, is not exposure
+    # held: attempt 1 from 0 s to its notice's save at 22 s, attempt 2 until its node went at 51 s; the
+    # 11 s without a node, until attempt 3 was placed at 62 s, is not exposure
     assert seen.held_s == pytest.approx(51.0)

@@ -5,7 +5,7 @@ every 4 h on 256 nodes, ~350 over 57 days. With the lifetime ``max_restarts: 100
 day 19 (max_restarts_exceeded); with ``restart_budget`` (infrastructure restarts per 24 h) it finishes.
 The run is the real controller on simulated time (``orchestrator/simulate``): about 7 s of CPU for
 ~320 restarts, so it is marked slow. With the measured recovery costs (plan/recovery.py: the warm path,
-detect 4.3 s, start 29.6 s, restore from a peer's memory) it gives about 98.0% goodput (96.6% with the
+detect 4.2 s, start 14.3 s, restore from a peer's memory) it gives about 98.2% goodput (96.6% with the
 old flat 180 s restart); the rest of the gap to the issue's 98.5% is work lost since the newest commit
 (bench/RESULTS.md), which faster recovery does not remove.
 """
@@ -37,4 +37,5 @@ def test_the_v3_job_finishes_its_run_at_metas_failure_rate():
     assert r["restarts"] / r["days"] < budget.restarts / (budget.window_hours / 24)
     assert 0.95 < r["goodput"] < 0.985  # below the issue's 98.5% target: lost work dominates (see the docstring)
     hours = r["gpu_hours"]
-    assert hours["lost"] > hours["recovery"] > hours["checkpoint"]  # what dominates, in order
+    # what dominates: the work lost since the newest commit, several times recovery and saves together
+    assert hours["lost"] > 5 * (hours["recovery"] + hours["checkpoint"])

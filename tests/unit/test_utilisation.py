@@ -19,6 +19,10 @@ from orchestrator.state.store import StateStore
 from tests.conftest import V3_SPEC
 from tests.helpers.recording_launcher import RecordingLauncher
 
+# the local job's own 40,000 tokens end at about 28 s of simulated time, before the spot node's notice
+# (at 30 s) and loss (at 60 s); 3M tokens train on past both and the replacement
+LONG = "phases.0.tokens=3000000"
+
 
 def change(name: str, pool: str, kind: str, state: str, at: float) -> dict:
     return {"name": name, "pool": pool, "pool_kind": kind, "devices": 2, "state": state, "at": at}
@@ -86,9 +90,9 @@ def test_the_controller_records_each_node_change_once(tmp_path):
 def test_live_utilisation_equals_the_simulators_own_bookkeeping(tmp_path):
     """The simulator runs the real controller, so its state store holds the node history a live run
     would: computed from it, utilisation matches the simulated cluster's own up/down accounting
-    (a spot node lost at 60 s, replaced 5 s later, before the run ends at about 67 s; a hot spare
+    (a spot node lost at 60 s, replaced 5 s later, while the run goes on; a hot spare
     provisioned meanwhile and retired as surplus)."""
-    spec = load_spec(V3_SPEC, "local")
+    spec = load_spec(V3_SPEC, "local", [LONG])
     sim = Simulation(
         spec,
         Scenario(trace=((60.0, "local-spot-0000"),), provision_delay_s=5.0),

@@ -4,8 +4,10 @@ The RayJob's driver (``k8s/entrypoint.py``) records each attempt's gang with its
 (``StateStore.record_gang``); `orch submit`'s follower (``k8s/submit.py``) moves the row through the
 RayJob's states and, when it ends, writes the last attempt's intervals in the same transaction. A
 driver KubeRay runs again (``backoffLimit``, a new RayCluster) closes the attempt before it as lost.
-Here the RayJob's statuses come from a replaying API server in the order KubeRay's RayJob controller
-sets them (ray-operator/controllers/ray/rayjob_controller.go: Initializing, Running, Complete)."""
+Here the RayJob's statuses come from a replaying API server, with the values KubeRay defines
+(ray-operator/apis/ray/v1/rayjob_types.go, JobDeploymentStatus: "Initializing", "Running", "Complete";
+JobStatus "RUNNING", "SUCCEEDED") in the order its RayJob controller sets them
+(ray-operator/controllers/ray/rayjob_controller.go: New -> Initializing -> Running -> Complete)."""
 
 from __future__ import annotations
 

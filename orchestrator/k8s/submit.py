@@ -184,12 +184,15 @@ def sync(
     so whichever comes second finds the row moved (``StaleState``) and takes it as it is."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
 
     custom = client.CustomObjectsApi(api_client)
     try:
         obj = custom.get_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAYJOBS, name)
     except ApiException as exc:
         raise explain(exc, f"reading RayJob {namespace}/{name}") from None
+    except HTTPError as exc:  # the API server unreachable: the controller's next pass tries again
+        raise KubernetesError(f"reading RayJob {namespace}/{name}: {exc}") from None
     status = obj.get("status") or {}
     target = job_state_of(status)
     current = JobState(store.get_job(job_id)["state"])

@@ -151,3 +151,16 @@ def test_the_controller_follows_a_detached_rayjob_into_the_ledger(store):
     assert store.job_state(job_id) == JobState.SUCCEEDED and store.job_state(other) == JobState.QUEUED
     # priced from the gang record (nobody saw it initialise) to the end: 4 devices x 270 s, in the ledger
     assert sum(i.devices * (i.end - i.start) for i in store.intervals(job_id)) == pytest.approx(4 * 270.0)
+
+
+def test_an_unreachable_api_server_is_logged_and_the_next_pass_goes_on(store):
+    """A connection error (urllib3, not an ApiException) must not end the controller's loop."""
+    from kubernetes import client
+
+    job_id = submitted(store)
+    config = client.Configuration()
+    config.host, config.retries = "http://127.0.0.1:9", 0  # nothing listens on the discard port
+    lines = []
+    assert follow_namespace(client.ApiClient(config), store, "orch", log=lines.append) == 1
+    assert len(lines) == 1 and job_id in lines[0] and "reading RayJob orch/minimal-k8s" in lines[0]
+    assert store.job_state(job_id) == JobState.QUEUED

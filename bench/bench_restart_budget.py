@@ -80,10 +80,11 @@ def run() -> Section:
         f"Goodput: **{base['goodput']:.1%}** (issue target 98.5%: "
         f"{'met' if base['goodput'] >= 0.985 else 'NOT met'}). The work lost at each failure dominates: "
         f"{h['lost'] / h['total']:.2%} of the GPU-hours, {lost_s:.0f} s of the gang per failure on average, "
-        f"about half the `auto` interval plus the {ck['save_s']:.0f} s by which a checkpoint's commit trails "
-        f"its step (the upload); recovery is {h['recovery'] / h['total']:.2%}, saves "
-        f"{h['checkpoint'] / h['total']:.2%}. The runtime restores only committed checkpoints (from a peer's "
-        "memory or object storage), so a memory copy restorable before its upload commits is not modelled.",
+        "about half the `auto` interval plus the time by which a step becomes restorable after its save "
+        f"starts: {ck['memory_commit_s']:.1f} s once it is committed in memory (every rank's shard to host, "
+        f"encoded and hashed, copied to its buddy node; docs/checkpoints.md), against the {ck['save_s']:.0f} s "
+        f"upload on the cold path's row; recovery is {h['recovery'] / h['total']:.2%}, saves "
+        f"{h['checkpoint'] / h['total']:.2%}.",
         "",
         f"Half spot at one interruption per spot node-day ({HALF[0]}), the spec's budget: {half['state']} "
         f"({half['failure_reason'] or '-'}) after {half['days']:.2f} days, {half['steps']:,} of "

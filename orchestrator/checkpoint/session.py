@@ -12,6 +12,11 @@ Nothing is gathered to rank 0: each rank writes and reads only its own shard. Re
 newest committed step whose shards every rank can read and verify; a corrupt or missing shard is
 named, the step is rejected (uncommitted) and the previous committed step is tried. A storage
 outage or a refused format stops the resume on every rank alike (a collective verdict).
+
+With the in-memory tier, a save first keeps the rank's encoded shard in two nodes' memory; rank 0
+then commits the step in memory as soon as every rank's copies are held (seconds, where the upload
+takes minutes at scale), and resume tries that step first: it is taken only when every rank finds
+its copy, byte for byte, else the newest durable commit is (``checkpoint/memory.py``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ log = logging.getLogger(__name__)
 
 ReduceMax = Callable[[list[float]], list[float]]  # element-wise MAX over every rank
 OK, DAMAGED, UNREADABLE, REFUSED = 0, 1, 2, 3  # a rank's verdict on a checkpoint, worst wins
+MEMORY_COMMIT_WAIT_S = 30.0  # rank 0 waits this long for every rank's copies, then leaves it to the upload
 
 
 def to_host(obj):
@@ -81,12 +87,19 @@ class RankCheckpointer:
         self._copied.set()
         self.guarded = False
         self.in_flight: int | None = None
-        self.last_committed: int | None = None
+        self.last_committed: int | None = None  # durable: in object storage
+        self.last_in_memory: int | None = None  # rank 0: committed in peer memory, upload not yet committed
         self.last_duration_s: float | None = None
         self.last_stall_s: float | None = None  # of the latest save: save_async plus guard waits
         self.stalled_s = 0.0  # stall not yet reported (``take_stall``)
         self.last_bytes = 0
         self.skipped: list[str] = []
+
+    @property
+    def restorable(self) -> int | None:
+        """The newest step a restart can resume from: committed durably or, newer, in peer memory."""
+        steps = [s for s in (self.last_committed, self.last_in_memory) if s is not None]
+        return max(steps) if steps else None
 
     # ------------------------------------------------------------------ saving
 
@@ -149,6 +162,8 @@ class RankCheckpointer:
             payload = encode_parts(snapshot)
             self.last_bytes = payload.size
             self._keep_copy(step, payload)  # first: a rank whose receipt is in has its copy kept too
+            if self.rank == 0 and deadline is None:  # (an emergency save commits durably or not at all)
+                self._commit_in_memory(step, tokens, progress)
             self.store.put_shard(step, self.rank, payload, self.attempt)
             if self.rank == 0:
                 self.store.commit(
@@ -180,12 +195,37 @@ class RankCheckpointer:
         if self.copies is not None:  # (the tier's own failures are its to log: it never raises)
             self.copies.keep(step, self.rank, self.attempt, payload.tobytes(), payload.sha256())
 
+    def _commit_in_memory(self, step: int, tokens: float, progress: dict) -> None:
+        """Rank 0: once every rank's copy of ``step`` is held where it outlives any one node, record
+        the step as restorable from memory (best effort: a miss leaves the durable commit to come)."""
+        if self.copies is None:
+            return
+        give_up = time.time() + min(MEMORY_COMMIT_WAIT_S, self.commit_timeout_s)
+        while True:
+            kept = self.copies.kept(step, self.attempt)
+            if len(kept) >= self.world_size:
+                break
+            if time.time() > give_up:
+                missing = sorted(set(range(self.world_size)) - set(kept))
+                log.info("step %s: not committed in memory (ranks %s have no copy on two nodes)", step, missing[:8])
+                return
+            time.sleep(0.05)
+        try:
+            self.store.commit_in_memory(step, self.mesh, tokens, progress, kept, self.attempt)
+        except StorageError as exc:
+            log.warning("step %s: its memory manifest could not be written: %s", step, exc)
+            return
+        self.last_in_memory = step
+
     def _tidy(self) -> None:
         """Retention and garbage collection after a commit: best effort (a failure leaves garbage
         that the next commit's pass removes; it never fails the save that just committed)."""
         try:
             self.store.apply_retention(self.keep_last, self.keep_every)
             self.store.collect_garbage(self.attempt, self.gc_margin_s)
+            newest = self.last_committed
+            if newest is not None:  # a memory commit at or below the newest durable one is never used
+                self.store.drop_in_memory(lambda step: step > newest)
         except StorageError as exc:
             log.warning("step %s committed; retention or garbage collection failed: %s", self.last_committed, exc)
 
@@ -247,8 +287,59 @@ class RankCheckpointer:
     # ------------------------------------------------------------------ resuming
 
     def load_latest(self, reduce_max: ReduceMax) -> tuple[Manifest, dict] | None:
-        """The newest committed step for this mesh that every rank can verify, and this rank's state.
-        Collective: every rank walks the same steps and agrees on each."""
+        """The newest step every rank can restore, and this rank's state: the step committed in memory
+        after the newest durable commit, when every rank finds its copy; otherwise the newest committed
+        step for this mesh that every rank can verify. Collective: every rank walks the same steps and
+        agrees on each. Rank 0 then removes memory manifests above the step chosen (unrestorable)."""
+        found = self._load_in_memory(reduce_max)
+        if found is None:
+            found = self._load_committed(reduce_max)
+        if self.rank == 0:
+            floor = found[0].step if found is not None else -1
+            try:
+                self.store.drop_in_memory(lambda step: step <= floor)
+            except StorageError as exc:
+                log.warning("memory manifests above step %s could not be removed: %s", floor, exc)
+        return found
+
+    def _load_in_memory(self, reduce_max: ReduceMax) -> tuple[Manifest, dict] | None:
+        """Rank 0 names the newest memory commit above the newest durable one (one all-reduce, so a
+        manifest written meanwhile cannot split the ranks); every rank then fetches its copy."""
+        candidate = -1.0
+        if self.rank == 0 and self.copies is not None:
+            try:
+                durable = self.store.committed()
+                newer = [step for step in self.store.in_memory() if not durable or step > durable[-1]]
+                candidate = float(newer[-1]) if newer else -1.0
+            except StorageError as exc:  # (the durable walk that follows meets the outage on every rank)
+                log.warning("memory manifests could not be listed: %s", exc)
+        step = int(reduce_max([candidate])[0])
+        if step < 0:
+            return None
+        verdict, manifest, state, problem = self._read_in_memory(step)
+        if int(reduce_max([float(verdict)])[0]) != OK:
+            if problem:
+                log.info("rank %s: %s; resuming from object storage", self.rank, problem)
+            return None
+        self.restored_from = MEMORY
+        return manifest, state
+
+    def _read_in_memory(self, step: int) -> tuple[int, Manifest | None, dict | None, str]:
+        try:
+            manifest = self.store.memory_manifest(step)
+        except (CheckpointError, StorageError) as exc:
+            return DAMAGED, None, None, f"step {step} in memory: {exc}"
+        if not _mesh_matches(manifest.mesh, self.mesh):
+            return DAMAGED, None, None, f"step {step} in memory was saved for mesh {manifest.mesh}"
+        payload = self._from_memory(manifest)
+        if payload is None:
+            return DAMAGED, None, None, f"step {step}: no live peer holds rank {self.rank}'s copy"
+        try:
+            return OK, manifest, decode(payload, f"step {step} rank {self.rank} (memory)"), ""
+        except CheckpointFormatError as exc:
+            return DAMAGED, None, None, str(exc)
+
+    def _load_committed(self, reduce_max: ReduceMax) -> tuple[Manifest, dict] | None:
         for step in reversed(self.store.committed()):
             manifest = self.store.manifest(step)
             if not _mesh_matches(manifest.mesh, self.mesh):

@@ -6,6 +6,8 @@ Layout under the job's prefix (orch checkpoint format 2)::
     step_00000120/a00003/rank_00003.safetensors   one rank's state, written by attempt 3
     step_00000120/a00003/rank_00003.json          its receipt: attempt, step, size and sha256
     step_00000120/manifest.json                   the commit point: names the shards it commits
+    memory/step_00000125.json                     committed in memory: every rank's shard is held in two
+                                                  nodes' memory, its upload not yet committed
 
 Why the attempt is in every key: at 2,048 ranks for weeks, a crashed attempt leaves shards and
 receipts behind and its zombie writers may still be uploading while the next attempt saves the same
@@ -17,6 +19,11 @@ A checkpoint without its manifest does not exist for readers; ``latest`` and ``c
 manifests only, never at shard listings. Retention deletes a manifest before its shards, so a
 reader never sees a manifest whose shards are gone. Manifests of format 1 (pickled ``.pt`` shards,
 no attempt) are read so they can be listed, verified and removed, but not loaded (see ``codec``).
+
+A memory manifest (``commit_in_memory``) has the same fields, with shard records that name no key:
+the bytes are only in peer memory (``checkpoint/memory.py``). It is outside ``step_*/`` so garbage
+collection never sees it; rank 0 removes those at or below the newest durable commit after each
+commit, and those above the step an attempt resumed from when it resumes (they proved unrestorable).
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ from orchestrator.errors import OrchError
 MANIFEST = "manifest.json"
 STEP_KEY = re.compile(r"^step_(\d{8})/(?:a(\d{5})/)?")
 ATTEMPT_KEY = re.compile(r"^attempts/a(\d{5})\.json$")
+MEMORY_PREFIX = "memory/"
+MEMORY_KEY = re.compile(r"^memory/step_(\d{8})\.json$")
+IN_MEMORY = "(peer memory)"  # the key of a shard record in a memory manifest: no object holds it
 FORMAT_VERSION = 2
 GC_MARGIN_S = 600.0  # an object younger than this is never garbage: a slow writer may still be on it
 
@@ -97,6 +107,11 @@ class Manifest:
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
+
+    @property
+    def durable(self) -> bool:
+        """False for a memory manifest: its shards are only in peer memory."""
+        return not any(f.key == IN_MEMORY for f in self.files)
 
     @property
     def loadable(self) -> bool:
@@ -251,6 +266,39 @@ class CheckpointStore:
         )
         self.objects.put(step_prefix(step) + MANIFEST, manifest.to_json().encode())
         return manifest
+
+    def commit_in_memory(
+        self,
+        step: int,
+        mesh: dict,
+        tokens: float,
+        progress: dict,
+        kept: dict[int, tuple[str, int]],
+        attempt: int = 0,
+    ) -> Manifest:
+        """Record ``step`` as restorable from peer memory: ``kept`` is every rank's (sha256, size) as
+        the holders have it (``ShardCopies.kept``). Not a durable commit: ``committed`` ignores it."""
+        files = [ShardRecord(IN_MEMORY, r, kept[r][1], kept[r][0], attempt, step) for r in range(len(kept))]
+        manifest = Manifest(self.job, step, tokens, mesh, files, time.time(), progress, FORMAT_VERSION, attempt)
+        self.objects.put(f"{MEMORY_PREFIX}step_{step:08d}.json", manifest.to_json().encode())
+        return manifest
+
+    def in_memory(self) -> list[int]:
+        """Steps with a memory manifest, ascending."""
+        found = (MEMORY_KEY.match(o.key) for o in self.objects.list(MEMORY_PREFIX))
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def memory_manifest(self, step: int) -> Manifest:
+        try:
+            return Manifest.from_json(self.objects.get(f"{MEMORY_PREFIX}step_{step:08d}.json").decode())
+        except ObjectNotFound:
+            raise CheckpointError(f"no checkpoint in memory at step {step} for {self.job}") from None
+
+    def drop_in_memory(self, keep: Callable[[int], bool]) -> list[int]:
+        """Remove the memory manifests whose step ``keep`` refuses; the steps removed."""
+        gone = [step for step in self.in_memory() if not keep(step)]
+        self.objects.delete([f"{MEMORY_PREFIX}step_{step:08d}.json" for step in gone])
+        return gone
 
     # ------------------------------------------------------------------ reading
 

@@ -33,6 +33,8 @@ class JobRunner:
         self.home = home
         self.directive, self.deadline = Directive.CONTINUE, None
         self.phase = "starting"
+        self.resumed_from: int | None = None  # the step this attempt resumed from (its first step says)
+        self.durable_logged: int | None = None  # the newest commit to object storage logged
         self.step = 0
         self.steps = StepLog(self.store, job_id, attempt)  # metric rows, written before each commit is recorded
         self.lock = threading.Lock()
@@ -150,14 +152,21 @@ class JobRunner:
             self.steps.add(metrics)
             self.step = metrics["step"]
             self.phase = "running"
-            committed = metrics.get("checkpoint_step")
+            committed = metrics.get("checkpoint_step")  # restorable: durable, or newer in peer memory
+            durable = metrics.get("checkpoint_durable_step", committed)
         if first:
             self.startup("training", f"step {metrics['step']} took {metrics.get('step_time_s', 0.0):.1f} s")
+        # the checkpoint this attempt restored was committed (and logged) by an earlier attempt
+        resumed = metrics.get("resumed_from", self.resumed_from)
+        self.resumed_from = resumed
         if committed is not None:
-            # the checkpoint this attempt restored was committed (and logged) by an earlier attempt
-            restored = committed == metrics.get("resumed_from")
-            if self.steps.commit(committed, announce=not restored) and not restored:  # rows written first
-                self.log(f"checkpoint committed at step {committed}")
+            restored = committed == resumed
+            if self.steps.commit(committed, announce=not restored) and not restored and committed != durable:
+                self.log(f"checkpoint at step {committed} committed in peer memory (its upload is under way)")
+        if durable is not None and durable != self.durable_logged:
+            if resumed is None or durable > resumed:  # (at or below it: logged by an earlier attempt)
+                self.log(f"checkpoint committed at step {durable}")
+            self.durable_logged = durable
         self.log(
             json.dumps(
                 {

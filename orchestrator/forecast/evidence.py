@@ -93,7 +93,7 @@ class Evidence:
     at_risk_s: float  # compute done since the last committed checkpoint
     scale_rel_se: float  # relative standard error of the measured step-time ratio
     save_stall_s: float
-    save_commit_s: float  # from a save's start to its commit
+    save_commit_s: float  # from a save's start until a restart can resume from it
     final_save_s: float
     interval_s: float
     recovery_s: float  # devices held per restart
@@ -215,7 +215,7 @@ def gather(
         at_risk_s=max(0.0, at_risk - remaining),
         scale_rel_se=rel_se,
         save_stall_s=stall,
-        save_commit_s=costs.save_s,
+        save_commit_s=costs.restorable_after_s(),  # committed in memory, or to storage
         final_save_s=costs.save_s,
         interval_s=interval,
         recovery_s=recovery,

@@ -9,10 +9,10 @@ This model keeps what decides the totals and what ``orch simulate`` does the sam
   the rate) and its step-time ratio from the measured ratio's standard error; interruptions of the
   gang are then Poisson at the drawn rate (the dice);
 - between interruptions the gang computes, saving every ``interval_s`` of compute with a stall of
-  ``save_stall_s``; save *i* commits ``save_commit_s`` after it starts (an asynchronous save
-  commits after its upload; one in flight at a time). At an interruption, work since the newest
-  commit is lost, the gang is held ``recovery_s`` more (the tail, restart and restore, as
-  measured), then waits ``replacement_wait_s`` for nodes without holding them;
+  ``save_stall_s``; save *i* is restorable ``save_commit_s`` after it starts (once committed in
+  peer memory, or without that tier after its upload; one save in flight at a time). At an
+  interruption, work since the newest restorable save is lost, the gang is held ``recovery_s``
+  more (the tail, restart and restore, as measured), then waits ``replacement_wait_s`` for nodes without holding them;
 - the first interruption also loses the work done since the last checkpoint before now;
 - a run that would need more restarts than ``max_restarts`` allows fails there, and so does one
   whose interruption finds ``restart_budget.restarts`` infrastructure restarts already inside the

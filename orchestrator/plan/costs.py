@@ -4,8 +4,10 @@ A checkpoint holds bf16 weights plus fp32 master weights and Adam's two moments:
 parameter (MTP included), sharded over the ranks (ZeRO-1 and expert sharding give every rank a
 disjoint part). An asynchronous save stalls training while each device copies its shard to host
 memory; the upload then runs at the storage's aggregate bandwidth, and the checkpoint commits when
-it ends. A restart is the runtime's sequence (``plan/recovery.py``): detect, rejoin (the gang's
-start), restore (from object storage at the same bandwidth, or from a peer's memory), first step.
+it ends. With the in-memory tier (restore from memory) the step is restorable earlier, once every
+rank's copy is in its buddy's memory (``memory_commit_s``: seconds, where the upload takes minutes).
+A restart is the runtime's sequence (``plan/recovery.py``): detect, rejoin (the gang's start),
+restore (from object storage at the same bandwidth, or from a peer's memory), first step.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from orchestrator.plan.planner import Plan
-from orchestrator.plan.recovery import COLD, PEER_GBPS, shard_restore_from_memory
+from orchestrator.plan.recovery import COLD, PEER_GBPS, memory_commit_s, shard_restore_from_memory
 
 CHECKPOINT_BYTES_PER_PARAM = 2 + 4 + 4 + 4  # bf16 weights, fp32 master, Adam m and v
 
@@ -28,9 +30,14 @@ class RunCosts:
     detect_s: float = 0.0  # an abrupt loss until the control plane knows (not after a notice's save)
     warm_restart_s: float | None = None  # the start when every node of the gang has its workers up
     restore_from: str = "storage"  # memory | storage
+    memory_commit_s: float | None = None  # from a save's start until restorable from memory (None: at commit)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def restorable_after_s(self) -> float:
+        """From a save's start until a restart can resume from it."""
+        return min(self.save_s, self.memory_commit_s) if self.memory_commit_s is not None else self.save_s
 
     def start_s(self, warm: bool) -> float:
         """The gang's start: warm when the warm path is modelled and every node has workers up."""
@@ -70,6 +77,9 @@ def run_costs(
         detect_s=detect_s,
         warm_restart_s=warm_restart_s,
         restore_from=restore_from,
+        memory_commit_s=(
+            memory_commit_s(size, plan.mesh.world_size, peer_gbps, snapshot_gbps) if restore_from == "memory" else None
+        ),
     )
 
 

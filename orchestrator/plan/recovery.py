@@ -70,6 +70,17 @@ MEASURED = {"cold": COLD, "warm": WARM}
 DEFAULT = WARM or COLD  # the path the runtime takes by default (fault_tolerance.warm_restart: on)
 
 PEER_GBPS = 50.0  # per device, between nodes: the achieved InfiniBand figure of ../shared/REFERENCE.md
+# A rank's host-side work before its copy can leave for the peer: encode (safetensors layout), sha256 and
+# the copy into Ray's object store, on one core. Measured here at 0.6 GB/s (a 300 MB shard: 0.48-0.50 s,
+# checkpoint.codec.encode_parts + sha256 + tobytes, 3 rounds on 2026-12-07); a GPU node's cores are faster.
+ENCODE_GBPS = 0.6
+
+
+def memory_commit_s(checkpoint_bytes: float, world_size: int, peer_gbps: float, snapshot_gbps: float) -> float:
+    """From a save's start until the step is committed in memory (``checkpoint/memory.py``): the shard
+    to host memory, encoded and hashed, then to the buddy node (the copy on the rank's own node is local)."""
+    shard = checkpoint_bytes / world_size
+    return shard / (snapshot_gbps * 1e9) + shard / (ENCODE_GBPS * 1e9) + shard / (peer_gbps * 1e9)
 
 
 def shard_restore_from_memory(

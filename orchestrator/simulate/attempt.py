@@ -49,8 +49,8 @@ class SimulatedAttempt:
     observed: tuple[int, float] | None = None  # (interruptions of the gang so far, seconds it was exposed)
     step: int = 0
     t: float = 0.0  # when ``step`` (and its save stall) ended
-    committed: int = 0
-    inflight: tuple[int, float, dict] | None = None  # (step, commits at, the policy's costs then)
+    committed: int = 0  # restorable: committed to storage or, with the in-memory tier, in memory
+    inflight: tuple[int, float, dict, float] | None = None  # (step, commits at, the policy's costs, restorable at)
     finishing_at: float | None = None  # the final save ends
     pending_stop: dict | None = None  # a checkpoint-and-stop under way (applied when it ends)
     outcome: Outcome | None = None
@@ -127,12 +127,22 @@ class SimulatedAttempt:
             self.finishing_at = self.t
             return
         self.clock.set(max(self.clock.now(), self.t))
-        self.inflight = (step, started + self.costs.save_s, self.policy.measured())
+        self.inflight = (
+            step,
+            started + self.costs.save_s,
+            self.policy.measured(),
+            started + self.costs.restorable_after_s(),
+        )
         self.policy.saved(step, stall, self.costs.save_s)
 
     def _commit_by(self, when: float) -> None:
-        if self.inflight is not None and self.inflight[1] <= when:
-            self.committed, self.committed_measure, self.inflight = self.inflight[0], self.inflight[2], None
+        """The save in flight is restorable once committed in memory, and over once committed to storage."""
+        if self.inflight is None:
+            return
+        if self.inflight[3] <= when:
+            self.committed, self.committed_measure = self.inflight[0], self.inflight[2]
+        if self.inflight[1] <= when:
+            self.inflight = None
 
     # ------------------------------------------------------------------ endings
 

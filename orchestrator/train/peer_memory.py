@@ -6,6 +6,8 @@ replacement ranks find their shards on the buddy that survived, the surviving ra
 node, so a restart reads no object storage at all; when the buddy died too, the rank falls back to
 object storage (``checkpoint/session.py`` decides, checking every copy against the committed
 manifest's sha256). A holder keeps the two newest steps per (job, rank): the newest may not commit.
+Rank 0 asks the gang's holders which ranks' copies of a step are held (``kept``) to commit the step
+in memory before its upload ends (``checkpoint/memory.py``).
 
 Holders are detached named actors (``orch-shards:<node>``, namespace ``orch``) pinned to their node
 by its ``orch-node`` label; they die with their node (that loss is what the fallback covers). Ray
@@ -19,6 +21,8 @@ from __future__ import annotations
 import logging
 
 import ray
+
+from orchestrator.train.warm_workers import HOOK_ENV
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +41,15 @@ _GONE = (
 
 @ray.remote(num_cpus=0, max_concurrency=16)
 class ShardHolder:
-    """Host memory on one node: {(job, rank): {step: (sha256, bytes)}}, the two newest steps each."""
+    """Host memory on one node: {(job, rank): {step: (sha256, bytes, attempt)}}, the two newest steps each."""
 
     def __init__(self, node: str):
         self.node = node
-        self.shards: dict[tuple[str, int], dict[int, tuple[str, bytes]]] = {}
+        self.shards: dict[tuple[str, int], dict[int, tuple[str, bytes, int]]] = {}
 
-    def put(self, job: str, rank: int, step: int, sha256: str, payload: bytes) -> int:
+    def put(self, job: str, rank: int, step: int, sha256: str, payload: bytes, attempt: int = 0) -> int:
         steps = self.shards.setdefault((job, rank), {})
-        steps[step] = (sha256, payload)
+        steps[step] = (sha256, payload, attempt)
         for old in sorted(steps)[:-KEEP_STEPS]:
             del steps[old]
         return len(payload)
@@ -53,6 +57,15 @@ class ShardHolder:
     def get(self, job: str, rank: int, step: int, sha256: str) -> bytes | None:
         held = self.shards.get((job, rank), {}).get(step)
         return held[1] if held is not None and held[0] == sha256 else None
+
+    def kept(self, job: str, step: int, attempt: int) -> dict[int, tuple[str, int]]:
+        """{rank: (sha256, size)} of the copies of ``step`` written by ``attempt`` held here."""
+        out = {}
+        for (held_job, rank), steps in self.shards.items():
+            held = steps.get(step)
+            if held_job == job and held is not None and held[2] == attempt:
+                out[rank] = (held[0], len(held[1]))
+        return out
 
     def forget(self, job: str) -> None:
         self.shards = {key: steps for key, steps in self.shards.items() if key[0] != job}
@@ -66,7 +79,12 @@ class ShardHolder:
 
 
 def holder(node: str):
-    """The holder on ``node``, started there if it is not running (its node must be alive)."""
+    """The holder on ``node``, started there if it is not running (its node must be alive).
+
+    Its runtime environment clears the warm workers' setup hook: a rank creates it, and an actor takes
+    its creator's runtime environment, so it used to start in one of the warm worker processes prestarted
+    for the next attempt (``warm_workers.py``), leaving a rank of that attempt cold (bench_recovery:
+    3 of 4 ranks warm), and imported torch and DeepSpeed it never uses."""
     return ShardHolder.options(
         name=HOLDER_PREFIX + node,
         namespace=NAMESPACE,
@@ -74,6 +92,7 @@ def holder(node: str):
         get_if_exists=True,
         max_restarts=0,
         label_selector={"orch-node": node},
+        runtime_env={"env_vars": {HOOK_ENV: ""}},  # Ray runs no hook for an empty value (default_worker.py)
     ).remote(node)
 
 
@@ -107,7 +126,10 @@ class PeerCopies:
     def keep(self, step: int, rank: int, attempt: int, payload: bytes, sha256: str) -> None:
         try:
             ref = ray.put(payload)  # one copy in the object store, shared by both holders' calls
-            ray.get([holder(n).put.remote(self.job, rank, step, sha256, ref) for n in self.targets], timeout=TIMEOUT_S)
+            ray.get(
+                [holder(n).put.remote(self.job, rank, step, sha256, ref, attempt) for n in self.targets],
+                timeout=TIMEOUT_S,
+            )
         except _GONE as exc:
             log.warning(
                 "rank %s: step %s kept in peer memory on fewer nodes than %s: %s", rank, step, self.targets, exc
@@ -125,6 +147,25 @@ class PeerCopies:
             if payload is not None:
                 return payload
         return None
+
+    def kept(self, step: int, attempt: int) -> dict[int, tuple[str, int]]:
+        """{rank: (sha256, size)} for the ranks whose copy of ``step`` by ``attempt`` is held, with the
+        same bytes, on as many live holders as a rank keeps copies (its node and its buddy's): a copy
+        on one node alone would not outlive that node. A holder that cannot be reached counts none."""
+        found: dict[int, tuple[str, int]] = {}
+        count: dict[int, int] = {}
+        for node in self.sources:
+            handle = existing_holder(node)
+            if handle is None:
+                continue
+            try:
+                held = ray.get(handle.kept.remote(self.job, step, attempt), timeout=TIMEOUT_S)
+            except _GONE:
+                continue
+            for rank, copy in held.items():
+                if found.setdefault(rank, tuple(copy)) == tuple(copy):
+                    count[rank] = count.get(rank, 0) + 1
+        return {rank: copy for rank, copy in found.items() if count.get(rank, 0) >= len(self.targets)}
 
     def forget(self) -> None:
         """The job is over: free its copies on the gang's holders."""

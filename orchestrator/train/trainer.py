@@ -142,7 +142,10 @@ class Trainer:
             self.load_state_dict(state)
             self.resumed_from = manifest.step
             self.policy.resume(manifest.step, manifest.progress.get("checkpoint_cost"))
-            self.checkpointer.last_committed = manifest.step
+            if manifest.durable:
+                self.checkpointer.last_committed = manifest.step
+            else:  # resumed from peer memory: the step is restorable, not yet in object storage
+                self.checkpointer.last_in_memory = manifest.step
 
     def _restore_sources(self) -> list[str] | None:
         """Where each rank's resumed shard came from (``memory`` or ``object store``), by rank: one
@@ -173,7 +176,8 @@ class Trainer:
                 tokens, progress = self._checkpoint_progress()
                 ckpt.save_async(decision.step, self.state_dict(), tokens, progress)
         metrics["checkpoint_stall_s"] = ckpt.take_stall()
-        metrics["checkpoint_step"] = ckpt.last_committed
+        metrics["checkpoint_step"] = ckpt.restorable  # what a restart resumes from: the ledger's cut
+        metrics["checkpoint_durable_step"] = ckpt.last_committed
         metrics["checkpoint_attempt"] = ckpt.attempt
 
     # ------------------------------------------------------------------ steps

@@ -299,6 +299,37 @@ def test_a_spare_is_asked_for_warm_workers_once_and_a_gang_node_at_every_attempt
     assert ask([]) == [spares[0]]  # and out of it again, it holds none of this job's: asked once more
 
 
+def test_a_step_counts_as_kept_in_memory_only_while_each_rank_has_copies_on_two_live_nodes(plane):
+    """The Ray holders behind the commit in memory (checkpoint/memory.py): rank 0 asks the gang's holders
+    which ranks' copies of a step are held; a rank counts once its copy is on its node and its buddy's,
+    copies of another attempt never count, and after a holder dies with its node every copy it held is
+    one short (the step is no longer committed in memory), while the survivor's copy still restores."""
+    import ray
+
+    from orchestrator.checkpoint.store import sha256_of
+    from orchestrator.train.peer_memory import HOLDER_PREFIX, PeerCopies
+
+    gang, job = ["node-1", "node-2"], "memory-commit-drill"
+    ranks = [PeerCopies(job, node, gang) for node in gang]  # rank 0 on node-1, rank 1 on node-2
+    shards = [b"rank 0 at step 7" * 1000, b"rank 1 at step 7" * 1000]
+    held = {r: (sha256_of(shards[r]), len(shards[r])) for r in range(2)}
+    try:
+        ranks[0].keep(7, 0, 3, shards[0], held[0][0])
+        assert ranks[0].kept(7, 3) == {0: held[0]}  # rank 1 is still encoding
+        ranks[1].keep(7, 1, 3, shards[1], held[1][0])
+        assert ranks[0].kept(7, 3) == held
+        assert ranks[0].kept(7, 2) == {} and ranks[0].kept(8, 3) == {}
+        # a holder is a small process of its own, not a warm worker kept for the next attempt's ranks
+        # (node-2's was started by a rank of the jobs trained above, whose runtime environment has the hook)
+        node_2 = ray.get_actor(HOLDER_PREFIX + "node-2", namespace="orch")
+        assert not ray.get(node_2.__ray_call__.remote(lambda _: "torch" in __import__("sys").modules))
+        ray.kill(ray.get_actor(HOLDER_PREFIX + "node-2", namespace="orch"))  # node-2's holder is gone
+        assert ranks[0].kept(7, 3) == {}
+        assert ranks[0].fetch(7, 1, held[1][0]) == shards[1]  # from node-1's copy
+    finally:
+        ranks[0].forget()
+
+
 def test_bad_spec_is_refused_and_nothing_is_enqueued(plane):
     before = len(plane.store.list_jobs())
     result = orch("submit", str(V3_SPEC), "--profile", "local", "--set", "parallelism.expert=3", home=plane.home)

@@ -7,7 +7,9 @@ save cost C, compute between saves tau and recovery R held per interruption,
 at its end on average, and costs M + R of held time). The simulator runs the real controller, policy
 and ledger; the model is three lines. Saves every 30 steps, so tau is exactly 30 steps of compute (a
 time-based interval would overshoot to the next step boundary, which the model does not know). Pooled
-over four seeds (about 1,200 interruptions) they agree within half a point."""
+over four seeds (about 1,200 interruptions) they agree within half a point. Checkpoints are restored
+from object storage: a save is then restorable when it commits, as the model has it (from peer memory
+a step is restorable seconds into its save, ``checkpoint/memory.py``, which the model does not know)."""
 
 from __future__ import annotations
 
@@ -36,11 +38,13 @@ def test_simulated_goodput_matches_the_renewal_model():
             "checkpoint.interval={steps: 30}",
         ],
     )
-    scenario = Scenario(spot_fraction=1.0, interruption_rate=RATE, blocking_saves=True)
+    scenario = Scenario(spot_fraction=1.0, interruption_rate=RATE, blocking_saves=True, restore_from="storage")
     timeline = build_timeline(make_plan(apply_scenario(spec, scenario)))
     productive = total = 0.0
     for seed in range(4):
-        scenario = Scenario(spot_fraction=1.0, interruption_rate=RATE, blocking_saves=True, seed=seed)
+        scenario = Scenario(
+            spot_fraction=1.0, interruption_rate=RATE, blocking_saves=True, seed=seed, restore_from="storage"
+        )
         r = simulate(spec, scenario, timeline)
         assert r["state"] == "succeeded" and r["restarts"] > 200
         productive += r["gpu_hours"]["productive"]

@@ -66,9 +66,8 @@ def run() -> Section:
         f"workers (survivors, hot spares), {ck['restart_s']:.1f} s cold (the miniature's: lower bounds at V3 "
         f"scale); the {ck['checkpoint_bytes'] / 1e12:.2f} TB checkpoint from a peer's memory "
         f"({ck['restore_s']:.2f} s: a rank's shard at 50 GB/s, then to the device) or, on the cold path, object "
-        "storage (96 s at 100 GB/s); the first step is an ordinary step (the warm path's measured "
-        f"{WARM.first_step_s:g} s first step on 2 cores, which bench_recovery attributes to prestarting the next "
-        "workers, is not carried over). Rows 2-5 are what-ifs with the options named.",
+        "storage (96 s at 100 GB/s); the first step is an ordinary step of the V3 timeline (the miniature's "
+        f"measured {WARM.first_step_s:g} s is not carried over). Rows 2-5 are what-ifs with the options named.",
         "",
         "| scenario | restarts | days | goodput | GPU-hours lost / recovery / checkpoint | saves | simulated in |",
         "|---|---|---|---|---|---|---|",

@@ -48,23 +48,23 @@ class MeasuredRecovery:
 # The cold path: every worker restarted, the checkpoint read back from object storage.
 COLD = MeasuredRecovery(
     "abrupt loss, cold: object storage (today's path)",
-    "6b0bab6",
-    detect_s=3.2,
+    "bd166f7",
+    detect_s=3.3,
     replace_s=0.0,
-    rejoin_s=22.3,  # runner up 2.0 + Ray Train workers 15.0 + engine build 5.3
-    restore_s=0.04,
-    first_step_s=0.5,
+    rejoin_s=20.6,  # runner up 2.0 + Ray Train workers 13.6 + engine build 5.0
+    restore_s=0.03,
+    first_step_s=0.6,
 )
 # The warm path: ranks start in pre-started worker processes (torch, DeepSpeed, the model code imported),
 # the checkpoint comes from a peer's memory. None would leave the simulator with the cold path only.
 WARM: MeasuredRecovery | None = MeasuredRecovery(
     "abrupt loss, warm: peer memory",
-    "6b0bab6",
-    detect_s=4.2,
+    "bd166f7",
+    detect_s=3.8,
     replace_s=0.0,
-    rejoin_s=14.3,  # runner up 2.1 + Ray Train workers 10.8 + engine build 1.4
-    restore_s=0.11,
-    first_step_s=7.3,
+    rejoin_s=10.8,  # runner up 2.3 + Ray Train workers 6.6 + engine build 1.9
+    restore_s=0.09,
+    first_step_s=0.5,
 )
 MEASURED = {"cold": COLD, "warm": WARM}
 DEFAULT = WARM or COLD  # the path the runtime takes by default (fault_tolerance.warm_restart: on)

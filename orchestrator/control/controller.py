@@ -226,6 +226,15 @@ class ControllerCore:
             extra=extra,
         )
         job.apply(state=to, **updates)
+        if to.is_terminal:
+            self._forget(job)
+
+    def _forget(self, job: JobRecord) -> None:
+        """What the job's attempts left on the nodes goes with it (best effort: the move is recorded)."""
+        try:
+            self.launcher.forget(job)
+        except Exception as exc:  # noqa: BLE001 - a holder or the cluster being unreachable must not stop the loop
+            log.warning("%s: its checkpoint copies in peer memory could not be freed: %s", job.id, exc)
 
     def _attempt_intervals(self, job: JobRecord, ending: Ending) -> list:
         return closing_intervals(self.store, job, ending, self.clock.now(), by_pool=self.ledger_by_pool)

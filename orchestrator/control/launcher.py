@@ -27,6 +27,10 @@ class Launcher(Protocol):
     def release(self, job: JobRecord) -> None:
         """Forget the attempt (its outcome is recorded); kills whatever is left of it."""
 
+    def forget(self, job: JobRecord) -> None:
+        """The job is over (succeeded, failed or cancelled): free what its attempts left on the nodes
+        for a restart that will not come (its checkpoint copies in peer memory). Best effort."""
+
 
 class RayLauncher:
     def __init__(self, state_url: str, home: str):
@@ -75,3 +79,10 @@ class RayLauncher:
         actor = self._actor(job)
         if actor is not None:
             ray.kill(actor, no_restart=True)
+
+    def forget(self, job: JobRecord) -> None:
+        # a job's rank 0 frees its copies when it finishes training; a job that failed, was cancelled
+        # or lost its last attempt leaves them in every holder's host memory until the node goes
+        from orchestrator.train.peer_memory import forget_everywhere  # Ray: the shard holder actor class
+
+        forget_everywhere(job.id)

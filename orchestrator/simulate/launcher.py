@@ -98,6 +98,9 @@ class SimulatedLauncher:
         self.record(run)
         return False
 
+    def forget(self, job: JobRecord) -> None:
+        """Nothing is kept on simulated nodes."""
+
     def release(self, job: JobRecord) -> None:
         run = self.attempts.pop(job.id, None)
         placed = self.placed_at.pop(job.id, None)

@@ -104,6 +104,21 @@ def existing_holder(node: str):
         return None
 
 
+def forget_everywhere(job: str) -> int:
+    """Every live holder frees ``job``'s copies (the controller, once the job is over); the holders
+    asked. Fire and forget: a holder that is gone holds nothing."""
+    names = [
+        actor["name"]
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if actor["namespace"] == NAMESPACE and actor["name"].startswith(HOLDER_PREFIX)
+    ]
+    for name in names:
+        handle = existing_holder(name[len(HOLDER_PREFIX) :])
+        if handle is not None:
+            handle.forget.remote(job)
+    return len(names)
+
+
 def buddy_of(node: str, assignment: list[str]) -> str | None:
     """The next node of the gang in a ring: where ``node``'s ranks keep their second copy."""
     nodes = list(dict.fromkeys(assignment))

@@ -56,6 +56,9 @@ class SharedRunners:
     def release(self, job: JobRecord) -> None:
         self._path(job).unlink(missing_ok=True)
 
+    def forget(self, job: JobRecord) -> None:
+        return None
+
 
 def main() -> None:
     url, folder, holder, ttl = sys.argv[1], Path(sys.argv[2]), sys.argv[3], float(sys.argv[4])

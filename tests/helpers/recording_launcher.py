@@ -9,6 +9,7 @@ from orchestrator.state.records import RunnerStatus
 class RecordingLauncher:
     def __init__(self):
         self.started: list[tuple[str, int]] = []
+        self.forgotten: list[str] = []
 
     def start(self, job, attempt):
         self.started.append((job.id, attempt))
@@ -21,3 +22,6 @@ class RecordingLauncher:
 
     def release(self, job):
         pass
+
+    def forget(self, job):
+        self.forgotten.append(job.id)

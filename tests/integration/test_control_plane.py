@@ -307,7 +307,7 @@ def test_a_step_counts_as_kept_in_memory_only_while_each_rank_has_copies_on_two_
     import ray
 
     from orchestrator.checkpoint.store import sha256_of
-    from orchestrator.train.peer_memory import HOLDER_PREFIX, PeerCopies
+    from orchestrator.train.peer_memory import HOLDER_PREFIX, PeerCopies, forget_everywhere
 
     gang, job = ["node-1", "node-2"], "memory-commit-drill"
     ranks = [PeerCopies(job, node, gang) for node in gang]  # rank 0 on node-1, rank 1 on node-2
@@ -326,6 +326,11 @@ def test_a_step_counts_as_kept_in_memory_only_while_each_rank_has_copies_on_two_
         ray.kill(ray.get_actor(HOLDER_PREFIX + "node-2", namespace="orch"))  # node-2's holder is gone
         assert ranks[0].kept(7, 3) == {}
         assert ranks[0].fetch(7, 1, held[1][0]) == shards[1]  # from node-1's copy
+        assert forget_everywhere(job) >= 1  # what the controller asks once a job is over, however it ended
+        deadline = time.time() + 10
+        while ranks[0].fetch(7, 1, held[1][0]) is not None and time.time() < deadline:
+            time.sleep(0.1)
+        assert ranks[0].fetch(7, 1, held[1][0]) is None
     finally:
         ranks[0].forget()
 

@@ -82,6 +82,7 @@ DEFERRED_MODULES = {
     ("orchestrator.cli.simulate_command", "orchestrator.simulate.sweep"): "numpy, Matplotlib (sweeps, charts)",
     ("orchestrator.control.client", "orchestrator.control.service"): "Ray: only when it connects",
     ("orchestrator.control.launcher", "orchestrator.control.runner"): "Ray: the runner is a Ray actor class",
+    ("orchestrator.control.launcher", "orchestrator.train.peer_memory"): "Ray: the shard holder actor class",
     ("orchestrator.control.runner", "orchestrator.train.ray_worker"): "torch, only inside an attempt",
     ("orchestrator.k8s.entrypoint", "orchestrator.train.ray_worker"): "torch, after the arguments parse",
     ("orchestrator.k8s.entrypoint", "orchestrator.checkpoint.locate"): "torch (shard codec), after the args parse",

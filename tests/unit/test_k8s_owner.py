@@ -40,6 +40,9 @@ class RecordingLauncher:
     def release(self, job):
         pass
 
+    def forget(self, job):
+        pass
+
 
 def test_a_k8s_job_is_left_to_its_rayjob(tmp_path, monkeypatch):
     home = tmp_path / "home"

@@ -173,3 +173,19 @@ def test_the_controller_preempts_the_equal_priority_job_with_the_freshest_checkp
     core.reconcile()
     assert store.get_job(fresh)["preempt_requested"] and not store.get_job(stale)["preempt_requested"]
     assert store.get_job(urgent)["state"] == JobState.QUEUED.value
+
+
+def test_the_checkpoint_copies_of_a_job_are_freed_when_it_ends_and_kept_while_it_restarts(tmp_path):
+    """A job's rank 0 frees its copies in peer memory only when training finishes; a job that fails
+    leaves them in host memory on every holder, so the controller asks the launcher to free them at the
+    job's end, once, and never while it restarts (its next attempt restores from them)."""
+    core, store, clock, job_id = plane(tmp_path, BUDGET)
+    launcher = core.launcher
+    assert end_attempt(core, store, clock, job_id, FailureReason.TRAINING_ERROR, 60)["state"] == "running"
+    assert launcher.forgotten == []
+    for _ in range(2):
+        end_attempt(core, store, clock, job_id, FailureReason.TRAINING_ERROR, 60)
+    assert store.get_job(job_id)["state"] == JobState.FAILED.value
+    clock.advance(1)
+    core.reconcile()
+    assert launcher.forgotten == [job_id]

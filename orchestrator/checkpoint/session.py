@@ -209,7 +209,7 @@ class RankCheckpointer:
                 missing = sorted(set(range(self.world_size)) - set(kept))
                 log.info("step %s: not committed in memory (ranks %s have no copy on two nodes)", step, missing[:8])
                 return
-            time.sleep(0.05)
+            time.sleep(0.1)
         try:
             self.store.commit_in_memory(step, self.mesh, tokens, progress, kept, self.attempt)
         except StorageError as exc:

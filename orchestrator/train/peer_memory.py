@@ -137,6 +137,7 @@ class PeerCopies:
         # where a restore looks: this node (a surviving rank's own copy), then the gang's other nodes
         # (a lost node's buddy is, unless it died too, a survivor that is still in the gang)
         self.sources = list(dict.fromkeys([node, *assignment]))
+        self._holders: dict = {}  # node -> holder handle, for ``kept``'s polls
 
     def keep(self, step: int, rank: int, attempt: int, payload: bytes, sha256: str) -> None:
         try:
@@ -166,16 +167,21 @@ class PeerCopies:
     def kept(self, step: int, attempt: int) -> dict[int, tuple[str, int]]:
         """{rank: (sha256, size)} for the ranks whose copy of ``step`` by ``attempt`` is held, with the
         same bytes, on as many live holders as a rank keeps copies (its node and its buddy's): a copy
-        on one node alone would not outlive that node. A holder that cannot be reached counts none."""
+        on one node alone would not outlive that node. A holder that cannot be reached counts none.
+        Rank 0 polls this until every rank is in: the holders are asked at once, their handles kept."""
+        asked = {}
+        for node in self.sources:
+            handle = self._holders.get(node) or existing_holder(node)
+            if handle is not None:
+                self._holders[node] = handle
+                asked[node] = handle.kept.remote(self.job, step, attempt)
         found: dict[int, tuple[str, int]] = {}
         count: dict[int, int] = {}
-        for node in self.sources:
-            handle = existing_holder(node)
-            if handle is None:
-                continue
+        for node, ref in asked.items():
             try:
-                held = ray.get(handle.kept.remote(self.job, step, attempt), timeout=TIMEOUT_S)
+                held = ray.get(ref, timeout=TIMEOUT_S)
             except _GONE:
+                self._holders.pop(node, None)
                 continue
             for rank, copy in held.items():
                 if found.setdefault(rank, tuple(copy)) == tuple(copy):

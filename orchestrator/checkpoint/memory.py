@@ -18,7 +18,7 @@ This module is the seam only (no Ray): ``train/peer_memory.py`` implements it wi
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 MEMORY, OBJECT_STORE = "memory", "object store"  # where a rank's restored shard came from
 
@@ -36,3 +36,24 @@ class ShardCopies(Protocol):
     def kept(self, step: int, attempt: int) -> dict[int, tuple[str, int]]:
         """{rank: (sha256, size)} of the ranks whose copy of ``step`` written by ``attempt`` is held
         wherever a rank keeps its copies (so it outlives the loss of any one node). Never raises."""
+
+
+def buddy_of(node: str, assignment: list[str]) -> str | None:
+    """The next node of the gang in a ring: where ``node``'s ranks keep their second copy."""
+    nodes = list(dict.fromkeys(assignment))
+    if node not in nodes or len(nodes) < 2:
+        return None
+    return nodes[(nodes.index(node) + 1) % len(nodes)]
+
+
+def restorable_from_peers(previous: list[str], new: list[str], alive: Callable[[str], bool]) -> bool:
+    """Whether a gang on ``new`` can read every copy a gang on ``previous`` kept: each of its nodes'
+    copies are on that node and its buddy, and a rank reads the holders of its own gang's nodes only
+    (``train/peer_memory.py``), so one of the two must be alive and in ``new``. (The simulator asks it;
+    the runtime finds out by looking.)"""
+    nodes = list(dict.fromkeys(previous))
+    for node in nodes:
+        holders = {node, buddy_of(node, nodes) or node}
+        if not any(h in new and alive(h) for h in holders):
+            return False
+    return bool(nodes)

@@ -87,6 +87,7 @@ class RankCheckpointer:
         self._copied.set()
         self.guarded = False
         self.in_flight: int | None = None
+        self.last_started: int | None = None  # the step of the newest save begun: the same on every rank
         self.last_committed: int | None = None  # durable: in object storage
         self.last_in_memory: int | None = None  # rank 0: committed in peer memory, upload not yet committed
         self.last_duration_s: float | None = None
@@ -133,7 +134,7 @@ class RankCheckpointer:
         if not self.guarded:
             state = to_host(state)
             self._copied.set()
-        self.in_flight = step
+        self.in_flight = self.last_started = step
         self._thread = threading.Thread(
             target=self._write,
             name=f"checkpoint-{step}",
@@ -162,9 +163,18 @@ class RankCheckpointer:
             payload = encode_parts(snapshot)
             self.last_bytes = payload.size
             self._keep_copy(step, payload)  # first: a rank whose receipt is in has its copy kept too
-            if self.rank == 0 and deadline is None:  # (an emergency save commits durably or not at all)
-                self._commit_in_memory(step, tokens, progress)
-            self.store.put_shard(step, self.rank, payload, self.attempt)
+            in_memory = None
+            if self.rank == 0 and deadline is None and self.copies is not None:
+                # beside the upload, not before it (an emergency save commits durably or not at all)
+                in_memory = threading.Thread(
+                    target=self._commit_in_memory, args=(step, tokens, progress), name=f"memory-commit-{step}"
+                )
+                in_memory.start()
+            try:
+                self.store.put_shard(step, self.rank, payload, self.attempt)
+            finally:
+                if in_memory is not None:
+                    in_memory.join()
             if self.rank == 0:
                 self.store.commit(
                     step,
@@ -198,22 +208,22 @@ class RankCheckpointer:
     def _commit_in_memory(self, step: int, tokens: float, progress: dict) -> None:
         """Rank 0: once every rank's copy of ``step`` is held where it outlives any one node, record
         the step as restorable from memory (best effort: a miss leaves the durable commit to come)."""
-        if self.copies is None:
-            return
-        give_up = time.time() + min(MEMORY_COMMIT_WAIT_S, self.commit_timeout_s)
-        while True:
-            kept = self.copies.kept(step, self.attempt)
-            if len(kept) >= self.world_size:
-                break
-            if time.time() > give_up:
-                missing = sorted(set(range(self.world_size)) - set(kept))
-                log.info("step %s: not committed in memory (ranks %s have no copy on two nodes)", step, missing[:8])
-                return
-            time.sleep(0.1)
         try:
+            give_up = time.time() + min(MEMORY_COMMIT_WAIT_S, self.commit_timeout_s)
+            while True:
+                kept = self.copies.kept(step, self.attempt)
+                if len(kept) >= self.world_size:
+                    break
+                if time.time() > give_up:
+                    missing = sorted(set(range(self.world_size)) - set(kept))
+                    log.info("step %s: not committed in memory (ranks %s have no copy on two nodes)", step, missing[:8])
+                    return
+                time.sleep(0.1)
+            if max(self.store.attempts(), default=self.attempt) != self.attempt:
+                return  # a newer attempt registered: this one is a zombie; its step must not become restorable
             self.store.commit_in_memory(step, self.mesh, tokens, progress, kept, self.attempt)
-        except StorageError as exc:
-            log.warning("step %s: its memory manifest could not be written: %s", step, exc)
+        except Exception as exc:  # noqa: BLE001 - best effort: the durable commit does not depend on it
+            log.warning("step %s: not committed in memory: %s", step, exc)
             return
         self.last_in_memory = step
 

@@ -215,7 +215,8 @@ def gather(
         at_risk_s=max(0.0, at_risk - remaining),
         scale_rel_se=rel_se,
         save_stall_s=stall,
-        save_commit_s=costs.restorable_after_s(),  # committed in memory, or to storage
+        # restorable once committed in memory (the tier comes with warm restart), else once uploaded
+        save_commit_s=costs.restorable_after_s() if spec.fault_tolerance.warm_restart else costs.save_s,
         final_save_s=costs.save_s,
         interval_s=interval,
         recovery_s=recovery,

@@ -55,6 +55,7 @@ def build_attempt(
         if m.get("attempt") == job.attempt
     )
     nodes = tuple(NodeHold(**h) for h in (job.holds or []))
+    redo = [m["redo_until"] for m in metrics if m.get("attempt") == job.attempt and m.get("redo_until") is not None]
     return Attempt(
         job.id,
         job.attempt,
@@ -66,6 +67,7 @@ def build_attempt(
         job.spec.resources.accelerator.type,
         nodes,
         job.spec.phases[0].name,
+        max(redo) if redo else None,
     )
 
 

@@ -69,6 +69,10 @@ class Attempt:
     device_type: str
     nodes: tuple[NodeHold, ...]
     first_phase: str
+    # steps up to this one were booked as kept by an earlier attempt, which this one could not resume
+    # from (a checkpoint committed only in peer memory whose copies were gone, or one found damaged):
+    # trained again, they are lost work, not productive work counted twice
+    redo_until: int | None = None
 
 
 def _segments(a: Attempt) -> list[tuple[str, str, float, float]]:
@@ -95,7 +99,8 @@ def _segments(a: Attempt) -> list[tuple[str, str, float, float]]:
     lost_after = (a.committed_step or 0) if a.ending in ("lost", "stopped") else None
     for s in a.steps:
         work_end = max(cursor, s.end - s.checkpoint_stall_s)
-        category = "lost" if lost_after is not None and s.step > lost_after else "productive"
+        redone = a.redo_until is not None and s.step <= a.redo_until
+        category = "lost" if redone or (lost_after is not None and s.step > lost_after) else "productive"
         segments.append((category, s.phase, cursor, work_end))
         stall_end = max(work_end, min(s.end, a.held_until))
         segments.append(("checkpoint", s.phase, work_end, stall_end))

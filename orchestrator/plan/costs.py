@@ -31,6 +31,7 @@ class RunCosts:
     warm_restart_s: float | None = None  # the start when every node of the gang has its workers up
     restore_from: str = "storage"  # memory | storage
     memory_commit_s: float | None = None  # from a save's start until restorable from memory (None: at commit)
+    storage_restore_s: float | None = None  # the checkpoint from object storage (when no peer holds it)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -80,6 +81,7 @@ def run_costs(
         memory_commit_s=(
             memory_commit_s(size, plan.mesh.world_size, peer_gbps, snapshot_gbps) if restore_from == "memory" else None
         ),
+        storage_restore_s=transfer,
     )
 
 

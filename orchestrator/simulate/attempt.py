@@ -47,9 +47,12 @@ class SimulatedAttempt:
     spec: JobSpec
     measured: dict | None = None  # the policy's save costs as the resumed checkpoint recorded them
     observed: tuple[int, float] | None = None  # (interruptions of the gang so far, seconds it was exposed)
+    durable_start: int | None = None  # the newest step in storage at the start (None: ``start_step``)
+    redo_until: int | None = None  # steps an earlier attempt was booked as keeping, trained again here
     step: int = 0
     t: float = 0.0  # when ``step`` (and its save stall) ended
     committed: int = 0  # restorable: committed to storage or, with the in-memory tier, in memory
+    durable: int = 0  # committed to storage
     inflight: tuple[int, float, dict, float] | None = None  # (step, commits at, the policy's costs, restorable at)
     finishing_at: float | None = None  # the final save ends
     pending_stop: dict | None = None  # a checkpoint-and-stop under way (applied when it ends)
@@ -59,6 +62,7 @@ class SimulatedAttempt:
 
     def __post_init__(self) -> None:
         self.step, self.t, self.committed = self.start_step, self.ready_at, self.start_step
+        self.durable = self.start_step if self.durable_start is None else self.durable_start
         self.clock = ManualClock(self.ready_at)
         self.policy = IntervalPolicy(self.spec, self.clock)
         self.policy.resume(self.start_step, self.measured)
@@ -82,7 +86,7 @@ class SimulatedAttempt:
             if self.finishing_at is not None:
                 if self.finishing_at > until:
                     return None
-                self.t, self.committed, self.inflight = self.finishing_at, total, None
+                self.t, self.committed, self.durable, self.inflight = self.finishing_at, total, total, None
                 self.outcome = Outcome("succeeded", self.t, total)
                 return self.t
             due = self._next_save()
@@ -118,6 +122,7 @@ class SimulatedAttempt:
         if self.inflight is not None:  # one save in flight at a time: wait for it, then it has committed
             wait = max(0.0, self.inflight[1] - self.t)
             self.committed, self.committed_measure, self.inflight = self.inflight[0], self.inflight[2], None
+            self.durable = self.committed
         stall = wait + (self.costs.save_s if final else self.costs.stall_s)
         started = self.t + wait
         self.t += stall
@@ -142,7 +147,7 @@ class SimulatedAttempt:
         if self.inflight[3] <= when:
             self.committed, self.committed_measure = self.inflight[0], self.inflight[2]
         if self.inflight[1] <= when:
-            self.inflight = None
+            self.durable, self.inflight = self.inflight[0], None
 
     # ------------------------------------------------------------------ endings
 
@@ -191,6 +196,7 @@ class SimulatedAttempt:
         self.stall_prefix.append(self.stall_prefix[-1] + stop["stall"])
         self.t = stop["ends"]
         self.committed, self.committed_measure = stop["step"], self.policy.measured()
+        self.durable = stop["step"]
         self.outcome = Outcome(stop["status"], stop["ends"], stop["step"], stop["why"])
 
     def stop(self, at: float) -> None:
@@ -208,6 +214,8 @@ class SimulatedAttempt:
         cuts.update(int(e) for e in tl.phase_end if start < e < end)
         if start < self.committed < end:
             cuts.add(self.committed)
+        if self.redo_until is not None and start < self.redo_until < end:
+            cuts.add(self.redo_until)
         records, previous = [], start
         for cut in sorted(cuts):
             stall_before = self._stall_through(previous)
@@ -224,6 +232,8 @@ class SimulatedAttempt:
                 }
             )
             previous = cut
+        if records and self.redo_until is not None:
+            records[0]["redo_until"] = self.redo_until  # as a runner records it (``control/runner.py``)
         return records
 
     def _stall_through(self, step: int) -> float:

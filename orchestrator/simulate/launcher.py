@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping
 
+from orchestrator.checkpoint.memory import restorable_from_peers
 from orchestrator.clock import ManualClock
 from orchestrator.lifecycle import Directive
 from orchestrator.plan.costs import RunCosts
@@ -42,6 +43,7 @@ class SimulatedLauncher:
         self.checkpoint_costs: dict[str, dict | None] = {}  # per job: as its newest checkpoint recorded them
         self.saves = 0
         self.previous: dict[str, tuple[tuple[str, ...], bool]] = {}  # per job: (last gang, lost abruptly)
+        self.kept_by: dict[str, tuple[tuple[str, ...], int]] = {}  # per job: (last gang, its newest durable step)
         # what a live runner tells the interval policy (ledger/exposure.py): the job's restarts (all of the
         # infrastructure's making here: the simulator has no crashes) over the seconds its gang held nodes
         # in the attempts that ended; kept here, since reading the ledger at each start is slow at scale
@@ -50,7 +52,16 @@ class SimulatedLauncher:
 
     def start(self, job: JobRecord, attempt: int) -> None:
         resume = job.last_checkpoint_step or 0
-        ready = self.clock.now() + self.recovery_s(job, resume)
+        durable, redo, from_storage = resume, None, False
+        if job.id in self.kept_by:
+            gang, durable = self.kept_by[job.id]
+            if self.costs.memory_commit_s is not None and not restorable_from_peers(
+                list(gang), list(job.assignment), lambda n: n not in self.nodes or self.nodes[n].alive
+            ):  # the copies in peer memory are out of the new gang's reach: object storage, and
+                from_storage = True  # a step committed only in memory is trained again
+                if resume > durable:
+                    resume, redo = durable, resume
+        ready = self.clock.now() + self.recovery_s(job, resume, from_storage)
         self.placed_at[job.id] = self.clock.now()
         self.attempts[job.id] = SimulatedAttempt(
             job.id,
@@ -63,15 +74,21 @@ class SimulatedLauncher:
             self.spec,
             self.checkpoint_costs.get(job.id),
             observed=(job.restarts or 0, self.held_s.get(job.id, 0.0)),
+            durable_start=min(durable, resume),
+            redo_until=redo,
         )
         self.on_ready(ready)
 
-    def recovery_s(self, job: JobRecord, resume: int) -> float:
-        """Detect (an abrupt loss only) + the gang's start + restore (when resuming)."""
+    def recovery_s(self, job: JobRecord, resume: int, from_storage: bool = False) -> float:
+        """Detect (an abrupt loss only) + the gang's start + restore (when resuming; from object storage
+        when no peer of the new gang holds the copies)."""
         gang, lost = self.previous.get(job.id, ((), False))
         warm = bool(gang) and all(name in gang or self._prestarted(name) for name in job.assignment)
         detect = self.costs.detect_s if lost else 0.0
-        return detect + self.costs.start_s(warm) + (self.costs.restore_s if resume else 0.0)
+        restore = self.costs.restore_s
+        if from_storage and self.costs.storage_restore_s is not None:
+            restore = self.costs.storage_restore_s
+        return detect + self.costs.start_s(warm) + (restore if resume else 0.0)
 
     def status(self, job: JobRecord) -> RunnerStatus | None:
         run = self.attempts.get(job.id)
@@ -111,6 +128,10 @@ class SimulatedLauncher:
             lost = run.outcome is not None and run.outcome.status == "failed" and run.outcome.infrastructure
             survivors = tuple(n for n in run.nodes if n not in self.nodes or self.nodes[n].alive)
             self.previous[job.id] = (survivors, lost)  # a node lost and replaced later starts cold
+            if run.committed > run.start_step or job.id not in self.kept_by:
+                # the gang that saved the newest restorable step holds its copies; an attempt that only
+                # restored (and saved nothing) left them where they were
+                self.kept_by[job.id] = (run.nodes, run.durable)
             self.checkpoint_costs[job.id] = run.committed_measure
 
     def _prestarted(self, name: str) -> bool:

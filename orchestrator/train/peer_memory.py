@@ -9,7 +9,7 @@ manifest's sha256). A holder keeps the two newest steps per (job, rank): the new
 Rank 0 asks the gang's holders which ranks' copies of a step are held (``kept``) to commit the step
 in memory before its upload ends (``checkpoint/memory.py``).
 
-Holders are detached named actors (``orch-shards:<node>``, namespace ``orch``) pinned to their node
+Holders are detached named actors (``orch-shards-v2:<node>``, namespace ``orch``) pinned to their node
 by its ``orch-node`` label; they die with their node (that loss is what the fallback covers). Ray
 moves the bytes (its object store, node to node). A restoring rank asks its own node's holder, then
 those of the gang's other nodes: a lost node's buddy is a survivor still in the gang, unless it died
@@ -22,11 +22,14 @@ import logging
 
 import ray
 
+from orchestrator.checkpoint.memory import buddy_of
 from orchestrator.train.warm_workers import HOOK_ENV
 
 log = logging.getLogger(__name__)
 
-HOLDER_PREFIX = "orch-shards:"
+# versioned: holders are detached and outlive an upgrade; a holder of another version is never asked
+# (v2: copies carry their attempt, ``kept``)
+HOLDER_PREFIX = "orch-shards-v2:"
 NAMESPACE = "orch"
 KEEP_STEPS = 2
 TIMEOUT_S = 10.0
@@ -119,14 +122,6 @@ def forget_everywhere(job: str) -> int:
     return len(names)
 
 
-def buddy_of(node: str, assignment: list[str]) -> str | None:
-    """The next node of the gang in a ring: where ``node``'s ranks keep their second copy."""
-    nodes = list(dict.fromkeys(assignment))
-    if node not in nodes or len(nodes) < 2:
-        return None
-    return nodes[(nodes.index(node) + 1) % len(nodes)]
-
-
 class PeerCopies:
     """``checkpoint.memory.ShardCopies`` over the holders: this node's and the buddy's."""
 
@@ -146,7 +141,7 @@ class PeerCopies:
                 [holder(n).put.remote(self.job, rank, step, sha256, ref, attempt) for n in self.targets],
                 timeout=TIMEOUT_S,
             )
-        except _GONE as exc:
+        except Exception as exc:  # noqa: BLE001 - the tier never fails a save; object storage follows
             log.warning(
                 "rank %s: step %s kept in peer memory on fewer nodes than %s: %s", rank, step, self.targets, exc
             )
@@ -159,6 +154,9 @@ class PeerCopies:
             try:
                 payload = ray.get(handle.get.remote(self.job, rank, step, sha256), timeout=TIMEOUT_S)
             except _GONE:
+                continue
+            except Exception as exc:  # noqa: BLE001 - a miss, never an error: object storage follows
+                log.warning("rank %s: the holder on %s failed: %s", rank, node, exc)
                 continue
             if payload is not None:
                 return payload
@@ -182,6 +180,9 @@ class PeerCopies:
                 held = ray.get(ref, timeout=TIMEOUT_S)
             except _GONE:
                 self._holders.pop(node, None)
+                continue
+            except Exception as exc:  # noqa: BLE001 - counts none: the step is left to its upload
+                log.warning("step %s: the holder on %s failed: %s", step, node, exc)
                 continue
             for rank, copy in held.items():
                 if found.setdefault(rank, tuple(copy)) == tuple(copy):

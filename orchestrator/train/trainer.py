@@ -17,8 +17,10 @@ import torch
 
 from orchestrator.checkpoint.decision import CollectiveSchedule
 from orchestrator.checkpoint.memory import MEMORY, OBJECT_STORE, ShardCopies
+from orchestrator.checkpoint.objects import StorageError
 from orchestrator.checkpoint.policy import IntervalPolicy
 from orchestrator.checkpoint.session import RankCheckpointer
+from orchestrator.checkpoint.store import CheckpointError
 from orchestrator.lifecycle import Directive
 from orchestrator.plan.planner import Plan
 from orchestrator.spec.schema import JobSpec
@@ -245,6 +247,11 @@ class Trainer:
         same on every rank) may answer ``stop`` or ``checkpoint_stop`` with a deadline; every rank
         then stops at that same step, after saving if asked (the result is kept in ``emergency``)."""
         history = []
+        ckpt = self.checkpointer
+        if self.finished() and ckpt is not None and ckpt.last_committed != self.progress.step:
+            # resumed at the last step from a checkpoint committed only in memory (its upload was lost
+            # with the attempt before): commit it durably before the job can be reported done
+            self.on_checkpoint_request()
         while not self.finished() and (max_steps is None or len(history) < max_steps):
             metrics = self.train_step()
             history.append(metrics)
@@ -264,7 +271,17 @@ class Trainer:
         directive that asks for it is the same on every rank. Without a checkpoint store: False."""
         if self.checkpointer is None:
             return False
-        if self.checkpointer.last_committed == self.progress.step:
+        ckpt, step = self.checkpointer, self.progress.step
+        if ckpt.last_started == step:  # this step's save was begun on every rank (one decision): wait for it
+            try:
+                done = ckpt.wait(None if deadline is None else max(0.0, deadline - time.time()))
+            except (CheckpointError, StorageError):
+                if deadline is None:
+                    raise
+                return False
+            # (only rank 0's writer sees the commit; the other ranks' answer is not reported)
+            return done and (self.rank != 0 or ckpt.last_committed == step)
+        if ckpt.last_committed == step:  # resumed from this step's durable checkpoint: set on every rank
             return True
         if deadline is not None and not self.checkpointer.save_fits(deadline, _max_across_ranks):
             return False  # it cannot commit in time: stop now rather than hold the nodes until the deadline

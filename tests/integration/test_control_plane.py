@@ -323,7 +323,10 @@ def test_a_step_counts_as_kept_in_memory_only_while_each_rank_has_copies_on_two_
         # (node-2's was started by a rank of the jobs trained above, whose runtime environment has the hook)
         node_2 = ray.get_actor(HOLDER_PREFIX + "node-2", namespace="orch")
         assert not ray.get(node_2.__ray_call__.remote(lambda _: "torch" in __import__("sys").modules))
-        ray.kill(ray.get_actor(HOLDER_PREFIX + "node-2", namespace="orch"))  # node-2's holder is gone
+        ray.kill(node_2)  # node-2's holder is gone (ray.kill returns before the actor is dead)
+        deadline = time.time() + 30
+        while ranks[0].kept(7, 3) != {} and time.time() < deadline:
+            time.sleep(0.2)
         assert ranks[0].kept(7, 3) == {}
         assert ranks[0].fetch(7, 1, held[1][0]) == shards[1]  # from node-1's copy
         assert forget_everywhere(job) >= 1  # what the controller asks once a job is over, however it ended
@@ -481,6 +484,14 @@ def test_losing_a_node_mid_training_recovers_on_a_spare_from_the_checkpoint(plan
         assert done["assignment"] == ["node-1", "node-3"]  # the spare took the lost node's place
         # the warm path: every rank restored from peer memory (node-2's ranks from their buddy node-1)
         assert plane.store.metrics_of_attempt(job["id"], 2)[0]["restored_from"] == ["memory"] * 4
+        # and attempt 2's runner started in the process attempt 1's runner asked for once it trained
+        starting = [
+            e["data"]
+            for e in plane.store.events(job["id"], limit=100_000)
+            if e["kind"] == "job.startup" and e["data"]["phase"] == "workers starting"
+        ]
+        assert [s["attempt"] for s in starting] == [1, 2]
+        assert starting[1]["detail"].endswith("runner in a warm process"), starting
         metrics = plane.store.metrics(job["id"])
         assert [m["step"] for m in metrics] == list(range(1, done["total_steps"] + 1))
         assert metrics[-1]["attempt"] == 2 and metrics[0]["attempt"] == 1

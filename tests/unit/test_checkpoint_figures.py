@@ -102,3 +102,25 @@ def test_a_restore_of_an_older_checkpoint_moves_the_figure_back_without_a_new_co
     step(second, 15, 15)  # a new commit after the restore is announced as usual
     assert status_figure(home, job_id) == "15"
     assert [e["data"]["step"] for e in store.events(job_id) if e["kind"] == "checkpoint.committed"] == [10, 20, 15]
+
+
+def test_a_commit_in_memory_is_logged_as_such_and_steps_resumed_below_it_count_as_trained_again(drill):
+    """A step committed in peer memory is what a restart resumes from (the ledger's cut), logged as in
+    memory until its upload commits; an attempt that could not read it (its copies gone) resumes from
+    the durable step and marks the steps it trains again (``redo_until``), which the ledger counts lost."""
+    home, store, job_id, _ = drill
+    first = Runner(job_id, 1, str(store.url), str(home))
+    step(first, 10, 10, checkpoint_durable_step=10)
+    step(first, 15, 15, checkpoint_durable_step=10)  # 15 in memory, its upload under way
+    step(first, 16, 15, checkpoint_durable_step=15)  # ... and committed
+    step(first, 20, 20, checkpoint_durable_step=15)  # 20 in memory; then the node and its buddy go
+    assert status_figure(home, job_id) == "20"
+    second = Runner(job_id, 2, str(store.url), str(home))
+    step(second, 16, 15, resumed_from=15, checkpoint_durable_step=15)
+    assert status_figure(home, job_id) == "15"
+    log = (home / "jobs" / job_id / "job.log").read_text()
+    assert [log.count(f"checkpoint committed at step {s}") for s in (10, 15, 20)] == [1, 1, 0]
+    assert [log.count(f"checkpoint at step {s} committed in peer memory") for s in (10, 15, 20)] == [0, 1, 1]
+    assert "steps 16-20 are trained again and counted as lost" in log
+    assert store.metrics_of_attempt(job_id, 2)[0]["redo_until"] == 20
+    assert "redo_until" not in store.metrics_of_attempt(job_id, 1)[0]

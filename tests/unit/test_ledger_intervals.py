@@ -79,6 +79,18 @@ def test_a_restart_counts_its_start_up_as_recovery_and_nothing_twice():
         assert a.node != b.node or a.end <= b.start + 1e-9  # no overlap on a node
 
 
+def test_steps_kept_by_an_attempt_that_the_next_could_not_resume_from_are_lost_when_trained_again():
+    # attempt 1 committed step 2 (in peer memory only) and was lost; attempt 2 found no copy and resumed
+    # from step 0 (redo_until 2): its steps 1 and 2 were booked productive by attempt 1 already
+    lost = attempt_intervals(attempt("lost", [step(1, 30), step(2, 40)], held=(0.0, 45.0), committed=2))
+    again = Attempt(
+        "job", 2, 50.0, 115.0, "succeeded", (step(1, 80), step(2, 90), step(3, 100)), 2, "cpu", NODES, "pre", 2
+    )
+    s = summarize(lost + attempt_intervals(again))
+    assert hours(s, "productive") == pytest.approx(4 * (10 + 10 + 10) / 3600)  # steps 1, 2 (attempt 1) and 3
+    assert hours(s, "lost") == pytest.approx(4 * (5 + 20) / 3600)  # step 3 under way at the loss (to 45); 1, 2 again
+
+
 def test_preemption_with_a_save_loses_nothing():
     steps = [step(1, 30), step(2, 40)]
     s = summarize(attempt_intervals(attempt("checkpointed", steps, held=(0.0, 52.0), committed=2)))

@@ -144,3 +144,48 @@ def test_restore_costs_scale_with_the_checkpoint_not_the_miniature():
     # 9.56 TB of V3 state over 100 GB/s of storage: the miniature's measured 0.5 s does not carry over
     assert costs.checkpoint_bytes == pytest.approx(9.557e12, rel=1e-3)
     assert costs.restore_s == pytest.approx(95.57, rel=1e-3)
+
+
+def test_a_step_only_in_memory_is_trained_again_when_the_node_and_its_buddy_go_together(spec):
+    """With the in-memory tier a step is restorable seconds after its save starts, long before its
+    upload commits; a lone node loss resumes from it (its buddy holds the copies), but a node lost with
+    its buddy takes every copy of its ranks: the gang restores the durable step from object storage,
+    trains the steps since then again, and the ledger counts them lost, not productive twice."""
+    from orchestrator.ledger.intervals import summarize
+    from orchestrator.ledger.report import job_intervals
+
+    base = Scenario(spares=2, warm_restart_s=3.0, restore_from="memory")
+    probe = Simulation(spec, replace(base, max_days=2 * HOUR / 86400))
+    job_id = probe.run()["job"]
+    (first,) = probe.launcher.running()
+    gang = list(first.nodes)
+    durable, saved = first.save_steps[:2]  # the second save: its upload takes 96 s, its memory commit 8.3 s
+    costs = probe.costs
+    assert costs.memory_commit_s < 30 < costs.save_s
+    loss_at = first.ready_at + first.timeline.seconds(0, saved) + 30
+    results = {}
+    for name, lost in (("alone", (gang[2],)), ("with its buddy", (gang[2], gang[3]))):
+        sim = Simulation(
+            spec, replace(base, trace=tuple((loss_at, n) for n in lost), max_days=(loss_at + HOUR) / 86400)
+        )
+        sim.run()
+        (second,) = sim.launcher.running()
+        sim.flush_running()
+        now = sim.clock.now()
+        hours = summarize(job_intervals(sim.store, sim.store.job(job_id), now))["gpu_hours"]
+        world = sim.store.get_job(job_id)["world_size"]
+        results[name] = (second, hours, world)
+    alone, together = results["alone"][0], results["with its buddy"][0]
+    assert (alone.start_step, alone.redo_until) == (saved, None)
+    assert (together.start_step, together.redo_until) == (durable, saved)
+    # from the buddy's memory in under a second; from object storage in 96 s
+    assert (
+        alone.ready_at - loss_at < costs.storage_restore_s / 2 < costs.storage_restore_s < together.ready_at - loss_at
+    )
+    for second, hours, world in results.values():  # every step trained is productive exactly once
+        productive_s = hours["productive"] * 3600 / world  # (the step under way now counts as it goes)
+        tl = second.timeline
+        assert tl.seconds(0, second.step) <= productive_s < tl.seconds(0, second.step + 1)
+    # and the lost work is what the lone loss lost plus the steps between the two checkpoints, trained again
+    redone = tl.seconds(durable, saved) * results["alone"][2] / 3600
+    assert results["with its buddy"][1]["lost"] == pytest.approx(results["alone"][1]["lost"] + redone, rel=1e-3)

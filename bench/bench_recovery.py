@@ -81,7 +81,6 @@ def _one(plane: ControlPlane, warm: bool, notice: float) -> dict:
         "detect": recovering - lost_at if not notice else 0.0,
         "replace": placing - recovering,
         "runner": phases["workers starting"]["at"] - placing,
-        "runner_process": "warm" if "runner in a warm process" in phases["workers starting"]["detail"] else "new",
         "workers": phases["engine build"]["at"] - phases["workers starting"]["at"],
         "warm": _warm_ranks(phases["workers up"]["detail"]),
         "engine": first["ready_at"] - first["restore_s"] - phases["engine build"]["at"],
@@ -95,7 +94,7 @@ def _one(plane: ControlPlane, warm: bool, notice: float) -> dict:
 
 def _row(label: str, r: dict) -> str:
     return (
-        f"| {label} | {r['detect']:.1f} | {r['replace']:.1f} | {r['runner']:.1f} ({r['runner_process']}) | "
+        f"| {label} | {r['detect']:.1f} | {r['replace']:.1f} | {r['runner']:.1f} | "
         f"{r['workers']:.1f} ({r['warm']}) | "
         f"{r['engine']:.1f} | {r['restore']:.2f} ({', '.join(r['sources'])}) | {r['first_step']:.1f} | "
         f"**{r['total']:.1f}** | {r['twice']} |"
@@ -118,7 +117,7 @@ def run() -> Section:
         "The local miniature on 4 CPU workers (3 raylets + head on this machine), checkpoint every 5 steps;",
         "the spot node's raylet is killed after step 12. Seconds:",
         "",
-        "| restart path | detect | replace | rejoin: runner up (its process) | rejoin: Ray Train workers + torch.distributed "
+        "| restart path | detect | replace | rejoin: runner up | rejoin: Ray Train workers + torch.distributed "
         "(ranks in warm processes) | "
         "rejoin: engine build | restore (from) | first step | node loss -> first step | steps trained twice |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -130,7 +129,7 @@ def run() -> Section:
         "itself goes at the end of the notice); detect is then zero by construction. 'Steps trained twice' "
         "is the work lost: steps of the first attempt after the checkpoint the second resumed from. "
         "Rejoin is split at the new attempt's start-up events: its job runner starting (a new detached "
-        "actor, in a process the previous attempt's runner prestarted when warm restart is on), Ray Train starting its worker group (a new process per rank, torch imported) and joining "
+        "actor), Ray Train starting its worker group (a new process per rank, torch imported) and joining "
         "torch.distributed, then DeepSpeed building the engine (DeepSpeed imported, model built, pipeline, "
         "expert and ZeRO groups created).",
     ]

@@ -6,13 +6,11 @@ simulator's launcher models steps instead. The controller knows only this protoc
 
 from __future__ import annotations
 
-import time
 from typing import Protocol
 
 from orchestrator.lifecycle import Directive
 from orchestrator.paths import runner_name
 from orchestrator.state.records import JobRecord, RunnerStatus
-from orchestrator.train.warm_workers import HOOK_ENV
 
 
 class Launcher(Protocol):
@@ -47,7 +45,7 @@ class RayLauncher:
             return None
 
     def start(self, job: JobRecord, attempt: int) -> None:
-        from orchestrator.control.runner import RUNNER_HOOK, JobRunner  # a Ray actor class: it imports Ray
+        from orchestrator.control.runner import JobRunner  # a Ray actor class: importing it imports Ray
 
         runner = JobRunner.options(
             name=runner_name(job.id, attempt),
@@ -56,9 +54,7 @@ class RayLauncher:
             resources={"orch_head": 0.001},
             max_restarts=0,
             get_if_exists=True,
-            # every runner the same runtime environment: the one its predecessor prestarted a process for
-            runtime_env={"env_vars": {HOOK_ENV: RUNNER_HOOK}},
-        ).remote(job.id, attempt, self.state_url, self.home, prestart_next=True, asked_at=time.time())
+        ).remote(job.id, attempt, self.state_url, self.home)
         runner.run.remote()
 
     def status(self, job: JobRecord) -> RunnerStatus | None:

@@ -12,7 +12,6 @@ import threading
 import time
 import traceback
 
-import psutil
 import ray
 
 from orchestrator.control.failures import RESTART, classify
@@ -24,38 +23,12 @@ from orchestrator.plan.planner import make_plan
 from orchestrator.private import open_private, private_dir
 from orchestrator.state.records import RunnerOutcome, RunnerStatus
 from orchestrator.state.store import StateStore
-from orchestrator.train.warm_workers import prestart_here
-
-RUNNER_HOOK = "orchestrator.control.runner.preload"  # the setup hook of a runner's process (launcher.py)
-
-
-def preload() -> None:
-    """What a runner's process imports as it starts (Ray's worker-process setup hook): Ray Train and
-    torch, which ``run`` needs before it can start the gang. A job with warm restart has its runner
-    ask for one such process on its node once training runs (``prestart_here``), so the next
-    attempt's runner starts in it: 2.3 s of the measured warm restart was the new runner's start."""
-    import ray.train.torch  # noqa: F401
-
-    import orchestrator.train.ray_worker  # noqa: F401  (torch)
 
 
 @ray.remote(num_cpus=0, max_concurrency=8)
 class JobRunner:
-    def __init__(
-        self,
-        job_id: str,
-        attempt: int,
-        state_url: str,
-        home: str,
-        prestart_next: bool = False,
-        asked_at: float | None = None,
-    ):
-        """``prestart_next``: once training runs, ask for a process for the next attempt's runner (a
-        controller's runners, which share a Ray job and runtime environment; not a RayJob's driver's).
-        ``asked_at``: when the launcher asked for this runner (a process older than that was prestarted)."""
+    def __init__(self, job_id: str, attempt: int, state_url: str, home: str):
         self.job_id, self.attempt = job_id, attempt
-        self.prestart_next = prestart_next
-        self.warm_process = asked_at is not None and psutil.Process().create_time() < asked_at
         self.store = StateStore(state_url)
         self.home = home
         self.directive, self.deadline = Directive.CONTINUE, None
@@ -134,7 +107,6 @@ class JobRunner:
                 return {"attempt": self.attempt, "status": "already running"}
             self._started = True
         job = self.store.job(self.job_id)
-        self.prestart_next = self.prestart_next and job.spec.fault_tolerance.warm_restart
         outcome: dict = {"attempt": self.attempt}
         try:
             plan = make_plan(job.spec)
@@ -144,8 +116,7 @@ class JobRunner:
                 f"attempt {self.attempt}: {plan.mesh.world_size} workers on {', '.join(assignment)} "
                 f"(PP{plan.mesh.pipeline} x DP{plan.mesh.data} EP{plan.mesh.expert})"
             )
-            runner = "a warm process" if self.warm_process else "a new process"
-            self.startup("workers starting", f"a gang of {plan.mesh.world_size} Ray Train workers; runner in {runner}")
+            self.startup("workers starting", f"a gang of {plan.mesh.world_size} Ray Train workers")
             seen = gang_exposure(self.store, self.job_id, plan.mesh.world_size)
             self.log(
                 f"attempt {self.attempt}: the checkpoint interval policy starts from {seen.interruptions} "
@@ -200,8 +171,6 @@ class JobRunner:
             durable = metrics.get("checkpoint_durable_step", committed)
         if first:
             self.startup("training", f"step {metrics['step']} took {metrics.get('step_time_s', 0.0):.1f} s")
-            if self.prestart_next:  # a process for the next attempt's runner (``preload``)
-                threading.Thread(target=prestart_here, args=(1,), name="warm-runner", daemon=True).start()
         # the checkpoint this attempt restored was committed (and logged) by an earlier attempt
         resumed = metrics.get("resumed_from", self.resumed_from)
         self.resumed_from = resumed

@@ -67,50 +67,33 @@ def prestart(nodes: dict[str, int], serialized_runtime_env: str, keep_alive_s: i
     attempt's workers, Ray Train's own variables included. Asynchronous on the raylet's side: the
     processes start (and import) after this returns."""
     import ray
-
-    asked = []
-    for node in ray.nodes():
-        name = node.get("Labels", {}).get("orch-node")
-        if node["Alive"] and nodes.get(name, 0) >= 1 and _ask(node, nodes[name], serialized_runtime_env, keep_alive_s):
-            asked.append(name)
-    return asked
-
-
-def prestart_here(workers: int, keep_alive_s: int = KEEP_ALIVE_S) -> bool:
-    """From an actor: ``workers`` more idle processes like its own (its job and runtime environment,
-    so its setup hook) on its own node, for the next actor of its kind. Whether the raylet accepted."""
-    import ray
-
-    here = ray.get_runtime_context().get_node_id()
-    for node in ray.nodes():
-        if node["NodeID"] == here and node["Alive"]:
-            return _ask(node, workers, ray.get_runtime_context().get_runtime_env_string(), keep_alive_s)
-    return False
-
-
-def _ask(node: dict, workers: int, serialized_runtime_env: str, keep_alive_s: int) -> bool:
-    """One ``PrestartWorkers`` request to ``node``'s raylet (an entry of ``ray.nodes()``)."""
-    import ray
     from ray._private.grpc_utils import init_grpc_channel
     from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
     from ray.core.generated.runtime_environment_pb2 import RuntimeEnvInfo
 
-    request = node_manager_pb2.PrestartWorkersRequest(
-        language=common_pb2.PYTHON,
-        job_id=bytes.fromhex(ray.get_runtime_context().get_job_id()),
-        runtime_env_info=RuntimeEnvInfo(serialized_runtime_env=serialized_runtime_env),
-        keep_alive_duration_secs=keep_alive_s,
-        num_workers=workers,
-    )
-    channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
-    try:
-        node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(request, timeout=10)
-        return True
-    except grpc.RpcError as exc:  # a node going away: it gets no warm workers, its restart is cold
-        log.warning("no warm workers on %s: %s", node.get("Labels", {}).get("orch-node", node["NodeID"]), exc)
-        return False
-    finally:
-        channel.close()
+    info = RuntimeEnvInfo(serialized_runtime_env=serialized_runtime_env)
+    job_id = bytes.fromhex(ray.get_runtime_context().get_job_id())
+    asked = []
+    for node in ray.nodes():
+        name = node.get("Labels", {}).get("orch-node")
+        if not node["Alive"] or nodes.get(name, 0) < 1:
+            continue
+        request = node_manager_pb2.PrestartWorkersRequest(
+            language=common_pb2.PYTHON,
+            job_id=job_id,
+            runtime_env_info=info,
+            keep_alive_duration_secs=keep_alive_s,
+            num_workers=nodes[name],
+        )
+        channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+        try:
+            node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(request, timeout=10)
+            asked.append(name)
+        except grpc.RpcError as exc:  # a node going away: it gets no warm workers, its restart is cold
+            log.warning("no warm workers on %s: %s", name, exc)
+        finally:
+            channel.close()
+    return asked
 
 
 def spares_due(spares: list[str], asked_at: dict[str, float], now: float, keep_alive_s: float) -> list[str]:

@@ -484,14 +484,6 @@ def test_losing_a_node_mid_training_recovers_on_a_spare_from_the_checkpoint(plan
         assert done["assignment"] == ["node-1", "node-3"]  # the spare took the lost node's place
         # the warm path: every rank restored from peer memory (node-2's ranks from their buddy node-1)
         assert plane.store.metrics_of_attempt(job["id"], 2)[0]["restored_from"] == ["memory"] * 4
-        # and attempt 2's runner started in the process attempt 1's runner asked for once it trained
-        starting = [
-            e["data"]
-            for e in plane.store.events(job["id"], limit=100_000)
-            if e["kind"] == "job.startup" and e["data"]["phase"] == "workers starting"
-        ]
-        assert [s["attempt"] for s in starting] == [1, 2]
-        assert starting[1]["detail"].endswith("runner in a warm process"), starting
         metrics = plane.store.metrics(job["id"])
         assert [m["step"] for m in metrics] == list(range(1, done["total_steps"] + 1))
         assert metrics[-1]["attempt"] == 2 and metrics[0]["attempt"] == 1

@@ -48,23 +48,23 @@ class MeasuredRecovery:
 # The cold path: every worker restarted, the checkpoint read back from object storage.
 COLD = MeasuredRecovery(
     "abrupt loss, cold: object storage (today's path)",
-    "bd166f7",
-    detect_s=3.3,
+    "26aef79",
+    detect_s=3.2,
     replace_s=0.0,
-    rejoin_s=20.6,  # runner up 2.0 + Ray Train workers 13.6 + engine build 5.0
-    restore_s=0.03,
+    rejoin_s=20.7,  # runner up 2.0 + Ray Train workers 14.2 + engine build 4.5
+    restore_s=0.24,
     first_step_s=0.6,
 )
 # The warm path: ranks start in pre-started worker processes (torch, DeepSpeed, the model code imported),
 # the checkpoint comes from a peer's memory. None would leave the simulator with the cold path only.
 WARM: MeasuredRecovery | None = MeasuredRecovery(
     "abrupt loss, warm: peer memory",
-    "bd166f7",
-    detect_s=3.8,
+    "26aef79",
+    detect_s=3.7,
     replace_s=0.0,
-    rejoin_s=10.8,  # runner up 2.3 + Ray Train workers 6.6 + engine build 1.9
-    restore_s=0.09,
-    first_step_s=0.5,
+    rejoin_s=11.1,  # runner up 2.5 + Ray Train workers 6.9 + engine build 1.7
+    restore_s=0.10,
+    first_step_s=0.6,
 )
 MEASURED = {"cold": COLD, "warm": WARM}
 DEFAULT = WARM or COLD  # the path the runtime takes by default (fault_tolerance.warm_restart: on)

@@ -127,6 +127,12 @@ def node_views_from_ray(ray_nodes: list[dict], cordoned: dict[str, str]) -> list
 class RayNodeProvider(NodeProvider, Retiring):
     """Any Ray cluster whose raylets carry orch's labels: listing, and retiring an idle node."""
 
+    # How long Ray's node table may still list a dead raylet as alive: the GCS declares it dead after its
+    # health check's failure threshold (the embedded cluster: 3 misses of a 1 s period, each with a 1 s
+    # timeout, ``embedded.py: EMBEDDED_RAY_ENV``), while the node's workers are gone at once. The
+    # controller waits out this lag before placing a gang that lost its workers (``ControllerCore``).
+    death_lag_s = 5.0
+
     def __init__(self, store: StateStore):
         self.store = store
 

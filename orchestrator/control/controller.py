@@ -103,6 +103,7 @@ class ControllerCore:
         self._node_states: dict[str, dict] | None = None  # as last recorded in node_history (read once)
         self._spare_record: tuple[dict[str, int], list[str], int] = ({}, [], 0)  # see _spares_added
         self._node_views: list[NodeView] = []  # the provider's list last recorded from
+        self._lost_gangs: dict[str, tuple[float, frozenset[str]]] = {}  # job -> (lost at, its gang): ``_settling``
 
     def reconcile(self) -> None:
         nodes = self.provider.nodes()
@@ -316,19 +317,21 @@ class ControllerCore:
             return self._recover(
                 job, f"attempt {job.attempt} failed on its checkpoints ({failure.value}): {error}", failure
             )
-        return self._recover(job, f"attempt {job.attempt} lost its workers: {error}")
+        return self._recover(job, f"attempt {job.attempt} lost its workers: {error}", lost=True)
 
     def _runner_missing(self, job: JobRecord) -> None:
         if job.state == S.PLACING and self.clock.now() - job.updated_at < START_GRACE_S:
             return None
-        return self._recover(job, f"the runner of attempt {job.attempt} is gone")
+        return self._recover(job, f"the runner of attempt {job.attempt} is gone", lost=True)
 
-    def _recover(self, job: JobRecord, reason: str, failure: FailureReason | None = None) -> None:
+    def _recover(self, job: JobRecord, reason: str, failure: FailureReason | None = None, lost: bool = False) -> None:
         """Restart from the last committed checkpoint (a new attempt starts afresh: any preemption
         request was about the attempt that is gone). After a storage or commit failure the restart
         waits ``backoff_s`` (the scheduler skips the job until then); the reason stays on the job
-        until it runs again."""
+        until it runs again. ``lost``: the attempt lost its workers (``_settling``)."""
         self.launcher.release(job)
+        if lost and job.assignment:
+            self._lost_gangs[job.id] = (self.clock.now(), frozenset(job.assignment))
         kind = restart_kind(failure)
         refusal = self._refuse_restart(job, kind)
         if refusal is not None:
@@ -375,13 +378,34 @@ class ControllerCore:
         since = self.store.last_transition_at(job.id, S.RECOVERING) or 0.0
         return self.clock.now() < since + backoff_s(job.restarts)
 
+    def _settling(self, job: JobRecord, nodes: list[NodeView]) -> bool:
+        """A gang that lost its workers waits until the node view has caught up with the loss: a node's
+        workers die at once, but the provider may list it alive a while longer (``death_lag_s``: Ray's
+        health check), and a gang placed meanwhile lands on the dead node again and fails a second time.
+        It waits until a node of the lost gang is seen down, or the lag has passed."""
+        lag = getattr(self.provider, "death_lag_s", 0.0)
+        entry = self._lost_gangs.get(job.id)
+        if entry is None:
+            return False
+        since, gang = entry
+        if not lag or self.clock.now() >= since + lag or any(not n.alive for n in nodes if n.name in gang):
+            del self._lost_gangs[job.id]
+            return False
+        return True
+
     # ------------------------------------------------------------------ scheduling
 
     def _schedule(self, jobs: list[JobRecord], nodes: list[NodeView]) -> None:
         waiting = [
             j
             for j in jobs
-            if j.state == S.QUEUED or (j.state == S.RECOVERING and not j.assignment and not self._backing_off(j))
+            if j.state == S.QUEUED
+            or (
+                j.state == S.RECOVERING
+                and not j.assignment
+                and not self._backing_off(j)
+                and not self._settling(j, nodes)
+            )
         ]
         if not waiting:
             return

@@ -189,3 +189,33 @@ def test_the_checkpoint_copies_of_a_job_are_freed_when_it_ends_and_kept_while_it
     clock.advance(1)
     core.reconcile()
     assert launcher.forgotten == [job_id]
+
+
+def test_a_gang_that_lost_its_workers_waits_until_the_node_view_has_caught_up(tmp_path):
+    """Seen in CI: a raylet killed mid-training, the runner reported the lost workers 1.1 s later, and
+    the gang was placed again on the dead node, still listed alive by Ray (its health check declares it
+    dead after ~3 s): a second failure and restart. With a provider whose view lags deaths
+    (``RayNodeProvider.death_lag_s``) the job waits until a node of its lost gang is seen down, or the
+    lag has passed, then goes elsewhere."""
+    for node_goes_down in (True, False):
+        core, store, clock, job_id = plane(tmp_path / str(node_goes_down), BUDGET)
+        core.provider.death_lag_s = 5.0
+        gang = store.get_job(job_id)["assignment"]
+        clock.advance(60)
+        store.record_outcome(
+            job_id,
+            RunnerOutcome(1, OutcomeStatus.FAILED, error="ray.exceptions.ActorDiedError", infrastructure=True),
+        )
+        core.reconcile()
+        job = store.get_job(job_id)
+        assert job["state"] == JobState.RECOVERING.value and job["assignment"] is None  # not placed at once
+        clock.advance(1)
+        core.reconcile()
+        assert store.get_job(job_id)["assignment"] is None
+        if node_goes_down:
+            core.provider.fail(gang[-1], clock.now())  # the view catches up: placed in the next pass
+        else:
+            clock.advance(4)  # nothing seen down: placed once the lag has passed
+        core.reconcile()
+        placed = store.get_job(job_id)["assignment"]
+        assert placed and (gang[-1] not in placed if node_goes_down else True)

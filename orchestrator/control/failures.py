@@ -42,6 +42,10 @@ INFRASTRUCTURE_MARKERS = (
     "OwnerDiedError",
     "Connection closed by peer",
     "Connection reset by peer",
+    # Ray Train's worker-group error names no exception class when a worker's node went (seen in CI:
+    # "the actor's node was terminated unexpectedly: health check failed due to missing too many heartbeats")
+    "node was terminated unexpectedly",
+    "missing too many heartbeats",
 )
 
 RESTART = frozenset({FailureReason.CHECKPOINT_STORAGE, FailureReason.CHECKPOINT_COMMIT, FailureReason.NODE_LOST})

@@ -51,6 +51,9 @@ def test_real_errors_are_classed(tmp_path):
     assert classify(traceback_of(lambda: decode(pickle.dumps({"a": 1})))) == FailureReason.CHECKPOINT_REFUSED
     assert classify(traceback_of(lambda: 1 / 0)) == FailureReason.TRAINING_ERROR
     assert classify("ray.exceptions.ActorDiedError: the actor died") == FailureReason.NODE_LOST
+    # Ray Train's worker-group error as a CI run recorded it for a killed raylet: no exception class named
+    seen = "\tthe actor's node was terminated unexpectedly: health check failed due to missing too many heartbeats"
+    assert classify(seen) == FailureReason.NODE_LOST
 
 
 @pytest.fixture

@@ -211,11 +211,11 @@ class ControllerCore:
         are written in the same transaction (``data``: more fields for the event)."""
         if self.fence is not None and not self.fence():
             raise LostLeadership(f"lease lost before moving {job.id} to {to.value}")
-        extra = None
+        extra, at = None, self.clock.now()
         if job.assignment and (to.is_terminal or to in (S.PREEMPTED, S.RECOVERING)):
             # a checkpoint-and-stop that restarts (a node's notice) ended cleanly: no step was under way
             stopped = to == S.RECOVERING and job.state == S.CHECKPOINTING
-            intervals = self._attempt_intervals(job, Ending.STOPPED if stopped else ENDINGS[to])
+            intervals = self._attempt_intervals(job, Ending.STOPPED if stopped else ENDINGS[to], at)
             extra = lambda conn, now: self.store.insert_intervals(conn, job.team, intervals)  # noqa: E731
         self.store.transition(
             job.id,
@@ -225,6 +225,7 @@ class ControllerCore:
             updates=updates,
             events=[EventRecord(kind, f"{job.id}: {reason}", {"state": to.value, **(data or {})})],
             extra=extra,
+            at=at,
         )
         job.apply(state=to, **updates)
         if to.is_terminal:
@@ -237,8 +238,8 @@ class ControllerCore:
         except Exception as exc:  # noqa: BLE001 - a holder or the cluster being unreachable must not stop the loop
             log.warning("%s: its checkpoint copies in peer memory could not be freed: %s", job.id, exc)
 
-    def _attempt_intervals(self, job: JobRecord, ending: Ending) -> list:
-        return closing_intervals(self.store, job, ending, self.clock.now(), by_pool=self.ledger_by_pool)
+    def _attempt_intervals(self, job: JobRecord, ending: Ending, at: float) -> list:
+        return closing_intervals(self.store, job, ending, at, by_pool=self.ledger_by_pool)
 
     def _reconcile_job(self, job: JobRecord) -> None:
         state = job.state

@@ -62,10 +62,11 @@ def record_attempt(store, job_id: str, assignment: list[str], ray_nodes: list[di
     job = store.job(job_id)
     nodes = {n.name: n for n in node_views_from_ray(ray_nodes, {})}
     holds = holds_for(assignment, job.devices_per_node, nodes, job.spec)
-    closing = closing_intervals(store, job, Ending.LOST, store.clock.now()) if job.assignment else []
+    at = store.clock.now()
+    closing = closing_intervals(store, job, Ending.LOST, at) if job.assignment else []
     attempt = job.attempt + 1
     try:
-        store.record_gang(job_id, attempt, assignment, holds, closing)
+        store.record_gang(job_id, attempt, assignment, holds, closing, at=at)
     except StaleState:
         raise SystemExit(f"orch: attempt {attempt} of {job_id} is already recorded by another driver") from None
     return attempt

@@ -201,6 +201,7 @@ def sync(
             continue
         if target == JobState.FAILED or step in _after(current):
             message = status.get("message") or status.get("jobStatus") or status.get("jobDeploymentStatus", "")
+            at = store.clock.now()
             try:
                 store.transition(
                     job_id,
@@ -209,7 +210,8 @@ def sync(
                     f"RayJob {name}: {message}",
                     events=[EventRecord(f"job.{step.value}", f"{job_id}: RayJob {name} {message}")],
                     updates={"message": message} if step == JobState.FAILED else {},
-                    extra=_ledger_rows(store, job_id, step),
+                    extra=_ledger_rows(store, job_id, step, at),
+                    at=at,
                 )
             except StaleState:  # the other follower moved it first
                 return JobState(store.get_job(job_id)["state"])
@@ -234,7 +236,7 @@ def follow_namespace(api_client, store: StateStore, namespace: str, log: Callabl
     return len(rows)
 
 
-def _ledger_rows(store: StateStore, job_id: str, to: JobState):
+def _ledger_rows(store: StateStore, job_id: str, to: JobState, at: float):
     """When the RayJob ends, its last attempt's device-hours go into the ledger in the same
     transaction as the row's move (the gang its driver recorded, priced as recorded, split by category
     from the step metrics its runner wrote); an attempt with no gang record held nothing orch knows of."""
@@ -243,7 +245,7 @@ def _ledger_rows(store: StateStore, job_id: str, to: JobState):
     job = store.job(job_id)
     if not job.assignment or not job.attempt:
         return None
-    intervals = closing_intervals(store, job, ENDINGS[to], store.clock.now())
+    intervals = closing_intervals(store, job, ENDINGS[to], at)
     return lambda conn, now: store.insert_intervals(conn, job.team, intervals)
 
 

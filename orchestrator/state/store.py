@@ -320,15 +320,19 @@ class StateStore:
         updates: dict | None = None,
         events: Iterable[EventRecord] = (),
         extra: Callable[[Connection, float], None] | None = None,
+        at: float | None = None,
     ) -> None:
         """Move a job ``expect -> to`` atomically with its transition row, events and any extra
         writes (ledger intervals); raise ``StaleState`` if the job was no longer in ``expect``.
+
+        ``at``: the time to record, when the caller priced ledger rows up to it (the intervals a move
+        closes end exactly when the move is recorded); the store's clock otherwise.
 
         Retried across a lost connection with the same timestamp: a retry that finds the job already
         moved by a transition row identical to its own (from, to, reason, time) knows its first try
         committed, and returns instead of applying it (or its ledger rows) twice."""
         check_transition(expect, to)
-        now = self.clock.now()
+        now = self.clock.now() if at is None else at
         values = {"state": to.value, "updated_at": now, **(updates or {})}
         if to.is_terminal:
             values.setdefault("ended_at", now)
@@ -384,14 +388,21 @@ class StateStore:
             self._insert_events(conn, job_id, events, now)
 
     def record_gang(
-        self, job_id: str, attempt: int, assignment: list[str], holds: list[dict], closing: list | None = None
+        self,
+        job_id: str,
+        attempt: int,
+        assignment: list[str],
+        holds: list[dict],
+        closing: list | None = None,
+        at: float | None = None,
     ) -> None:
         """A RayJob's driver starts attempt ``attempt`` of a Kubernetes-owned job on ``assignment``:
         the one writer of such a row's ``assignment``, ``holds`` and ``attempt`` (a Ray controller's
         placement transition writes them for its own rows). ``closing``: the ledger rows of the attempt
         before, which a new driver ends (KubeRay ran the entrypoint again), written in the same
-        transaction. ``StaleState`` if another driver recorded this attempt first."""
-        now = self.clock.now()
+        transaction, ending at ``at`` (the gang event's time, so the attempts leave no gap between them).
+        ``StaleState`` if another driver recorded this attempt first."""
+        now = self.clock.now() if at is None else at
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(t.jobs)

@@ -23,6 +23,7 @@ from orchestrator.plan.planner import make_plan
 from orchestrator.spec.loader import load_spec
 from orchestrator.state.store import StaleState, StateStore
 from tests.conftest import MINIMAL_SPEC
+from tests.helpers.clocks import TickingClock
 from tests.helpers.k8s_replay import ReplayServer
 
 T0 = 1_800_000_000.0
@@ -164,3 +165,22 @@ def test_an_unreachable_api_server_is_logged_and_the_next_pass_goes_on(store):
     assert follow_namespace(client.ApiClient(config), store, "orch", log=lines.append) == 1
     assert len(lines) == 1 and job_id in lines[0] and "reading RayJob orch/minimal-k8s" in lines[0]
     assert store.job_state(job_id) == JobState.QUEUED
+
+
+def test_an_attempts_intervals_end_when_the_move_that_writes_them_is_recorded(tmp_path):
+    """The ledger agrees with the job's own history to the float: the first attempt's rows end at the
+    second gang's record, and the last attempt's at the recorded end (CI once saw them 40 ms apart)."""
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", clock=TickingClock(T0))
+    job_id = submitted(store)
+    follow_while(store, job_id, {"jobDeploymentStatus": "Initializing"})
+    record_attempt(store, job_id, ["w-od", "w-spot"], NODES)
+    first_gang = store.last_event_at(job_id, "job.gang")
+    record_attempt(store, job_id, ["w-od", "w-spot"], NODES)  # KubeRay ran the driver again
+    second_gang = store.last_event_at(job_id, "job.gang")
+    follow_while(store, job_id, {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"})
+    ended = store.transitions(job_id)[-1]["at"]
+    first, last = sorted({i.attempt for i in store.intervals(job_id)})
+    assert max(i.end for i in store.intervals(job_id) if i.attempt == first) == second_gang
+    assert min(i.start for i in store.intervals(job_id) if i.attempt == last) == second_gang
+    assert max(i.end for i in store.intervals(job_id) if i.attempt == last) == ended
+    assert first_gang < second_gang < ended

@@ -23,6 +23,7 @@ from orchestrator.spec.schema import FaultToleranceSpec
 from orchestrator.state.records import RunnerOutcome
 from orchestrator.state.store import StateStore
 from tests.conftest import V3_SPEC
+from tests.helpers.clocks import TickingClock
 from tests.helpers.recording_launcher import RecordingLauncher
 
 HOUR = 3600.0
@@ -219,3 +220,22 @@ def test_a_gang_that_lost_its_workers_waits_until_the_node_view_has_caught_up(tm
         core.reconcile()
         placed = store.get_job(job_id)["assignment"]
         assert placed and (gang[-1] not in placed if node_goes_down else True)
+
+
+def test_the_controllers_ledger_rows_end_when_the_move_that_writes_them_is_recorded(tmp_path):
+    """A restart and the end each write the attempt's rows in the transition's transaction; on a clock
+    that moves between any two readings the rows still end at the recorded transition, to the float."""
+    spec = load_spec(V3_SPEC, "local", ["fault_tolerance.max_restarts=null", BUDGET])
+    clock = TickingClock(1000.0)
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", clock)
+    core = ControllerCore(store, SimulatedCluster(spec, 1000.0), RecordingLauncher(), clock)
+    job_id = store.insert_job(job_row(store.new_job_id(spec.name), make_plan(spec), {"file": str(V3_SPEC)}))
+    core.reconcile()
+    core.reconcile()
+    end_attempt(core, store, clock, job_id, FailureReason.NODE_LOST, 60)
+    for _ in range(3):  # the crash allowance (2) is spent by the third
+        end_attempt(core, store, clock, job_id, FailureReason.TRAINING_ERROR, 60)
+    assert store.get_job(job_id)["state"] == JobState.FAILED.value
+    releasing = [t["at"] for t in store.transitions(job_id) if t["to_state"] in ("recovering", "failed")]
+    ends = sorted({i.end for i in store.intervals(job_id)})
+    assert len(releasing) == 4 and ends == releasing

@@ -128,8 +128,8 @@ class RayNodeProvider(NodeProvider, Retiring):
     """Any Ray cluster whose raylets carry orch's labels: listing, and retiring an idle node."""
 
     # How long Ray's node table may still list a dead raylet as alive: the GCS declares it dead after its
-    # health check's failure threshold (the embedded cluster: 3 misses of a 1 s period, each with a 1 s
-    # timeout, ``embedded.py: EMBEDDED_RAY_ENV``), while the node's workers are gone at once. The
+    # health check's failure threshold (the embedded cluster: 3 refused checks 0.5 s apart, about 2 s,
+    # ``embedded.py: EMBEDDED_RAY_ENV``), while the node's workers are gone at once. The
     # controller waits out this lag before placing a gang that lost its workers (``ControllerCore``).
     death_lag_s = 5.0
 

@@ -542,7 +542,9 @@ class ControllerCore:
 
 
 class ControllerLoop:
-    """Runs ``ControllerCore.reconcile`` every ``interval`` seconds in a background thread.
+    """Runs ``ControllerCore.reconcile`` every ``interval`` seconds in a background thread, and at once
+    when woken (``wake``: a runner recorded its attempt's outcome, so a lost gang is restarted without
+    waiting out the rest of the interval).
 
     With a ``lease`` (leader election), a pass runs only while this controller holds it; the others
     wait as standbys, renewing nothing, and take over once the leader's lease expires."""
@@ -553,14 +555,19 @@ class ControllerLoop:
         self.leading_term: int | None = None
         if lease is not None:
             core.fence = lease.still_held
-        self._stop = threading.Event()
+        self._stop, self._woken = threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._run, name="orch-controller", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
 
+    def wake(self) -> None:
+        """Run the next pass now (or right after the one under way) instead of at the interval."""
+        self._woken.set()
+
     def stop(self, release: bool = True) -> None:
         self._stop.set()
+        self._woken.set()
         if release and self.lease is not None:
             self.thread.join(timeout=30)
             self.lease.release()
@@ -599,7 +606,8 @@ class ControllerLoop:
                     self.core.store.add_event("controller.error", f"reconcile pass failed: {exc!r}")
                 except Exception:
                     log.exception("could not record the error")
-            self._stop.wait(self.interval)
+            self._woken.wait(self.interval)
+            self._woken.clear()
 
     def stats(self) -> dict:
         return {

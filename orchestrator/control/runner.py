@@ -155,6 +155,9 @@ class JobRunner:
             self.log(outcome["error"])
         self.store.record_outcome(self.job_id, RunnerOutcome.from_row(outcome))
         self.phase = "done"
+        from orchestrator.control.service import wake_controller  # at the end only: the runner starts lighter
+
+        wake_controller()
         return outcome
 
     # ------------------------------------------------------------------ called by rank 0 each step

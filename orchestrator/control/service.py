@@ -41,6 +41,10 @@ class ControllerActor:
     def ping(self) -> dict:
         return {**self.loop.stats(), "pid": os.getpid()}
 
+    def wake(self) -> None:
+        """A runner recorded its outcome: reconcile now (``ControllerLoop.wake``)."""
+        self.loop.wake()
+
 
 def ensure_controller(state_url: str, home: str):
     """The running controller, started if absent (idempotent)."""
@@ -51,6 +55,17 @@ def ensure_controller(state_url: str, home: str):
         get_if_exists=True,
         resources={"orch_head": 0.001},
     ).remote(state_url, home)
+
+
+def wake_controller() -> None:
+    """Ask the head's controller, if there is one, for a pass now; never waits and never raises (a
+    RayJob's driver runs without one, and the next pass comes within the interval anyway)."""
+    actor = get_controller()
+    if actor is not None:
+        try:
+            actor.wake.remote()
+        except Exception:  # noqa: BLE001 - a controller restarting: its next pass reads the outcome
+            pass
 
 
 def get_controller():

@@ -506,3 +506,31 @@ def test_terraform_validate(tmp_path):
     assert init.returncode == 0, init.stdout + init.stderr
     out = subprocess.run([TF, "validate"], cwd=work, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_ray_pod_carries_the_health_check_settings_ray_reads():
+    """A lost node is noticed within seconds, not Ray's ~15-65 s: the head's GCS and Ray Train's controller
+    read these from their environment. The names are the ones Ray 2.60 reads (its RayConfig keys, and Ray
+    Train's env var), so a renamed setting fails here rather than being ignored on the cluster; a killed
+    raylet is dead in threshold x period, and a slow one must stall threshold x timeout to be."""
+    import ray._raylet
+    from ray.train.v2._internal.constants import HEALTH_CHECK_INTERVAL_S_ENV_VAR
+
+    from orchestrator.cluster.embedded import EMBEDDED_RAY_ENV
+    from orchestrator.k8s.render import HEALTH_ENV
+
+    spec = load_spec(str(V3_SPEC))
+    rayjob = job_manifests(spec, make_plan(spec), "deepseek-v3-pretrain-0001", K8sSettings())[1]
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        for container in pod["spec"]["containers"]:
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert {k: env.get(k) for k in HEALTH_ENV} == HEALTH_ENV, container["name"]
+    for settings in (HEALTH_ENV, EMBEDDED_RAY_ENV):
+        gcs = {k.removeprefix("RAY_"): int(v) for k, v in settings.items() if k.startswith("RAY_health_check_")}
+        assert gcs and all(hasattr(ray._raylet.Config, key) for key in gcs), gcs
+        assert HEALTH_CHECK_INTERVAL_S_ENV_VAR in settings
+        killed = gcs["health_check_failure_threshold"] * gcs["health_check_period_ms"] / 1000
+        stalled = gcs["health_check_failure_threshold"] * gcs["health_check_timeout_ms"] / 1000
+        assert killed <= 3 and stalled >= 15, settings

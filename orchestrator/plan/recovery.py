@@ -48,22 +48,22 @@ class MeasuredRecovery:
 # The cold path: every worker restarted, the checkpoint read back from object storage.
 COLD = MeasuredRecovery(
     "abrupt loss, cold: object storage (today's path)",
-    "26aef79",
-    detect_s=3.2,
+    "31f3b72",
+    detect_s=1.7,
     replace_s=0.0,
-    rejoin_s=20.7,  # runner up 2.0 + Ray Train workers 14.2 + engine build 4.5
-    restore_s=0.24,
-    first_step_s=0.6,
+    rejoin_s=20.4,  # runner up 2.6 + Ray Train workers 13.7 + engine build 4.1
+    restore_s=0.76,
+    first_step_s=0.5,
 )
 # The warm path: ranks start in pre-started worker processes (torch, DeepSpeed, the model code imported),
 # the checkpoint comes from a peer's memory. None would leave the simulator with the cold path only.
 WARM: MeasuredRecovery | None = MeasuredRecovery(
     "abrupt loss, warm: peer memory",
-    "26aef79",
-    detect_s=3.7,
+    "31f3b72",
+    detect_s=1.8,
     replace_s=0.0,
-    rejoin_s=11.1,  # runner up 2.5 + Ray Train workers 6.9 + engine build 1.7
-    restore_s=0.10,
+    rejoin_s=11.1,  # runner up 2.4 + Ray Train workers 7.5 + engine build 1.2 (the median of three runs)
+    restore_s=0.15,
     first_step_s=0.6,
 )
 MEASURED = {"cold": COLD, "warm": WARM}

@@ -42,12 +42,13 @@ from orchestrator.private import private_dir
 # Ray starts worker processes at nice 15 so that its own daemons win any contention. On a training
 # node the workers are the workload: run them at normal priority (measured in bench/RESULTS.md).
 # The GCS declares a raylet dead after ``threshold`` failed health checks, one every ``period`` once the
-# last has answered or timed out (src/ray/gcs/gcs_health_check_manager.cc, Ray 2.60). A killed raylet
-# refuses the check at once, so it is declared dead in about period x threshold: 1.5 s here (measured
-# 1.7-2.0 s) instead of Ray's ~15 s, as quickly as a cloud provider's signal would tell. A raylet that is
-# alive but slow (training shares the cores with it) has 5 s to answer each check, so it would have to
-# stall for 15 s to be declared dead by mistake; at 1 s per check a busy head raylet could be, and a
-# fresh-clone CI run once lost a job's runner with "Owner's node has crashed" (cause not proven).
+# last has answered or timed out (ray-project/ray, src/ray/gcs/gcs_health_check_manager.cc at 2a48f19;
+# Ray 2.60 here behaves so). A killed raylet refuses the check at once, so it is declared dead in about
+# period x threshold: 1.5 s here (measured 1.7-2.0 s) instead of Ray's ~15 s, as quickly as a cloud
+# provider's signal would tell. A raylet that is alive but slow (training shares the cores with it) has
+# 5 s to answer each check, so it would have to stall for 15 s to be declared dead by mistake; at 1 s per
+# check a busy head raylet could be, and a fresh-clone CI run once lost a job's runner with "Owner's node
+# has crashed" (cause not proven).
 # Ray Train's controller polls its workers every 0.5 s instead of 2 s (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S,
 # ray/train/v2/_internal/constants.py): a worker group that lost a node is reported that much sooner.
 EMBEDDED_RAY_ENV = {

@@ -88,12 +88,13 @@ def quoted_resources(resources: dict[str, int]) -> str:
 
 # How quickly a lost node is noticed. The GCS (on the head) sends a raylet a health check every
 # ``period`` once the last one answered or timed out, and declares it dead after ``threshold`` failures
-# (src/ray/gcs/gcs_health_check_manager.cc, Ray 2.60; Ray's defaults: 3 s, 10 s, 5). A pod whose raylet
-# died refuses at once: dead in about threshold x period, 3 s; a node that vanished from the network lets
-# each check run to its timeout: dead in about threshold x (timeout + period), 18 s, against about 65 s
-# with Ray's defaults. A raylet slowed by its training load has 5 s to answer each check. Ray Train's
-# controller (on the head, beside the job runner) polls its workers every second instead of every 2 s
-# (ray/train/v2/_internal/constants.py). Unmeasured on a cluster: README, Limits.
+# (ray-project/ray, src/ray/gcs/gcs_health_check_manager.cc at 2a48f19; Ray 2.60's defaults, read from
+# ``ray._raylet.Config``: 3 s, 10 s, 5). A pod whose raylet died refuses at once: dead in about
+# threshold x period, 3 s; a node that vanished from the network lets each check run to its timeout: dead
+# in about threshold x (timeout + period), 18 s, against about 65 s with Ray's defaults. A raylet slowed by
+# its training load has 5 s to answer each check. Ray Train's controller (on the head, beside the job
+# runner) polls its workers every second instead of every 2 s (ray/train/v2/_internal/constants.py).
+# Unmeasured on a cluster: README, Limits.
 HEALTH_ENV = {
     "RAY_health_check_period_ms": "1000",
     "RAY_health_check_timeout_ms": "5000",

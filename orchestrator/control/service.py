@@ -13,13 +13,11 @@ import ray
 from orchestrator.cluster.embedded import EmbeddedCluster
 from orchestrator.cluster.provider import EmbeddedNodeProvider, RayNodeProvider
 from orchestrator.control.controller import ControllerCore, ControllerLoop
+from orchestrator.control.controller_handle import CONTROLLER_NAME, NAMESPACE
 from orchestrator.control.launcher import RayLauncher
 from orchestrator.forecast.alerts import ForecastWatch  # budget.forecast_over events
 from orchestrator.state.lease import Lease
 from orchestrator.state.store import StateStore
-
-CONTROLLER_NAME = "orch-controller"
-NAMESPACE = "orch"
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)
@@ -55,17 +53,6 @@ def ensure_controller(state_url: str, home: str):
         get_if_exists=True,
         resources={"orch_head": 0.001},
     ).remote(state_url, home)
-
-
-def wake_controller() -> None:
-    """Ask the head's controller, if there is one, for a pass now; never waits and never raises (a
-    RayJob's driver runs without one, and the next pass comes within the interval anyway)."""
-    actor = get_controller()
-    if actor is not None:
-        try:
-            actor.wake.remote()
-        except Exception:  # noqa: BLE001 - a controller restarting: its next pass reads the outcome
-            pass
 
 
 def get_controller():

@@ -139,10 +139,21 @@ def parse_layout(layout: str, devices: int) -> list[tuple[str, str, int]]:
     return nodes
 
 
+_HANDED_OUT: set[int] = set()  # every port _free_port returned in this process
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A port free now and never handed out before by this process. The OS may give the same ephemeral
+    port to two binds in a row once the first socket is closed, and a raylet whose node manager and
+    object manager got the same port fails to start ("Ray component node_manager is trying to use a
+    port number 41101 that is used by other components", seen starting the recovery benchmark)."""
+    while True:
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _write_atomic(path: Path, text: str) -> None:

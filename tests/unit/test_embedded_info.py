@@ -50,3 +50,29 @@ def test_a_retirement_keeps_a_session_recorded_while_it_waited(tmp_path, gcs, mo
     after = cluster.load()
     assert [n.name for n in after.nodes] == ["node-2"] and after.retired_upto == 4
     assert [(s.sid, s.node) for s in after.sessions] == [(111, "node-2"), (333, "node-2")]
+
+
+def test_two_ports_handed_out_in_a_row_differ_even_when_the_os_repeats_one(monkeypatch):
+    """The OS may give the same ephemeral port to two binds in a row (the first socket closed); the
+    raylet's node manager and object manager then collided and the cluster failed to start. The
+    allocator skips a port it already handed out."""
+    from orchestrator.cluster import embedded
+
+    given = iter([47001, 47001, 47001, 47002])
+
+    class RepeatingSocket:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def bind(self, address):
+            self.port = next(given)
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(embedded, "_HANDED_OUT", set())
+    monkeypatch.setattr(embedded.socket, "socket", RepeatingSocket)
+    assert [embedded._free_port(), embedded._free_port()] == [47001, 47002]

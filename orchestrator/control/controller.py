@@ -268,8 +268,6 @@ class ControllerCore:
         status = self.launcher.status(job)
         if status is None:
             return self._runner_missing(job)
-        if state == S.PLACING and status.phase == "standby":
-            self.launcher.start(job, job.attempt)  # placed, but never told to run (a controller restart)
         if state == S.PLACING and status.phase == "running":
             self._move(
                 job,

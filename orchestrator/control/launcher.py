@@ -29,8 +29,7 @@ class Launcher(Protocol):
 
     def forget(self, job: JobRecord) -> None:
         """The job is over (succeeded, failed or cancelled): free what its attempts left on the nodes
-        for a restart that will not come (its checkpoint copies in peer memory, the runner prestarted
-        for its next attempt). Best effort."""
+        for a restart that will not come (its checkpoint copies in peer memory). Best effort."""
 
 
 class RayLauncher:
@@ -46,12 +45,17 @@ class RayLauncher:
             return None
 
     def start(self, job: JobRecord, attempt: int) -> None:
-        """Run the attempt in its runner: the one its predecessor prestarted (``runner.prestart_runner``), or a
-        new one. Sent again for a runner still standing by (a controller that restarted between placing
-        the job and starting it): ``run`` runs once."""
-        from orchestrator.control.runner import runner_actor  # a Ray actor class: importing it imports Ray
+        from orchestrator.control.runner import JobRunner  # a Ray actor class: importing it imports Ray
 
-        runner_actor(job.id, attempt, self.state_url, self.home).run.remote()
+        runner = JobRunner.options(
+            name=runner_name(job.id, attempt),
+            namespace="orch",
+            lifetime="detached",
+            resources={"orch_head": 0.001},
+            max_restarts=0,
+            get_if_exists=True,
+        ).remote(job.id, attempt, self.state_url, self.home)
+        runner.run.remote()
 
     def status(self, job: JobRecord) -> RunnerStatus | None:
         import ray
@@ -79,12 +83,6 @@ class RayLauncher:
     def forget(self, job: JobRecord) -> None:
         # a job's rank 0 frees its copies when it finishes training; a job that failed, was cancelled
         # or lost its last attempt leaves them in every holder's host memory until the node goes
-        import ray
-
         from orchestrator.train.peer_memory import forget_everywhere  # Ray: the shard holder actor class
 
-        try:  # the runner standing by for an attempt that will not come
-            ray.kill(ray.get_actor(runner_name(job.id, job.attempt + 1), namespace="orch"), no_restart=True)
-        except ValueError:
-            pass
         forget_everywhere(job.id)

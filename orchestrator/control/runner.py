@@ -19,7 +19,7 @@ from orchestrator.control.failures import RESTART, classify
 from orchestrator.control.step_log import StepLog
 from orchestrator.ledger.exposure import gang_exposure
 from orchestrator.lifecycle import Directive
-from orchestrator.paths import job_dir, runner_name
+from orchestrator.paths import job_dir, runner_name  # noqa: F401 (runner_name: its older import path)
 from orchestrator.plan.planner import make_plan
 from orchestrator.private import open_private, private_dir
 from orchestrator.state.records import RunnerOutcome, RunnerStatus
@@ -28,18 +28,10 @@ from orchestrator.state.store import StateStore
 
 @ray.remote(num_cpus=0, max_concurrency=8)
 class JobRunner:
-    """One attempt of one job: runs it through Ray Train and records what it did.
-
-    ``standby_successor``: once this attempt has trained its first step, and if the job takes the warm
-    path (``fault_tolerance.warm_restart``), start the runner of the next attempt and have it import
-    what an attempt needs (``prepare``), so that a restart after a node loss finds its runner's process up
-    and its imports done (``prestart_runner``). The controller's launcher asks for
-    it; a RayJob's driver does not (KubeRay runs a new driver)."""
-
-    def __init__(self, job_id: str, attempt: int, state_url: str, home: str, standby_successor: bool = False):
+    def __init__(self, job_id: str, attempt: int, state_url: str, home: str):
         self.job_id, self.attempt = job_id, attempt
         self.store = StateStore(state_url)
-        self.state_url, self.home, self.standby_successor = state_url, home, standby_successor
+        self.home = home
         self.directive, self.deadline = Directive.CONTINUE, None
         self.phase = "starting"
         self.resumed_from: int | None = None  # the step this attempt resumed from (its first step says)
@@ -73,15 +65,6 @@ class JobRunner:
 
     def status(self) -> RunnerStatus:
         return RunnerStatus(phase=self.phase, attempt=self.attempt, step=self.step, directive=self.directive)
-
-    def prepare(self) -> None:
-        """Stand by for this attempt: import what ``run`` needs (Ray Train, torch, orch's training glue)
-        now, while the attempt before it trains, instead of after a node loss. Nothing is read from the
-        job yet: its gang is decided when the attempt is placed."""
-        with self.lock:
-            if self.phase == "starting" and not getattr(self, "_started", False):
-                self.phase = "standby"
-        import orchestrator.train.ray_worker  # noqa: F401 - the import is the preparation
 
     def request(self, directive: str, deadline: float | None = None) -> None:
         """``deadline`` (epoch seconds) bounds an emergency checkpoint, e.g. an interruption notice."""
@@ -121,11 +104,9 @@ class JobRunner:
         from orchestrator.train.ray_worker import run_with_ray_train  # torch and DeepSpeed: only in the runner
 
         with self.lock:
-            if self.phase not in ("starting", "standby") or getattr(self, "_started", False):
+            if self.phase != "starting" or getattr(self, "_started", False):
                 return {"attempt": self.attempt, "status": "already running"}
-            if self.phase == "standby":
-                self.log(f"attempt {self.attempt}: runs in the runner prestarted by attempt {self.attempt - 1}")
-            self._started, self.phase = True, "starting"
+            self._started = True
         job = self.store.job(self.job_id)
         outcome: dict = {"attempt": self.attempt}
         try:
@@ -192,8 +173,6 @@ class JobRunner:
             durable = metrics.get("checkpoint_durable_step", committed)
         if first:
             self.startup("training", f"step {metrics['step']} took {metrics.get('step_time_s', 0.0):.1f} s")
-            if self.standby_successor:
-                self._prestart_successor()
         # the checkpoint this attempt restored was committed (and logged) by an earlier attempt
         resumed = metrics.get("resumed_from", self.resumed_from)
         self.resumed_from = resumed
@@ -217,17 +196,6 @@ class JobRunner:
         self.steps.flush()
         return [self.directive, self.deadline or 0.0]
 
-    def _prestart_successor(self) -> None:
-        """The next attempt's runner, started now and preparing, as part of the warm path
-        (``fault_tolerance.warm_restart``). Best effort: without it the next attempt starts its runner
-        as the first attempt did."""
-        try:
-            if not self.store.job(self.job_id).spec.fault_tolerance.warm_restart:
-                return
-            prestart_runner(self.job_id, self.attempt + 1, self.state_url, self.home)
-        except Exception as exc:  # noqa: BLE001 - a standby is an optimisation, never a failure
-            self.log(f"attempt {self.attempt}: the next attempt's runner was not prestarted: {exc}")
-
 
 def _describe(error: BaseException) -> str:
     text = "".join(traceback.format_exception(error)) if isinstance(error, BaseException) else str(error)
@@ -238,24 +206,3 @@ def _failure(error: BaseException) -> dict:
     """The outcome's failure class (``control/failures.py``): its reason, and whether it restarts."""
     reason = classify(_describe(error))
     return {"failure_reason": reason.value, "infrastructure": reason in RESTART}
-
-
-def runner_actor(job_id: str, attempt: int, state_url: str, home: str):
-    """The attempt's runner actor on the head, created if absent (its name is the attempt's): the
-    controller's launcher starts attempts in it, and an attempt prestarts its successor's."""
-    return JobRunner.options(
-        name=runner_name(job_id, attempt),
-        namespace="orch",
-        lifetime="detached",
-        resources={"orch_head": 0.001},
-        max_restarts=0,
-        get_if_exists=True,
-    ).remote(job_id, attempt, state_url, home, standby_successor=True)
-
-
-def prestart_runner(job_id: str, attempt: int, state_url: str, home: str) -> None:
-    """Start the runner of ``attempt`` before it is placed, and have it import what it will need
-    (``JobRunner.prepare``): after a node loss the controller's ``start`` finds it up. Until then it
-    holds a process on the head and no device; the controller frees it when the job ends
-    (``Launcher.forget``)."""
-    runner_actor(job_id, attempt, state_url, home).prepare.remote()

@@ -51,7 +51,7 @@ class RunnerStatus:
     """What a live attempt's runner says when the controller asks (the real ``JobRunner`` and the
     simulator's launcher answer alike)."""
 
-    phase: str  # standby (prestarted, not yet told to run) | starting | running | done
+    phase: str  # starting | running | done
     attempt: int
     step: int = 0
     directive: str = Directive.CONTINUE

@@ -14,7 +14,6 @@ import pytest
 
 from orchestrator.control.client import ControlPlane
 from orchestrator.control.controller import PREEMPT_GRACE_S
-from orchestrator.paths import runner_name
 from tests.conftest import ROOT, V3_SPEC
 
 pytestmark = pytest.mark.slow
@@ -37,20 +36,6 @@ def wait_for(plane: ControlPlane, job_id: str, states: set[str], timeout: float 
         f"{job_id} still {plane.store.get_job(job_id)['state']} after {timeout} s; "
         f"events: {[e['message'] for e in plane.store.events(job_id)]}"
     )
-
-
-def wait_until_gone(actor_name: str, timeout: float = 30.0) -> bool:
-    """Whether the named actor (namespace orch) is gone within ``timeout``."""
-    import ray
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            ray.get_actor(actor_name, namespace="orch")
-        except ValueError:
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def wait_for_event(plane: ControlPlane, kind: str, timeout: float) -> dict:
@@ -520,10 +505,6 @@ def test_losing_a_node_mid_training_recovers_on_a_spare_from_the_checkpoint(plan
         assert first[1]["checkpoint_mtbf_s"] is None  # nothing seen, nothing expected: no MTBF
         assert first[2]["checkpoint_mtbf_s"] == pytest.approx(86400.0 + held)
         assert "starts from 1 infrastructure interruption(s)" in plane.log_path(job["id"]).read_text()
-        # attempt 2 ran in the runner attempt 1 prestarted after its first step (its imports done while
-        # attempt 1 trained); the one standing by for a third attempt goes with the job
-        assert "attempt 2: runs in the runner prestarted by attempt 1" in plane.log_path(job["id"]).read_text()
-        assert wait_until_gone(runner_name(job["id"], 3)), "the standby runner outlived its job"
         assert_each_commit_logged_once(plane, job["id"])  # attempt 2 restored one: not a new commit
         kinds = [e["kind"] for e in plane.store.events(limit=100_000)]
         assert "node.lost" in kinds and "job.recovering" in kinds

@@ -54,6 +54,14 @@ def _startup(plane, job_id: str, attempt: int) -> dict[str, dict]:
     }
 
 
+def _process(detail: str, what: str) -> str:
+    """'warm' or 'new': the process ``what`` (the runner, Ray Train's controller) started in, from a
+    start-up detail ('...; the runner in a warm process', '...; Ray Train's controller started in a new
+    process')."""
+    match = re.search(re.escape(what) + r" (?:started )?in a (warm|new) process", detail)
+    return match.group(1) if match else "?"
+
+
 def _warm_ranks(detail: str) -> str:
     """'3 of 4' from the workers-up detail ('..., 3 of 4 ranks in warm processes')."""
     match = re.search(r"(\d+ of \d+) ranks in warm processes", detail)
@@ -64,10 +72,11 @@ def _one(plane: ControlPlane, warm: bool, notice: float) -> dict:
     job = plane.submit(SPEC, "local", OVERRIDES + [f"fault_tolerance.warm_restart={str(warm).lower()}"])
     _wait(plane, job["id"], lambda j: j["state"] == "running" and j["step"] >= 12)
     victim = plane.store.get_job(job["id"])["assignment"][1]
-    lost_at = time.time() + notice
     preempt_drill(
         plane.store, RayNodeProvider(plane.store), plane.cluster, victim, notice, False, "bench", ask_ray_runner
     )
+    # the loss: when the drill SIGKILLed the raylet (after finding its processes, before they exited)
+    lost_at = [e["data"]["killed_at"] for e in plane.store.events_of(["node.lost"]) if e["data"]["node"] == victim][-1]
     done = _wait(plane, job["id"], lambda j: j["state"] in ("succeeded", "failed"))
     assert done["state"] == "succeeded", done["message"]
     moves = plane.store.transitions(job["id"])
@@ -85,6 +94,8 @@ def _one(plane: ControlPlane, warm: bool, notice: float) -> dict:
         "runner": phases["workers starting"]["at"] - placing,
         "workers": phases["engine build"]["at"] - phases["workers starting"]["at"],
         "warm": _warm_ranks(phases["workers up"]["detail"]),
+        "runner_process": _process(phases["workers starting"]["detail"], "the runner"),
+        "controller_process": _process(phases["training"]["detail"], "Ray Train's controller"),
         "engine": first["ready_at"] - first["restore_s"] - phases["engine build"]["at"],
         "restore": first["restore_s"],
         "sources": sorted(set(first.get("restored_from") or ["none"])),
@@ -105,8 +116,8 @@ def _median_run(runs: list[dict]) -> dict:
 
 def _row(label: str, r: dict) -> str:
     return (
-        f"| {label} | {r['detect']:.1f} | {r['replace']:.1f} | {r['runner']:.1f} | "
-        f"{r['workers']:.1f} ({r['warm']}) | "
+        f"| {label} | {r['detect']:.1f} | {r['replace']:.1f} | {r['runner']:.1f} ({r['runner_process']}) | "
+        f"{r['workers']:.1f} ({r['controller_process']}; {r['warm']}) | "
         f"{r['engine']:.1f} | {r['restore']:.2f} ({', '.join(r['sources'])}) | {r['first_step']:.1f} | "
         f"**{r['total']:.1f}**{r.get('spread', '')} | {r['twice']} |"
     )
@@ -131,20 +142,24 @@ def run() -> Section:
         "The local miniature on 4 CPU workers (3 raylets + head on this machine), checkpoint every 5 steps;",
         "the spot node's raylet is killed after step 12. Seconds:",
         "",
-        "| restart path | detect | replace | rejoin: runner up | rejoin: Ray Train workers + torch.distributed "
-        "(ranks in warm processes) | "
+        "| restart path | detect | replace | rejoin: runner up (its process) | rejoin: Ray Train workers + "
+        "torch.distributed (the Train controller's process; ranks in warm processes) | "
         "rejoin: engine build | restore (from) | first step | node loss -> first step | steps trained twice |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     body += [_row(label, r) for label, r in runs]
     body += [
         "",
+        "Without notice the clock starts when the drill SIGKILLs the node's raylet and workers (the "
+        "`node.lost` event's `killed_at`; the drill's search for the processes before it and its wait for "
+        "them to exit after it are not counted). "
         "With notice the clock starts when the job, having saved, is handed back for restart (the node "
         "itself goes at the end of the notice); detect is then zero by construction. 'Steps trained twice' "
         "is the work lost: steps of the first attempt after the checkpoint the second resumed from. "
-        "Rejoin is split at the new attempt's start-up events: its job runner starting (a new detached "
-        "actor), Ray Train starting its worker group (a new process per rank, torch imported) and joining "
-        "torch.distributed, then DeepSpeed building the engine (DeepSpeed imported, model built, pipeline, "
-        "expert and ZeRO groups created).",
+        "Rejoin is split at the new attempt's start-up events: its job runner starting (a detached actor, "
+        "in a process the attempt before prestarted on the warm path: train/warm_control.py), Ray Train "
+        "starting its controller and worker group (warm path: the controller's processes on the head and a "
+        "process per rank prestarted, torch imported) and joining torch.distributed, then DeepSpeed "
+        "building the engine (model built, pipeline, expert and ZeRO groups created).",
     ]
     return Section("Recovery from a node loss (embedded cluster)", COMMAND, body)

@@ -44,20 +44,27 @@ from orchestrator.private import private_dir
 # The GCS declares a raylet dead after ``threshold`` failed health checks, one every ``period`` once the
 # last has answered or timed out (ray-project/ray, src/ray/gcs/gcs_health_check_manager.cc at 2a48f19;
 # Ray 2.60 here behaves so). A killed raylet refuses the check at once, so it is declared dead in about
-# period x threshold: 1.5 s here (measured 1.7-2.0 s) instead of Ray's ~15 s, as quickly as a cloud
-# provider's signal would tell. A raylet that is alive but slow (training shares the cores with it) has
-# 5 s to answer each check, so it would have to stall for 15 s to be declared dead by mistake; at 1 s per
-# check a busy head raylet could be, and a fresh-clone CI run once lost a job's runner with "Owner's node
-# has crashed" (cause not proven).
+# period x threshold: 0.75 s here (0.71 s in a probe's GCS log) instead of Ray's ~15 s, as quickly as a
+# cloud provider's signal would tell. The period sets how soon a dead raylet is found, not how readily a
+# live one is taken for dead, which the timeout and threshold decide: a raylet that is alive but slow
+# (training shares the cores with it) has 5 s to answer each check, so it would have to stall for 15 s to
+# be declared dead by mistake; at 1 s per check a busy head raylet could be, and a fresh-clone CI run once
+# lost a job's runner with "Owner's node has crashed" (cause not proven).
 # Ray Train's controller polls its workers every 0.5 s instead of 2 s (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S,
 # ray/train/v2/_internal/constants.py): a worker group that lost a node is reported that much sooner.
 EMBEDDED_RAY_ENV = {
     "RAY_worker_niceness": "0",
-    "RAY_health_check_period_ms": "500",
+    "RAY_health_check_period_ms": "250",
     "RAY_health_check_timeout_ms": "5000",
     "RAY_health_check_failure_threshold": "3",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
 }
+# The head raylet starts this many worker processes at once. Ray's default is the node's CPUs (at least
+# 1; ``ray/_private/services.py``), 1 here, and a raylet drops a prestart beyond it ("Worker not started,
+# exceeding maximum_startup_concurrency", src/ray/raylet/worker_pool.cc): of the warm control processes a
+# job asks its head for (train/warm_control.py: a runner and five Ray Train actors) one started, and a
+# restart's own new processes on the head started one after another.
+HEAD_RAY_ENV = {"RAY_worker_maximum_startup_concurrency": "6"}
 HOST = "127.0.0.1"
 NAMESPACE = "orch"
 DEFAULT_LAYOUT = "local-on-demand:on-demand:1,local-spot:spot:1,local-spare:spare:1"
@@ -309,7 +316,7 @@ class EmbeddedCluster:
         private_dir(Path(info.temp_dir))
         started = time.time()
         # a new session: every process this 'ray start' leaves behind carries its id (see the module doc)
-        env = {**os.environ, **self.env(info), **(self._gcs_storage_env(info) if head else {})}
+        env = {**os.environ, **self.env(info), **(self._gcs_storage_env(info) | HEAD_RAY_ENV if head else {})}
         proc = subprocess.Popen(
             [self._ray_binary(), "start", *args, *common],
             env=env,
@@ -448,14 +455,17 @@ class EmbeddedCluster:
             current.retired_upto = max(current.retired_upto, int(number) if number.isdigit() else 0)
         return left
 
-    def kill_node(self, name: str) -> int:
-        """Kill a virtual node's raylet and its workers at once (SIGKILL): an abrupt node loss."""
+    def kill_node(self, name: str) -> tuple[int, float]:
+        """Kill a virtual node's raylet and its workers at once (SIGKILL): an abrupt node loss. Returns
+        how many processes there were and when they were killed (epoch seconds): the node's loss, before
+        the wait for them to exit and after the search for them (together up to seconds here)."""
         info = self._require()
         node = info.node(name)
         victims = self.processes(info, [s for s in info.sessions if s.node == node.name])
         if not victims:
             raise ClusterError(f"node {name} has no running raylet")
-        return _kill(victims)
+        killed_at = time.time()
+        return _kill(victims), killed_at
 
     def down(self) -> int:
         info = self.load()

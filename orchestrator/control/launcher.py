@@ -6,6 +6,7 @@ simulator's launcher models steps instead. The controller knows only this protoc
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from orchestrator.lifecycle import Directive
@@ -45,7 +46,7 @@ class RayLauncher:
             return None
 
     def start(self, job: JobRecord, attempt: int) -> None:
-        from orchestrator.control.runner import JobRunner  # a Ray actor class: importing it imports Ray
+        from orchestrator.control.runner import RUNTIME_ENV, JobRunner  # a Ray actor class: it imports Ray
 
         runner = JobRunner.options(
             name=runner_name(job.id, attempt),
@@ -54,7 +55,8 @@ class RayLauncher:
             resources={"orch_head": 0.001},
             max_restarts=0,
             get_if_exists=True,
-        ).remote(job.id, attempt, self.state_url, self.home)
+            runtime_env=RUNTIME_ENV,  # a warm process, where the attempt before asked for one
+        ).remote(job.id, attempt, self.state_url, self.home, time.time())
         runner.run.remote()
 
     def status(self, job: JobRecord) -> RunnerStatus | None:

@@ -100,8 +100,13 @@ def preempt_drill(
         deadline = time.time() + notice
         done += handle_notice(store, node, deadline, "preemption drill", actor, ask_runner)
         sleep(max(0.0, deadline - time.time()))
-    killed = cluster.kill_node(node)
-    store.add_event("node.lost", f"{node}: raylet killed ({killed} processes)", data={"node": node}, actor=actor)
+    killed, killed_at = cluster.kill_node(node)
+    store.add_event(
+        "node.lost",
+        f"{node}: raylet killed ({killed} processes)",
+        data={"node": node, "killed_at": killed_at},  # (the event itself is written once they have exited)
+        actor=actor,
+    )
     done.append(f"{node}: gone ({killed} processes killed)")
     if replace:
         cluster.start_node(node)

@@ -8,6 +8,7 @@ store; it never changes a job's state: the controller reads the outcome and move
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import traceback
@@ -24,12 +25,24 @@ from orchestrator.plan.planner import make_plan
 from orchestrator.private import open_private, private_dir
 from orchestrator.state.records import RunnerOutcome, RunnerStatus
 from orchestrator.state.store import StateStore
+from orchestrator.train import warm_control
+
+# the runner's setup hook, which Ray Train's controller and its actors inherit (train/warm_control.py)
+RUNTIME_ENV = warm_control.runner_runtime_env()
 
 
 @ray.remote(num_cpus=0, max_concurrency=8)
 class JobRunner:
-    def __init__(self, job_id: str, attempt: int, state_url: str, home: str):
+    def __init__(self, job_id: str, attempt: int, state_url: str, home: str, requested_at: float | None = None):
+        """``requested_at``: when the launcher asked for this actor (a process older than that is a warm
+        one, prestarted by the attempt before: ``train/warm_control.py``)."""
         self.job_id, self.attempt = job_id, attempt
+        self.warm = warm_control.started_warm(requested_at)
+        # only a launcher's runner has a successor in this Ray job to prestart for (a RayJob's driver has none)
+        self.launched = requested_at is not None
+        self.run_name = f"{job_id}-a{attempt}"  # the attempt's Ray Train run
+        self.fit_at: float | None = None  # when the run started (a Train controller older than that was warm)
+        self.warm_restart = False  # the job's fault_tolerance.warm_restart, once run() has read the spec
         self.store = StateStore(state_url)
         self.home = home
         self.directive, self.deadline = Directive.CONTINUE, None
@@ -110,6 +123,9 @@ class JobRunner:
         job = self.store.job(self.job_id)
         outcome: dict = {"attempt": self.attempt}
         try:
+            self.warm_restart = job.spec.fault_tolerance.warm_restart
+            if self.launched:
+                warm_control.runner_started()
             plan = make_plan(job.spec)
             assignment = list(job.assignment)
             selectors = [{"orch-node": assignment[p.node]} for p in plan.mesh.placements()]
@@ -117,18 +133,23 @@ class JobRunner:
                 f"attempt {self.attempt}: {plan.mesh.world_size} workers on {', '.join(assignment)} "
                 f"(PP{plan.mesh.pipeline} x DP{plan.mesh.data} EP{plan.mesh.expert})"
             )
-            self.startup("workers starting", f"a gang of {plan.mesh.world_size} Ray Train workers")
+            self.startup(
+                "workers starting",
+                f"a gang of {plan.mesh.world_size} Ray Train workers; the runner in a "
+                + ("warm process" if self.warm else "new process"),
+            )
             seen = gang_exposure(self.store, self.job_id, plan.mesh.world_size)
             self.log(
                 f"attempt {self.attempt}: the checkpoint interval policy starts from {seen.interruptions} "
                 f"infrastructure interruption(s) over {seen.held_s:.0f} s of holding the gang"
             )
             handle = ray.get_runtime_context().current_actor
+            self.fit_at = time.time()
             result = run_with_ray_train(
                 job.spec_data,
                 plan.mesh.world_size,
                 str(self.dir / "ray"),
-                f"{self.job_id}-a{self.attempt}",
+                self.run_name,
                 label_selectors=selectors,
                 runner=handle,
                 assignment=assignment,
@@ -172,7 +193,14 @@ class JobRunner:
             committed = metrics.get("checkpoint_step")  # restorable: durable, or newer in peer memory
             durable = metrics.get("checkpoint_durable_step", committed)
         if first:
-            self.startup("training", f"step {metrics['step']} took {metrics.get('step_time_s', 0.0):.1f} s")
+            detail = f"step {metrics['step']} took {metrics.get('step_time_s', 0.0):.1f} s"
+            warm = warm_control.controller_started_warm(self.run_name, self.fit_at) if self.fit_at else None
+            if warm is not None:
+                detail += f"; Ray Train's controller started in a {'warm' if warm else 'new'} process"
+            self.startup("training", detail)
+            # after the first step, as for the ranks' warm workers (ray_worker.py)
+            if self.warm_restart and self.launched:
+                threading.Thread(target=_warm_control_quietly, name="warm-control", daemon=True).start()
         # the checkpoint this attempt restored was committed (and logged) by an earlier attempt
         resumed = metrics.get("resumed_from", self.resumed_from)
         self.resumed_from = resumed
@@ -195,6 +223,14 @@ class JobRunner:
         )
         self.steps.flush()
         return [self.directive, self.deadline or 0.0]
+
+
+def _warm_control_quietly() -> None:
+    """The next attempt's warm control processes (``train/warm_control.py``); never fails the attempt."""
+    try:
+        warm_control.prestart_for_next_attempt()
+    except Exception as exc:  # (a GCS or raylet away for a moment: the next restart starts them cold)
+        logging.getLogger(__name__).warning("warm control processes not asked for: %s", exc)
 
 
 def _describe(error: BaseException) -> str:

@@ -103,6 +103,14 @@ HEALTH_ENV = {
 }
 
 
+# The head starts this many worker processes at once: Ray's default is the node's CPUs, at least 1, and
+# the head runs with num-cpus 0, so 1, and a prestart beyond it is dropped (src/ray/raylet/worker_pool.cc):
+# a job's warm control processes (train/warm_control.py: a runner and five Ray Train actors) would get
+# one, and a restart's new processes on the head would start one after another. As on the embedded head
+# (cluster/embedded.py: HEAD_RAY_ENV).
+HEAD_ENV = {"RAY_worker_maximum_startup_concurrency": "6"}
+
+
 def _env() -> list[dict]:
     return [
         {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
@@ -278,7 +286,7 @@ def _head_group(settings: K8sSettings, spec_configmap: str | None) -> dict:
                         "name": "ray-head",
                         "image": settings.image,
                         "resources": {"limits": dict(size), "requests": dict(size)},
-                        "env": _env(),
+                        "env": _env() + [{"name": name, "value": value} for name, value in HEAD_ENV.items()],
                         "securityContext": CONTAINER_SECURITY,
                         "ports": [
                             {"name": "gcs", "containerPort": 6379},

@@ -13,7 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import torch
 
 from orchestrator.checkpoint.locate import open_job_checkpoints
@@ -22,6 +21,7 @@ from orchestrator.lifecycle import DIRECTIVES
 from orchestrator.plan.planner import make_plan
 from orchestrator.spec.loader import validate_mapping
 from orchestrator.train import collectives
+from orchestrator.train.warm_control import started_warm
 from orchestrator.train.warm_workers import prestart_for_next_attempt, worker_runtime_env
 
 # Every step's metrics go to orch's own channel (rank 0 -> the job's metrics sink). Ray Train's
@@ -105,7 +105,7 @@ def train_loop_per_worker(config: dict) -> None:
 def warm_ranks(attempt_started: float | None) -> int:
     """How many ranks run in a process that existed before this attempt began (a warm worker,
     ``warm_workers.py``) rather than one Ray started for it: one all-reduce, every rank."""
-    warm = attempt_started is not None and psutil.Process().create_time() < attempt_started
+    warm = started_warm(attempt_started)
     return int(collectives.all_reduce(torch.tensor([float(warm)]), "sum")[0])
 
 
@@ -198,6 +198,8 @@ def run_with_ray_train(
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from orchestrator.train.controller_env import RecordControllerEnv
+
     Path(storage_path).mkdir(parents=True, exist_ok=True)
     use_gpu = spec_mapping["resources"]["accelerator"]["type"].lower() != "cpu"
     # warm restarts: the workers run warm_workers.preload as they start (prestarted ones already did)
@@ -230,6 +232,8 @@ def run_with_ray_train(
             storage_path=storage_path,
             failure_config=FailureConfig(max_failures=0),
             worker_runtime_env=worker_runtime_env() if warm else {},
+            # the Train controller records its runtime environment: warm control processes (warm_control.py)
+            callbacks=[RecordControllerEnv()] if warm else [],
         ),
     )
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if use_gpu else "cpu")

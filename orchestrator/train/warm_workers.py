@@ -67,33 +67,41 @@ def prestart(nodes: dict[str, int], serialized_runtime_env: str, keep_alive_s: i
     attempt's workers, Ray Train's own variables included. Asynchronous on the raylet's side: the
     processes start (and import) after this returns."""
     import ray
-    from ray._private.grpc_utils import init_grpc_channel
-    from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
-    from ray.core.generated.runtime_environment_pb2 import RuntimeEnvInfo
 
-    info = RuntimeEnvInfo(serialized_runtime_env=serialized_runtime_env)
-    job_id = bytes.fromhex(ray.get_runtime_context().get_job_id())
     asked = []
     for node in ray.nodes():
         name = node.get("Labels", {}).get("orch-node")
         if not node["Alive"] or nodes.get(name, 0) < 1:
             continue
-        request = node_manager_pb2.PrestartWorkersRequest(
-            language=common_pb2.PYTHON,
-            job_id=job_id,
-            runtime_env_info=info,
-            keep_alive_duration_secs=keep_alive_s,
-            num_workers=nodes[name],
-        )
-        channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
-        try:
-            node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(request, timeout=10)
+        if prestart_on(node, nodes[name], serialized_runtime_env, keep_alive_s):
             asked.append(name)
-        except grpc.RpcError as exc:  # a node going away: it gets no warm workers, its restart is cold
-            log.warning("no warm workers on %s: %s", name, exc)
-        finally:
-            channel.close()
     return asked
+
+
+def prestart_on(node: dict, count: int, serialized_runtime_env: str, keep_alive_s: int = KEEP_ALIVE_S) -> bool:
+    """Ask one node (an entry of ``ray.nodes()``) for ``count`` warm workers of this job with this
+    runtime environment string; False when the node refused or is going away (its restart is cold)."""
+    import ray
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
+    from ray.core.generated.runtime_environment_pb2 import RuntimeEnvInfo
+
+    request = node_manager_pb2.PrestartWorkersRequest(
+        language=common_pb2.PYTHON,
+        job_id=bytes.fromhex(ray.get_runtime_context().get_job_id()),
+        runtime_env_info=RuntimeEnvInfo(serialized_runtime_env=serialized_runtime_env),
+        keep_alive_duration_secs=keep_alive_s,
+        num_workers=count,
+    )
+    channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+    try:
+        node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(request, timeout=10)
+        return True
+    except grpc.RpcError as exc:
+        log.warning("no warm workers on %s: %s", node.get("NodeManagerAddress"), exc)
+        return False
+    finally:
+        channel.close()
 
 
 def spares_due(spares: list[str], asked_at: dict[str, float], now: float, keep_alive_s: float) -> list[str]:

@@ -4,6 +4,7 @@ job runners and Ray Train gangs. No mock of Ray anywhere."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -487,6 +488,11 @@ def test_losing_a_node_mid_training_recovers_on_a_spare_from_the_checkpoint(plan
         assert done["assignment"] == ["node-1", "node-3"]  # the spare took the lost node's place
         # the warm path: every rank restored from peer memory (node-2's ranks from their buddy node-1)
         assert plane.store.metrics_of_attempt(job["id"], 2)[0]["restored_from"] == ["memory"] * 4
+        # and the restart's head processes were prestarted by attempt 1 (train/warm_control.py): its runner,
+        # and Ray Train's controller, which the runner's setup hook and the head's startup concurrency allow
+        log = plane.log_path(job["id"]).read_text()
+        assert re.search(r"attempt 2 start-up: workers starting \(.*the runner in a warm process\)", log), log
+        assert re.search(r"attempt 2 start-up: training \(.*Ray Train's controller started in a warm process", log)
         metrics = plane.store.metrics(job["id"])
         assert [m["step"] for m in metrics] == list(range(1, done["total_steps"] + 1))
         assert metrics[-1]["attempt"] == 2 and metrics[0]["attempt"] == 1

@@ -91,6 +91,8 @@ DEFERRED_MODULES = {
     "not in the runner that starts them",
     ("orchestrator.train.ray_worker", "orchestrator.train.pipeline"): "DeepSpeed: only in the Ray Train workers",
     ("orchestrator.train.ray_worker", "orchestrator.train.peer_memory"): "Ray: the shard holder actor class",
+    ("orchestrator.train.ray_worker", "orchestrator.train.controller_env"): "Ray Train: a Train controller "
+    "callback, only where a run starts",
     ("orchestrator.train.warm_workers", "orchestrator.train.trainer"): "DeepSpeed: importing it in a warm worker "
     "before it is needed is the hook's job",
 }

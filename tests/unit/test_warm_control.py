@@ -1,0 +1,77 @@
+"""Warm control processes (orchestrator/train/warm_control.py): the head node's processes of a job's next
+attempt, prestarted. What is checked here without a cluster: how a process tells it was prestarted, and
+the bound on idle warm control processes; the Ray side runs in tests/integration/test_control_plane.py
+(a node loss whose restart finds its runner and Train controller warm) and bench/bench_recovery.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from orchestrator.cluster.embedded import HEAD_RAY_ENV
+from orchestrator.k8s.render import HEAD_ENV
+from orchestrator.train import warm_control
+
+ROOT = Path(__file__).resolve().parents[2]
+CHILD = (
+    "import sys, time\n"
+    "from orchestrator.train.warm_control import started_warm\n"
+    "asked = float(sys.argv[1])\n"
+    "time.sleep(max(0.0, asked - time.time()) + 0.05)\n"
+    "print(started_warm(asked))\n"
+)
+
+
+def _child(requested_at: float) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, repr(requested_at)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+
+
+def test_a_process_started_after_the_request_is_new_and_one_started_before_it_is_warm():
+    """The request's time against the process's start, to the kernel's tick: psutil's create time is off by
+    up to a second (Linux gives the boot time in whole seconds), and a first probe of this change took a
+    runner forked just after its request for a warm one."""
+    new = _child(time.time())  # asked, then forked: new
+    forked = time.time()
+    warm = _child(forked + 0.5)  # forked, then (half a second later) asked: warm
+    assert new.communicate(timeout=60)[0].strip() == "False"
+    assert warm.communicate(timeout=60)[0].strip() == "True"
+    assert not warm_control.started_warm(None)  # no request recorded (a RayJob's driver): never warm
+
+
+def test_the_process_age_is_this_processs_to_the_tick():
+    age = warm_control.process_age_s()
+    import psutil
+
+    assert 0 < age < time.time() - psutil.Process().create_time() + 1.0
+    time.sleep(0.2)
+    assert 0.15 < warm_control.process_age_s() - age < 0.5
+
+
+def test_a_set_is_asked_only_when_none_is_outstanding():
+    """At most one set of warm control processes waits on a head node: the raylet starts as many as it is
+    asked for, whatever it holds (bench/RESULTS.md, "Warm workers"), and every job's first step asks."""
+    keep = 3600.0
+    assert warm_control.set_due(None, 1000.0, keep)  # never asked, or the last set was used
+    assert not warm_control.set_due(1000.0, 1000.0 + keep - 1, keep)  # one waits
+    assert warm_control.set_due(1000.0, 1000.0 + keep, keep)  # its keep-alive is over: those processes exited
+
+
+def test_the_head_raylet_may_start_a_whole_set_at_once():
+    """The raylet drops a prestart beyond its startup concurrency (1 on a head with one CPU or none), so
+    both heads allow a runner and the Train controller's processes at once."""
+    need = 1 + warm_control.CONTROLLER_PROCESSES
+    assert int(HEAD_RAY_ENV["RAY_worker_maximum_startup_concurrency"]) >= need
+    assert int(HEAD_ENV["RAY_worker_maximum_startup_concurrency"]) >= need
+
+
+def test_the_runner_hook_is_the_control_preload_and_ranks_keep_their_own():
+    from orchestrator.train.warm_workers import HOOK, HOOK_ENV, worker_runtime_env
+
+    assert warm_control.runner_runtime_env() == {"env_vars": {HOOK_ENV: warm_control.CONTROL_HOOK}}
+    module, _, name = warm_control.CONTROL_HOOK.rpartition(".")
+    assert module == warm_control.__name__ and callable(getattr(warm_control, name))
+    assert worker_runtime_env()["env_vars"][HOOK_ENV] == HOOK != warm_control.CONTROL_HOOK

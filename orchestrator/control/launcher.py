@@ -48,6 +48,9 @@ class RayLauncher:
     def start(self, job: JobRecord, attempt: int) -> None:
         from orchestrator.control.runner import RUNTIME_ENV, JobRunner  # a Ray actor class: it imports Ray
 
+        # with warm restart, the control hook (train/warm_control.py): a warm process where the attempt or job
+        # before asked for one; without, the runner and its Train actors import only what each needs
+        warm = {"runtime_env": RUNTIME_ENV} if job.spec.fault_tolerance.warm_restart else {}
         runner = JobRunner.options(
             name=runner_name(job.id, attempt),
             namespace="orch",
@@ -55,7 +58,7 @@ class RayLauncher:
             resources={"orch_head": 0.001},
             max_restarts=0,
             get_if_exists=True,
-            runtime_env=RUNTIME_ENV,  # a warm process, where the attempt before asked for one
+            **warm,
         ).remote(job.id, attempt, self.state_url, self.home, time.time())
         runner.run.remote()
 

@@ -1,7 +1,8 @@
 """What the warm path (``orchestrator/train/warm_workers.py``) costs whether or not a restart comes.
 
 1. One warm worker's preload: the CPU seconds and resident memory of a fresh process that runs
-   ``warm_workers.preload`` (the imports every warm worker makes as it starts), median of 3.
+   ``warm_workers.preload`` (the imports every warm worker makes as it starts), median of 3; the same
+   for a warm control process of the head (``warm_control.preload``).
 2. Whether repeated prestarts pile up on a spare: a one-node Ray cluster (2 CPUs, labelled as a
    spare) is asked three times, from a task with a job's warm runtime environment, for 3 warm workers,
    side by side: the raylet's request as such (``prestart``), and what a job's rank 0 calls at every
@@ -24,18 +25,19 @@ from bench.harness import Section
 
 COMMAND = "python -m bench.run_all warm_workers  (bench/bench_warm_workers.py)"
 PRELOAD = (
-    "import json, resource, psutil; from orchestrator.train.warm_workers import preload; preload(); "
+    "import json, resource, psutil; from {module} import preload; preload(); "
     "r = resource.getrusage(resource.RUSAGE_SELF); "
-    "print(json.dumps({'cpu_s': r.ru_utime + r.ru_stime, 'rss_mib': psutil.Process().memory_info().rss / 2**20}))"
+    "print(json.dumps({{'cpu_s': r.ru_utime + r.ru_stime, 'rss_mib': psutil.Process().memory_info().rss / 2**20}}))"
 )
 REQUESTS, PER_REQUEST = 3, 3
 
 
-def preload_cost() -> dict:
+def preload_cost(module: str) -> dict:
+    """The setup hook ``module.preload`` in a fresh process: its CPU seconds and resident memory, median of 3."""
     runs = []
     for _ in range(3):
         out = subprocess.run(
-            [sys.executable, "-c", PRELOAD],
+            [sys.executable, "-c", PRELOAD.format(module=module)],
             capture_output=True,
             text=True,
             check=True,
@@ -110,13 +112,17 @@ def _verdict(raw: list[int], orch: list[int]) -> str:
 
 
 def run() -> Section:
-    cost = preload_cost()
+    cost = preload_cost("orchestrator.train.warm_workers")
+    control = preload_cost("orchestrator.train.warm_control")
     raw, orch = pile_up(through_orch=False), pile_up(through_orch=True)
     body = [
         "| what | measured |",
         "|---|---|",
         f"| one warm worker's preload (torch, DeepSpeed, Ray Train, orch's trainer): CPU | {cost['cpu_s']:.1f} s |",
         f"| the same process's resident memory after it | {cost['rss_mib']:.0f} MiB |",
+        "| one warm control process's preload (Ray Train's controller and torch: `warm_control.preload`, six "
+        f"per head node): CPU | {control['cpu_s']:.1f} s |",
+        f"| the same process's resident memory after it | {control['rss_mib']:.0f} MiB |",
         f"| Ray worker processes on a spare: before, then after each of {REQUESTS} requests for "
         f"{PER_REQUEST} warm workers, `PrestartWorkers` as such | {' -> '.join(str(c) for c in raw)} |",
         f"| the same, through `prestart_for_next_attempt` (a job's rank 0 at each attempt) | "

@@ -48,23 +48,24 @@ class MeasuredRecovery:
 # The cold path: every worker restarted, the checkpoint read back from object storage.
 COLD = MeasuredRecovery(
     "abrupt loss, cold: object storage (today's path)",
-    "31f3b72",
-    detect_s=1.7,
+    "f3d9954",
+    detect_s=1.2,
     replace_s=0.0,
-    rejoin_s=20.4,  # runner up 2.6 + Ray Train workers 13.7 + engine build 4.1
-    restore_s=0.76,
-    first_step_s=0.5,
+    rejoin_s=23.7,  # runner up 2.5 + Ray Train workers 15.2 + engine build 6.0
+    restore_s=0.04,
+    first_step_s=0.6,
 )
-# The warm path: ranks start in pre-started worker processes (torch, DeepSpeed, the model code imported),
-# the checkpoint comes from a peer's memory. None would leave the simulator with the cold path only.
+# The warm path: the restart's runner, Ray Train's controller and actors on the head and its ranks start in
+# prestarted processes (torch, DeepSpeed, the model code imported), the checkpoint comes from a peer's
+# memory. None would leave the simulator with the cold path only.
 WARM: MeasuredRecovery | None = MeasuredRecovery(
     "abrupt loss, warm: peer memory",
-    "31f3b72",
-    detect_s=1.8,
+    "f3d9954",
+    detect_s=1.2,
     replace_s=0.0,
-    rejoin_s=11.1,  # runner up 2.4 + Ray Train workers 7.5 + engine build 1.2 (the median of three runs)
-    restore_s=0.15,
-    first_step_s=0.6,
+    rejoin_s=5.5,  # runner up 0.6 + Ray Train workers 3.2 + engine build 1.7 (the median of three runs)
+    restore_s=0.16,
+    first_step_s=1.1,
 )
 MEASURED = {"cold": COLD, "warm": WARM}
 DEFAULT = WARM or COLD  # the path the runtime takes by default (fault_tolerance.warm_restart: on)

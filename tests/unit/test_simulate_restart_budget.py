@@ -5,7 +5,7 @@ every 4 h on 256 nodes, ~350 over 57 days. With the lifetime ``max_restarts: 100
 day 19 (max_restarts_exceeded); with ``restart_budget`` (infrastructure restarts per 24 h) it finishes.
 The run is the real controller on simulated time (``orchestrator/simulate``): about 7 s of CPU for
 ~320 restarts, so it is marked slow. With the measured recovery costs (plan/recovery.py: the warm path,
-detect 1.8 s, start 11.1 s, restore from a peer's memory) it reaches the issue's 98.5% (98.7%;
+detect 1.2 s, start 5.5 s, restore from a peer's memory) it reaches the issue's 98.5% (98.8%;
 96.6% with the old flat 180 s restart) because a step is restorable once it is committed in peer memory,
 seconds after its save starts (checkpoint/memory.py), instead of after its 96 s upload: the work lost
 at a failure, still the largest loss, is then about half the ``auto`` interval. At 98.2% before that,

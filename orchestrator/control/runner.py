@@ -124,7 +124,7 @@ class JobRunner:
         outcome: dict = {"attempt": self.attempt}
         try:
             self.warm_restart = job.spec.fault_tolerance.warm_restart
-            if self.launched:
+            if self.launched and self.warm_restart:  # (a cold job's runner has another runtime environment)
                 warm_control.runner_started()
             plan = make_plan(job.spec)
             assignment = list(job.assignment)

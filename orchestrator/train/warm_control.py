@@ -22,7 +22,7 @@ How, with the two Ray mechanisms of ``warm_workers.py``:
 - After an attempt's first step its runner asks its own node for one warm process with its runtime
   environment (the next runner's) and ``CONTROLLER_PROCESSES`` with the controller's. One such set at
   most is outstanding per head node and Ray job: it is asked only when none was asked within the
-  keep-alive or the last one was used or lost (each runner a launcher starts clears the record). So a
+  keep-alive or the last one was used or lost (each warm-restart runner a launcher starts clears it). So a
   head node holds about six idle warm control processes, however many jobs run and finish there (one
   set more for each two runners that start at the same moment); when two jobs restart at once, one of
   them starts these processes cold.

@@ -114,7 +114,7 @@ def _median_run(runs: list[dict]) -> dict:
     ordered = sorted(runs, key=lambda r: r["total"])
     chosen = dict(ordered[len(ordered) // 2])
     if len(runs) > 1:
-        chosen["spread"] = f" (median of {len(runs)} runs: {ordered[0]['total']:.1f} to {ordered[-1]['total']:.1f})"
+        chosen["spread"] = f"median of {len(runs)}: {ordered[0]['total']:.1f} to {ordered[-1]['total']:.1f}"
     return chosen
 
 
@@ -123,7 +123,7 @@ def _row(label: str, r: dict) -> str:
         f"| {label} | {r['detect']:.1f} | {r['replace']:.1f} | {r['runner']:.1f} ({r['runner_process']}) | "
         f"{r['workers']:.1f} ({r['controller_process']}; {r['warm']}) | "
         f"{r['engine']:.1f} | {r['restore']:.2f} ({', '.join(r['sources'])}) | {r['first_step']:.1f} | "
-        f"**{r['total']:.1f}**{r.get('spread', '')} | {r['twice']} |"
+        f"**{r['total']:.1f}** | {r.get('spread', 'one run')} | {r['twice']} |"
     )
 
 
@@ -148,8 +148,8 @@ def run() -> Section:
         "",
         "| restart path | detect | replace | rejoin: runner up (its process) | rejoin: Ray Train workers + "
         "torch.distributed (the Train controller's process; ranks in warm processes) | "
-        "rejoin: engine build | restore (from) | first step | node loss -> first step | steps trained twice |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "rejoin: engine build | restore (from) | first step | node loss -> first step | runs | steps trained twice |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     body += [_row(label, r) for label, r in runs]
     body += [

@@ -10,6 +10,7 @@ moment the worker's training function starts (its imports done), and the torch t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -18,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 from bench.cpu_sampler import CpuSampler
 from bench.harness import Section
@@ -79,7 +82,7 @@ def _cpu(history: list[dict]) -> dict:
     return {"worker_cpu_per_step": workers / steps, "launcher_cpu_share": launcher / (span * os.cpu_count())}
 
 
-def run_torchrun(workdir: Path) -> tuple[float, float, float]:
+def run_torchrun(workdir: Path) -> dict:
     metrics = workdir / f"torchrun-{time.time_ns()}.jsonl"
     cmd = [
         str(Path(sys.executable).with_name("torchrun")),
@@ -102,24 +105,110 @@ def run_torchrun(workdir: Path) -> tuple[float, float, float]:
     return _summary(_read(metrics), launched)
 
 
-def run_ray_train(workdir: Path) -> tuple[float, float, float]:
+POOL_ROLES = {"runner": 1, "train controller": None, "rank": 4}  # None: warm_control.CONTROLLER_PROCESSES
+
+
+@contextlib.contextmanager
+def _cluster(pool: bool):
+    """A local Ray cluster, started as orch's embedded cluster runs its raylets. With ``pool``: the driver
+    has no runtime environment of its own (as orch's controller) and the raylet may start the whole warm
+    pool at once (orch's head allows its part, ``HEAD_RAY_ENV``; a worker node's slots start at once)."""
     import ray
 
+    os.environ.update(EMBEDDED_RAY_ENV)  # as orch's embedded cluster runs its workers
+    os.environ["DS_ACCELERATOR"] = "cpu"
+    if pool:
+        os.environ["RAY_worker_maximum_startup_concurrency"] = "10"
+        ray.init(num_cpus=4, include_dashboard=False)
+    else:
+        os.environ.pop("RAY_worker_maximum_startup_concurrency", None)
+        ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}})
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _fill_pool() -> float:
+    """What ``warm_pool.fill`` asks a head and a worker node for, on this one node: a runner, Ray Train's
+    controller and its actors, four ranks; waits until their imports are done. Returns the seconds."""
+    import ray
+
+    from orchestrator.train.warm_control import CONTROLLER_PROCESSES
+    from orchestrator.train.warm_pool import first_attempt_envs
+    from orchestrator.train.warm_workers import HOOK_ENV, prestart_on
+
+    started = time.time()
+    envs = first_attempt_envs(json.loads(ray.get_runtime_context().get_runtime_env_string() or "{}"))
+    node = ray.nodes()[0]
+    total = 0
+    for role, count in POOL_ROLES.items():
+        count = CONTROLLER_PROCESSES if count is None else count
+        assert prestart_on(node, count, envs[role]), role
+        total += count
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        procs = []
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if HOOK_ENV in proc.environ():
+                    procs.append(proc)
+            except psutil.Error:
+                continue
+        if len(procs) >= total:
+            try:
+                before = [sum(p.cpu_times()[:2]) for p in procs]
+                time.sleep(1.0)
+                if all(sum(p.cpu_times()[:2]) - b < 0.05 for p, b in zip(procs, before)):
+                    return time.time() - started
+            except psutil.Error:
+                pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the warm pool's {total} processes did not come up")
+
+
+def run_orch_warm_pool(workdir: Path) -> dict:
+    """orch's path on a cluster whose controller has filled the warm pool (``train/warm_pool.py``): a job
+    runner with the runner's runtime environment runs the Ray Train fit, its processes taken from the pool.
+    Launch: the runner's creation, as the launcher does it."""
+    import ray
+
+    from orchestrator.train.ray_worker import run_with_ray_train
+    from orchestrator.train.warm_control import runner_runtime_env
+
+    mapping = apply_overrides(apply_profile(read_spec_file(SPEC), "local", SPEC), OVERRIDES)
+    metrics = workdir / f"pool-{time.time_ns()}.jsonl"
+
+    @ray.remote(num_cpus=0)
+    class Runner:
+        def fit(self) -> str | None:
+            result = run_with_ray_train(
+                mapping, 4, str(workdir / "pool"), "overhead", STEPS, str(metrics), warm_processes=True
+            )
+            return str(result.error) if result.error else None
+
+    with _cluster(pool=True):
+        fill_s = _fill_pool()
+        launched = time.time()
+        error = ray.get(Runner.options(runtime_env=runner_runtime_env()).remote().fit.remote())
+        if error:
+            raise RuntimeError(error)
+    history = _read(metrics)
+    return {**_summary(history, launched), "warm_ranks": history[0].get("warm_ranks"), "fill_s": fill_s}
+
+
+def run_ray_train(workdir: Path) -> dict:
     from orchestrator.train.ray_worker import run_with_ray_train
 
     mapping = apply_overrides(apply_profile(read_spec_file(SPEC), "local", SPEC), OVERRIDES)
     metrics = workdir / f"ray-{time.time_ns()}.jsonl"
-    os.environ.update(EMBEDDED_RAY_ENV)  # as orch's embedded cluster runs its workers
-    ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}})
-    try:
+    with _cluster(pool=False):
         launched = time.time()
         result = run_with_ray_train(
             mapping, 4, str(workdir / "ray"), "overhead", max_steps=STEPS, metrics_path=str(metrics)
         )
         if result.error:
             raise RuntimeError(result.error)
-    finally:
-        ray.shutdown()
     return _summary(_read(metrics), launched)
 
 
@@ -128,51 +217,70 @@ ROUNDS = 3
 
 def run() -> Section:
     global SAMPLER
-    bare, orch = [], []
+    bare, cold, pool = [], [], []
     with tempfile.TemporaryDirectory() as tmp, CpuSampler() as SAMPLER:
         work = Path(tmp)
-        for _ in range(ROUNDS):  # interleaved, so drift on the machine hits both alike
+        for _ in range(ROUNDS):  # interleaved, so drift on the machine hits all alike
             bare.append(run_torchrun(work))
-            orch.append(run_ray_train(work))
+            cold.append(run_ray_train(work))
+            pool.append(run_orch_warm_pool(work))
     keys = ("step", "start", "to_worker", "worker_cpu_per_step", "launcher_cpu_share")
-    b = {k: statistics.median(r[k] for r in bare) for k in keys}
-    o = {k: statistics.median(r[k] for r in orch) for k in keys}
-    threads = sorted({r["threads"] for r in bare + orch})
+    b, c, o = ({k: statistics.median(r[k] for r in rows) for k in keys} for rows in (bare, cold, pool))
+    threads = sorted({r["threads"] for r in bare + cold + pool})
+    warm = sorted({r["warm_ranks"] for r in pool})
+    fill_s = statistics.median(r["fill_s"] for r in pool)
     ratio, start_ratio = o["step"] / b["step"], o["start"] / b["start"]
+    cold_ratio, cold_start_ratio = c["step"] / b["step"], c["start"] / b["start"]
     rounds = "; ".join(
-        f"round {i + 1}: {x['step']:.3f} s vs {y['step']:.3f} s" for i, (x, y) in enumerate(zip(bare, orch))
+        f"round {i + 1}: {x['step']:.3f} s, {y['step']:.3f} s, {z['step']:.3f} s"
+        for i, (x, y, z) in enumerate(zip(bare, cold, pool))
     )
+
+    def row(name: str, r: dict) -> str:
+        return (
+            f"| {name} | {r['step']:.3f} s | {r['start']:.1f} s | {r['to_worker']:.1f} s | "
+            f"{r['start'] - r['to_worker']:.1f} s |"
+        )
+
     return Section(
         "Orchestration overhead: bare torchrun vs orch's Ray Train path",
         COMMAND,
         [
             f"Model: local V3 miniature widened to dim 256 (MLA, 8 routed + 1 shared experts, MTP), seq 128, "
             f"32 sequences per step (a step of over a second here), PP2 x EP2 x DP2 with ZeRO-1 on 4 CPU processes "
-            f"(gloo), torch threads per process {', '.join(str(t) for t in threads)} under both launchers; "
-            f"{STEPS} steps each, {ROUNDS} interleaved rounds per launcher (medians shown; {rounds}).",
+            f"(gloo), torch threads per process {', '.join(str(t) for t in threads)} under every launcher; "
+            f"{STEPS} steps each, {ROUNDS} interleaved rounds per launcher (medians shown; steps of torchrun, Ray "
+            f"Train in new processes, orch with its warm pool: {rounds}).",
             "",
             f"| launcher | median step (steps 3-{STEPS}) | launch to first step | of which launch to the training "
             "function | of which in it (model, engine) |",
             "|---|---|---|---|---|",
-            f"| torchrun + DeepSpeed | {b['step']:.3f} s | {b['start']:.1f} s | {b['to_worker']:.1f} s | "
-            f"{b['start'] - b['to_worker']:.1f} s |",
-            f"| orch: Ray Train TorchTrainer + DeepSpeed | {o['step']:.3f} s | {o['start']:.1f} s | "
-            f"{o['to_worker']:.1f} s | {o['start'] - o['to_worker']:.1f} s |",
+            row("torchrun + DeepSpeed", b),
+            row("Ray Train TorchTrainer + DeepSpeed, new processes", c),
+            row("orch: job runner + Ray Train + DeepSpeed, warm pool", o),
             "",
-            f"Steady-state step-time ratio (Ray Train / torchrun): **{ratio:.3f}** (target <= {STEADY_TARGET}: "
-            f"{'met' if ratio <= STEADY_TARGET else 'NOT met'}); launch to first step: **{start_ratio:.2f}x** "
-            f"(target <= {START_TARGET}: {'met' if start_ratio <= START_TARGET else 'NOT met'}).",
+            f"Steady-state step-time ratio (Ray Train / torchrun): **{ratio:.3f}** (orch with its warm pool; target "
+            f"<= {STEADY_TARGET}: {'met' if ratio <= STEADY_TARGET else 'NOT met'}); launch to first step: "
+            f"**{start_ratio:.2f}x** (target <= {START_TARGET}: {'met' if start_ratio <= START_TARGET else 'NOT met'})."
+            f" Ray Train in new processes: {cold_ratio:.3f} and {cold_start_ratio:.2f}x.",
+            "",
+            f"The warm pool (`orchestrator/train/warm_pool.py`): the processes a first attempt needs, asked for when "
+            f"the controller takes the lead and started before the launch (here a runner, Ray Train's controller "
+            f"and its four actors, four ranks, all on one node; {fill_s:.0f} s from the request until all had "
+            f"imported what they preload, median). The orch row's launch starts at the job runner's creation, as "
+            f"orch's launcher does it; ranks that started in a pool process: {', '.join(str(w) for w in warm)} of 4. "
+            "The pool's imports are paid once per process and are not in the launch; torchrun has no such thing.",
             "",
             f"Where the steady-state difference goes (CPU sampled per process, steps 3-{STEPS}, medians): the "
-            f"training processes spent {o['worker_cpu_per_step']:.2f} CPU-s per step under Ray Train against "
-            f"{b['worker_cpu_per_step']:.2f} under torchrun; the launcher's other processes (Ray's GCS, raylet, "
-            f"agents, Train controller and helper actors; torchrun's agent) took {o['launcher_cpu_share']:.1%} of the "
-            f"machine's CPU against {b['launcher_cpu_share']:.1%}.",
+            f"training processes spent {o['worker_cpu_per_step']:.2f} CPU-s per step under orch's path "
+            f"({c['worker_cpu_per_step']:.2f} in new processes) against {b['worker_cpu_per_step']:.2f} under "
+            f"torchrun; the launcher's other processes (Ray's GCS, raylet, agents, Train controller and helper "
+            f"actors, the job runner, idle pool processes; torchrun's agent) took {o['launcher_cpu_share']:.1%} of "
+            f"the machine's CPU ({c['launcher_cpu_share']:.1%}) against {b['launcher_cpu_share']:.1%}.",
             "",
-            "The Ray figure includes Ray's own processes (GCS, raylet, agents, the Train controller and its "
-            "helper actors) on the same 2 cores; orch's embedded cluster runs workers at normal priority "
-            "(RAY_worker_niceness=0, Ray's default is 15). Start-up includes Ray Train's worker-group start "
-            "and placement (a new process per rank importing Ray, torch and DeepSpeed); the cluster itself "
-            "was already up.",
+            "The Ray figures include Ray's own processes on the same 2 cores; orch's embedded cluster runs workers "
+            "at normal priority (RAY_worker_niceness=0, Ray's default is 15). The new-processes row includes Ray "
+            "Train's worker-group start and placement with a new process per rank importing Ray, torch and "
+            "DeepSpeed; each Ray row starts its own local cluster, which was up before the launch.",
         ],
     )

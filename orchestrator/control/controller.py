@@ -105,6 +105,11 @@ class ControllerCore:
         self._node_views: list[NodeView] = []  # the provider's list last recorded from
         self._lost_gangs: dict[str, tuple[float, frozenset[str]]] = {}  # job -> (lost at, its gang): ``_settling``
 
+    def lead(self) -> None:
+        """This controller took the lead: only a leader launches, so only it prepares the cluster for
+        launches (a standby holds no warm pool, ``Launcher.prepare``)."""
+        self.launcher.prepare()
+
     def reconcile(self) -> None:
         nodes = self.provider.nodes()
         self.record_nodes(nodes)
@@ -559,6 +564,8 @@ class ControllerLoop:
         self.thread = threading.Thread(target=self._run, name="orch-controller", daemon=True)
 
     def start(self) -> None:
+        if self.lease is None:  # no election: this controller leads from the start
+            self.core.lead()
         self.thread.start()
 
     def wake(self) -> None:
@@ -588,6 +595,7 @@ class ControllerLoop:
                 f"{self.lease.holder} leads (term {self.lease.term})",
                 data={"holder": self.lease.holder, "term": self.lease.term},
             )
+            self.core.lead()
         return True
 
     def _run(self) -> None:

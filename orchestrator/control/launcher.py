@@ -6,15 +6,23 @@ simulator's launcher models steps instead. The controller knows only this protoc
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Protocol
 
 from orchestrator.lifecycle import Directive
 from orchestrator.paths import runner_name
 from orchestrator.state.records import JobRecord, RunnerStatus
+from orchestrator.state.store import StateStore
+from orchestrator.train.warm_control import runner_runtime_env
+from orchestrator.train.warm_pool import describe, fill
 
 
 class Launcher(Protocol):
+    def prepare(self) -> None:
+        """This controller now leads: make the cluster ready to start attempts (returns at once)."""
+
     def start(self, job: JobRecord, attempt: int) -> None:
         """Start attempt ``attempt`` of ``job`` on ``job.assignment`` (returns at once)."""
 
@@ -45,12 +53,18 @@ class RayLauncher:
         except ValueError:
             return None
 
-    def start(self, job: JobRecord, attempt: int) -> None:
-        from orchestrator.control.runner import RUNTIME_ENV, JobRunner  # a Ray actor class: it imports Ray
+    def prepare(self) -> None:
+        """The cluster's warm pool (``train/warm_pool.py``), asked off the reconcile loop: a raylet that
+        does not answer must not hold up a pass."""
+        threading.Thread(target=_fill_warm_pool, args=(self.state_url,), name="warm-pool", daemon=True).start()
 
-        # with warm restart, the control hook (train/warm_control.py): a warm process where the attempt or job
-        # before asked for one; without, the runner and its Train actors import only what each needs
-        warm = {"runtime_env": RUNTIME_ENV} if job.spec.fault_tolerance.warm_restart else {}
+    def start(self, job: JobRecord, attempt: int) -> None:
+        from orchestrator.control.runner import JobRunner  # a Ray actor class: it imports Ray
+
+        # with warm restart, the control hook (train/warm_control.py): a warm process where the warm pool,
+        # the attempt or the job before asked for one; without, the runner and its Train actors import only
+        # what each needs
+        warm = {"runtime_env": runner_runtime_env()} if job.spec.fault_tolerance.warm_restart else {}
         runner = JobRunner.options(
             name=runner_name(job.id, attempt),
             namespace="orch",
@@ -91,3 +105,12 @@ class RayLauncher:
         from orchestrator.train.peer_memory import forget_everywhere  # Ray: the shard holder actor class
 
         forget_everywhere(job.id)
+
+
+def _fill_warm_pool(state_url: str) -> None:
+    try:
+        asked = fill()
+        if asked:
+            StateStore(state_url).add_event("cluster.warm_pool", f"warm pool asked for: {describe(asked)}", data=asked)
+    except Exception as exc:  # best effort: without a pool the first attempts start their own processes
+        logging.getLogger(__name__).warning("warm pool not asked for: %s", exc)

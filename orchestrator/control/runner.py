@@ -27,9 +27,6 @@ from orchestrator.state.records import RunnerOutcome, RunnerStatus
 from orchestrator.state.store import StateStore
 from orchestrator.train import warm_control
 
-# the runner's setup hook, which Ray Train's controller and its actors inherit (train/warm_control.py)
-RUNTIME_ENV = warm_control.runner_runtime_env()
-
 
 @ray.remote(num_cpus=0, max_concurrency=8)
 class JobRunner:

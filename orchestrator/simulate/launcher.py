@@ -50,6 +50,9 @@ class SimulatedLauncher:
         self.placed_at: dict[str, float] = {}
         self.held_s: dict[str, float] = {}
 
+    def prepare(self) -> None:
+        """Nothing to warm: simulated attempts start in their modelled times."""
+
     def start(self, job: JobRecord, attempt: int) -> None:
         resume = job.last_checkpoint_step or 0
         durable, redo, from_storage = resume, None, False

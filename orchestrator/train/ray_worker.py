@@ -50,7 +50,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     def report(metrics: dict) -> None:
         if sink:
-            record = {**metrics, "since_launch_s": time.time() - started, "wall_time": time.time()}
+            record = {**metrics, "since_launch_s": time.time() - started, "wall_time": time.time(), "warm_ranks": warm}
             sink.write(json.dumps(record) + "\n")
             sink.flush()
         if metrics["step"] % every == 0 or metrics["step"] >= total_steps:
@@ -192,9 +192,12 @@ def run_with_ray_train(
     job_id: str | None = None,
     home: str | None = None,
     interruptions: tuple[int, float] | None = None,
+    warm_processes: bool | None = None,
 ):
     """Run a job's training as a Ray Train TorchTrainer on the connected Ray cluster; returns the Result.
-    ``interruptions``: what the job's gang has seen so far, for the ``auto`` checkpoint interval."""
+    ``interruptions``: what the job's gang has seen so far, for the ``auto`` checkpoint interval.
+    ``warm_processes``: whether the workers run the warm hook and the controller records its runtime
+    environment (default: a job's run with ``fault_tolerance.warm_restart``)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -203,7 +206,9 @@ def run_with_ray_train(
     Path(storage_path).mkdir(parents=True, exist_ok=True)
     use_gpu = spec_mapping["resources"]["accelerator"]["type"].lower() != "cpu"
     # warm restarts: the workers run warm_workers.preload as they start (prestarted ones already did)
-    warm = job_id is not None and spec_mapping.get("fault_tolerance", {}).get("warm_restart", True)
+    warm = warm_processes
+    if warm is None:
+        warm = job_id is not None and spec_mapping.get("fault_tolerance", {}).get("warm_restart", True)
     scaling = ScalingConfig(
         num_workers=world_size,
         use_gpu=use_gpu,

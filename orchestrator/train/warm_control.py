@@ -64,8 +64,23 @@ def preload() -> None:
 
 
 def runner_runtime_env() -> dict:
-    """The job runner's runtime environment (``JobRunner.options``)."""
-    return {"env_vars": {HOOK_ENV: CONTROL_HOOK}}
+    """The job runner's runtime environment (``JobRunner.options``), built where the launcher runs (the
+    head node's controller). Besides the hook it holds the variables Ray Train gives its controller
+    (``train_controller_env_vars``), so that the controller's environment has the runner's content and
+    the warm pool can name both processes' environments before any runner exists (``warm_pool.py``)."""
+    return {"env_vars": {**train_controller_env_vars(), HOOK_ENV: CONTROL_HOOK}}
+
+
+def train_controller_env_vars() -> dict[str, str]:
+    """The variables Ray Train 2.60 puts in its controller's runtime environment: those of
+    ``ENV_VARS_TO_PROPAGATE`` set in the process that calls ``fit()`` (the runner, which runs with this
+    process's: the launcher's, on the same head node) and ``RAY_WARN_BLOCKING_GET_INSIDE_ASYNC`` = "0"
+    (``train/v2/api/data_parallel_trainer.py: _initialize_and_run_controller``; the workers get the same
+    propagated ones, ``worker_group.py: _get_worker_runtime_env``)."""
+    from ray.train.v2._internal.constants import ENV_VARS_TO_PROPAGATE
+
+    propagated = {name: os.environ[name] for name in ENV_VARS_TO_PROPAGATE if name in os.environ}
+    return {"RAY_WARN_BLOCKING_GET_INSIDE_ASYNC": "0", **propagated}
 
 
 def _keys(job_hex: str, node_id: str) -> tuple[bytes, bytes]:
@@ -137,6 +152,16 @@ def runner_started() -> None:
 
     context = ray.get_runtime_context()
     _internal_kv_del(_keys(context.get_job_id(), context.get_node_id())[1], namespace=KV_NAMESPACE)
+
+
+def record_set_asked(node_id: str, at: float) -> None:
+    """A warm control set was asked for on ``node_id`` at ``at`` in this process's Ray job (the warm
+    pool's head part, ``warm_pool.py``): the next runner uses it rather than asking for another."""
+    import ray
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    _, asked_key = _keys(ray.get_runtime_context().get_job_id(), node_id)
+    _internal_kv_put(asked_key, str(at).encode(), overwrite=True, namespace=KV_NAMESPACE)
 
 
 def prestart_for_next_attempt(keep_alive_s: int = KEEP_ALIVE_S) -> bool:

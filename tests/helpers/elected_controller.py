@@ -50,6 +50,9 @@ class SharedRunners:
             self.store.record_outcome(job.id, RunnerOutcome(job.attempt, OutcomeStatus.SUCCEEDED, 10))
         return RunnerStatus("running", job.attempt)
 
+    def prepare(self) -> None:
+        return None
+
     def request(self, job: JobRecord, directive: str, deadline: float | None = None) -> None:
         return None
 

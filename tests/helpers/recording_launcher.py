@@ -11,6 +11,9 @@ class RecordingLauncher:
         self.started: list[tuple[str, int]] = []
         self.forgotten: list[str] = []
 
+    def prepare(self):
+        pass
+
     def start(self, job, attempt):
         self.started.append((job.id, attempt))
 

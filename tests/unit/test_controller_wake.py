@@ -16,6 +16,9 @@ class CountingCore:
         self.passes = 0
         self.ran = threading.Condition()
 
+    def lead(self) -> None:
+        pass
+
     def reconcile(self) -> None:
         with self.ran:
             self.passes += 1

@@ -28,6 +28,9 @@ class RecordingLauncher:
     def __init__(self):
         self.started: list[str] = []
 
+    def prepare(self):
+        pass
+
     def start(self, job, attempt):
         self.started.append(job.id)
 

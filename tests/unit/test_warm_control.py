@@ -71,7 +71,59 @@ def test_the_head_raylet_may_start_a_whole_set_at_once():
 def test_the_runner_hook_is_the_control_preload_and_ranks_keep_their_own():
     from orchestrator.train.warm_workers import HOOK, HOOK_ENV, worker_runtime_env
 
-    assert warm_control.runner_runtime_env() == {"env_vars": {HOOK_ENV: warm_control.CONTROL_HOOK}}
+    assert warm_control.runner_runtime_env()["env_vars"][HOOK_ENV] == warm_control.CONTROL_HOOK
     module, _, name = warm_control.CONTROL_HOOK.rpartition(".")
     assert module == warm_control.__name__ and callable(getattr(warm_control, name))
     assert worker_runtime_env()["env_vars"][HOOK_ENV] == HOOK != warm_control.CONTROL_HOOK
+
+
+def test_the_runner_carries_what_ray_train_adds_for_its_controller(monkeypatch):
+    """Ray Train gives its controller the propagated variables set where ``fit()`` runs and one of its
+    own; the runner holds the same, so the controller's environment has the runner's content."""
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    monkeypatch.delenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", raising=False)
+    env_vars = warm_control.runner_runtime_env()["env_vars"]
+    assert env_vars["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
+    assert env_vars["RAY_WARN_BLOCKING_GET_INSIDE_ASYNC"] == "0"
+    assert "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S" not in env_vars
+
+
+def test_the_pool_names_each_roles_environment_as_ray_serialises_it():
+    """Read from Ray 2.60's processes (tests/integration/test_warm_pool.py checks them for real): an actor
+    given an environment by a creator without one gets Python's ``RuntimeEnv.serialize()``; one whose
+    creator has one gets the merge as compact JSON with sorted keys."""
+    from orchestrator.train import warm_pool
+    from orchestrator.train.warm_workers import HOOK, HOOK_ENV
+
+    assert warm_pool.serialized({}, {"env_vars": {"B": "1", "A": "2"}}) == '{"env_vars": {"A": "2", "B": "1"}}'
+    assert warm_pool.serialized({"env_vars": {"A": "1"}}, {"env_vars": {"C": "3", "A": "2"}}) == (
+        '{"env_vars":{"A":"2","C":"3"}}'
+    )
+    envs = warm_pool.first_attempt_envs({})
+    assert envs["runner"].startswith('{"env_vars": {') and warm_control.CONTROL_HOOK in envs["runner"]
+    assert envs["train controller"] == envs["train controller"].replace(" ", "")  # merged under the runner's
+    assert envs["rank"] == envs["train controller"].replace(warm_control.CONTROL_HOOK, HOOK)
+    assert f'"{HOOK_ENV}":"{HOOK}"' in envs["rank"]
+
+
+def test_the_pool_holds_a_first_attempts_processes_on_each_node_but_spares():
+    from orchestrator.train.warm_pool import pool_of
+
+    def node(name: str, kind: str, **resources: float) -> dict:
+        return {"Resources": resources, "Labels": {"orch-node": name, "orch-pool-kind": kind}}
+
+    head = node("head", "control", CPU=1.0, orch_head=1.0)
+    assert pool_of(head) == {"runner": 1, "train controller": warm_control.CONTROLLER_PROCESSES}
+    assert pool_of(node("node-1", "spot", CPU=2.0, orch_device=2.0)) == {"rank": 2}
+    assert pool_of(node("ip-10-0-1-7", "on-demand", CPU=96.0, GPU=8.0)) == {"rank": 8}
+    assert pool_of(node("node-3", "spare", CPU=2.0, orch_device=2.0)) == {}
+    assert pool_of({"Resources": {"CPU": 4.0}, "Labels": {}}) == {}  # not one of orch's nodes
+
+
+def test_the_pool_can_be_turned_off(monkeypatch):
+    from orchestrator.train import warm_pool
+
+    monkeypatch.setenv(warm_pool.ENABLED_ENV, "0")
+    assert not warm_pool.enabled() and warm_pool.fill() == {}  # (asks Ray nothing: no cluster here)
+    monkeypatch.delenv(warm_pool.ENABLED_ENV)
+    assert warm_pool.enabled()

@@ -66,6 +66,7 @@ EMBEDDED_RAY_ENV = {
 # restart's own new processes on the head started one after another.
 HEAD_RAY_ENV = {"RAY_worker_maximum_startup_concurrency": "6"}
 HOST = "127.0.0.1"
+KEEPER = "keeper"  # the session of the driver that owns orch's controller actor (control/keeper.py)
 NAMESPACE = "orch"
 DEFAULT_LAYOUT = "local-on-demand:on-demand:1,local-spot:spot:1,local-spare:spare:1"
 OBJECT_STORE_BYTES = 150_000_000
@@ -99,7 +100,8 @@ class VirtualNode:
 
 @dataclass
 class Session:
-    """One ``ray start``: the Unix session it leads, when it started, and which node it is (or 'head')."""
+    """One ``ray start``, or another process of the cluster's own: the Unix session it leads, when it
+    started, and which node it is ('head', a node's name, or ``KEEPER``)."""
 
     sid: int
     started: float
@@ -466,6 +468,33 @@ class EmbeddedCluster:
             raise ClusterError(f"node {name} has no running raylet")
         killed_at = time.time()
         return _kill(victims), killed_at
+
+    def start_process(self, name: str, argv: list[str]) -> Session:
+        """Start one of the cluster's own processes (not a raylet) in a session of its own recorded as
+        ``name``, replacing a session of that name that is gone: `down` stops it with the raylets. Its
+        output goes to ``ORCH_HOME/logs/<name>.log``."""
+        info = self._require()
+        logs = self.home / "logs"
+        private_dir(logs)
+        started = time.time()
+        with open(logs / f"{name}.log", "a") as out:
+            proc = subprocess.Popen(
+                argv,
+                env={**os.environ, **self.env(info)},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        session = Session(proc.pid, started, name)
+        with self._changing() as current:
+            current.sessions = [s for s in current.sessions if s.node != name] + [session]
+        return session
+
+    def process_running(self, name: str, info: ClusterInfo | None = None) -> bool:
+        """Whether the cluster's process ``name`` (``start_process``) is alive."""
+        info = info or self.load()
+        return info is not None and bool(self.processes(info, [s for s in info.sessions if s.node == name]))
 
     def down(self) -> int:
         info = self.load()

@@ -10,10 +10,12 @@ e.g. PostgreSQL) that its controller also uses.
 from __future__ import annotations
 
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Callable
 
-from orchestrator.cluster.embedded import NAMESPACE, EmbeddedCluster
+from orchestrator.cluster.embedded import KEEPER, NAMESPACE, EmbeddedCluster
 from orchestrator.cluster.placement import JobView, capacity_problem
 from orchestrator.cluster.provider import RayNodeProvider
 from orchestrator.control.controller import allowed_pools
@@ -25,6 +27,10 @@ from orchestrator.plan.planner import Plan, make_plan
 from orchestrator.spec.loader import load_spec
 from orchestrator.state.store import EventRecord, StateStore
 from orchestrator.train.support import check_runnable
+
+# how long a connect waits for the keeper's controller: its driver imports Ray and connects (seconds on
+# an idle machine; a first start on 2 busy cores takes longer)
+KEEPER_WAIT_S = 90.0
 
 
 class NotConnected(OrchError):
@@ -50,8 +56,8 @@ class ControlPlane:
     def connect(self, start: bool = True) -> None:
         """Connect this process to the cluster (starting the embedded one if allowed) and make sure
         the controller runs."""
-        address = self.address
-        if address is None:  # start the cluster and set its auth before Ray is imported here
+        address, embedded = self.address, self.address is None
+        if embedded:  # start the cluster and set its auth before Ray is imported here
             info = self.cluster.up() if start else self.cluster.running()
             if info is None:
                 raise NotConnected("the embedded cluster is not running; start it with 'orch up'")
@@ -66,7 +72,24 @@ class ControlPlane:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
         # no wait for the worker nodes: 'ray start' returns once a node is registered, and after a node
         # loss the cluster legitimately has fewer
-        ensure_controller(self.state_url, str(self.home))
+        if not embedded or not self._kept(address):
+            ensure_controller(self.state_url, str(self.home))
+
+    def _kept(self, address: str, wait_s: float = KEEPER_WAIT_S) -> bool:
+        """The embedded cluster's controller, owned by its keeper (``control/keeper.py``), which is started
+        here unless it runs; whether the controller is there within ``wait_s``. If not, this process
+        creates it, and its warm processes end with this process's Ray job."""
+        from orchestrator.control.service import get_controller
+
+        if not self.cluster.process_running(KEEPER):
+            argv = [sys.executable, "-m", "orchestrator.control.keeper", "--address", address]
+            self.cluster.start_process(KEEPER, [*argv, "--state-url", self.state_url, "--home", str(self.home)])
+        deadline = time.time() + wait_s
+        while get_controller() is None:
+            if time.time() > deadline or not self.cluster.process_running(KEEPER):
+                return False
+            time.sleep(0.2)
+        return True
 
     # ------------------------------------------------------------------ jobs
 

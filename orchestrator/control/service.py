@@ -37,7 +37,8 @@ class ControllerActor:
         self.forecasts = ForecastWatch(self.store, float(os.environ.get("ORCH_FORECAST_PERIOD_S", "600"))).start()
 
     def ping(self) -> dict:
-        return {**self.loop.stats(), "pid": os.getpid()}
+        """The loop's counters, this process and its Ray job (whose end ends its warm processes: ``keeper.py``)."""
+        return {**self.loop.stats(), "pid": os.getpid(), "job": ray.get_runtime_context().get_job_id()}
 
     def wake(self) -> None:
         """A runner recorded its outcome: reconcile now (``ControllerLoop.wake``)."""

@@ -154,6 +154,17 @@ def runner_started() -> None:
     _internal_kv_del(_keys(context.get_job_id(), context.get_node_id())[1], namespace=KV_NAMESPACE)
 
 
+def set_asked_at(node_id: str) -> float | None:
+    """When a warm control set was last asked for on ``node_id`` in this process's Ray job and not used
+    since (a runner that starts clears it, ``runner_started``)."""
+    import ray
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    _, asked_key = _keys(ray.get_runtime_context().get_job_id(), node_id)
+    value = _internal_kv_get(asked_key, namespace=KV_NAMESPACE)
+    return float(value) if value is not None else None
+
+
 def record_set_asked(node_id: str, at: float) -> None:
     """A warm control set was asked for on ``node_id`` at ``at`` in this process's Ray job (the warm
     pool's head part, ``warm_pool.py``): the next runner uses it rather than asking for another."""

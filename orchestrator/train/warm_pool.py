@@ -2,10 +2,10 @@
 
 Why: a restart finds warm processes that the attempt before it asked for (``warm_workers.py`` for the
 ranks, ``warm_control.py`` for the head's runner and Ray Train actors), but a new job's first attempt
-had none and started them all, each importing torch, Ray Train and (the ranks) DeepSpeed: on this
-machine 12 of the 17.8 s from launch to the first step, against 3.7 s for torchrun to reach its
-training function (bench/RESULTS.md, "Orchestration overhead"). Imports are paid once per process;
-paid when the controller takes the lead, they are off every job's start-up.
+had none and started them all, each importing torch, Ray Train and (the ranks) DeepSpeed: 15.3 of the
+22.0 s from launch to the first step on this machine at 8bfd3e5, against 4.7 s for torchrun to reach its
+training function; with the pool, 2.2 s in all (bench/RESULTS.md, "Orchestration overhead"). Imports are
+paid once per process; paid when the controller takes the lead, they are off every job's start-up.
 
 How: when a controller takes the lead, its launcher asks each live node's raylet (``PrestartWorkers``,
 as the per-attempt paths do) for the processes of a first attempt, in this controller's Ray job, whose
@@ -39,8 +39,14 @@ import logging
 import os
 import time
 
-from orchestrator.train.warm_control import CONTROLLER_PROCESSES, record_set_asked, runner_runtime_env
-from orchestrator.train.warm_workers import KEEP_ALIVE_S, prestart_on, worker_runtime_env
+from orchestrator.train.warm_control import (
+    CONTROLLER_PROCESSES,
+    record_set_asked,
+    runner_runtime_env,
+    set_asked_at,
+    set_due,
+)
+from orchestrator.train.warm_workers import KEEP_ALIVE_S, asked_at, prestart_on, record_asked, worker_runtime_env
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +103,10 @@ def fill(keep_alive_s: int = KEEP_ALIVE_S) -> dict[str, dict[str, int]]:
     """From the process that launches runners (a controller that just took the lead): ask every live node
     for its part of the pool. Returns {node: {role: processes asked}} for the nodes that accepted.
     The head's set counts as the outstanding warm control set (``warm_control.set_due``), so the first
-    attempt's runner, which uses it, asks for the next one as any runner does."""
+    attempt's runner, which uses it, asks for the next one as any runner does. A node is skipped while
+    its part waits unused, recorded in Ray's key-value store as the per-attempt paths record theirs: a
+    controller that restarts, and so takes the lead again, does not pile up processes (a raylet starts as
+    many as asked, whatever it holds)."""
     import ray
 
     if not enabled():
@@ -105,14 +114,20 @@ def fill(keep_alive_s: int = KEEP_ALIVE_S) -> dict[str, dict[str, int]]:
     context = ray.get_runtime_context()
     envs = first_attempt_envs(json.loads(context.get_runtime_env_string() or "{}"))
     asked: dict[str, dict[str, int]] = {}
+    now = time.time()
     for node in ray.nodes():
-        if not node["Alive"]:
-            continue
-        pool = pool_of(node)
+        name = node.get("Labels", {}).get("orch-node") or node["NodeID"]
+        pool = pool_of(node) if node["Alive"] else {}
+        if "runner" in pool and not set_due(set_asked_at(node["NodeID"]), now, keep_alive_s):
+            continue  # a set waits there (asked by this pool before a controller restart, or a runner)
+        if "rank" in pool and not set_due(asked_at(envs["rank"], name), now, keep_alive_s):
+            continue  # this pool's part is there, unused
         if pool and all(prestart_on(node, count, envs[role], keep_alive_s) for role, count in pool.items()):
-            asked[node.get("Labels", {}).get("orch-node") or node["NodeID"]] = pool
+            asked[name] = pool
             if "runner" in pool:
-                record_set_asked(node["NodeID"], time.time())
+                record_set_asked(node["NodeID"], now)
+            else:  # an attempt on the node uses them and clears this (``warm_workers.prestart_for_next_attempt``)
+                record_asked(envs["rank"], name, now)
     log.info("warm pool asked for: %s", describe(asked))
     return asked
 

@@ -118,6 +118,26 @@ def _record_key(job_hex: str, runtime_env: str, node: str) -> bytes:
     return f"{job_hex}:{digest}:{node}".encode()
 
 
+def asked_at(runtime_env: str, node: str) -> float | None:
+    """When warm workers of this Ray job and runtime environment were last asked on ``node`` (orch node
+    name) and not used since: a spare by a rank 0, a node by the warm pool (``warm_pool.py``)."""
+    import ray
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    value = _internal_kv_get(
+        _record_key(ray.get_runtime_context().get_job_id(), runtime_env, node), namespace=KV_NAMESPACE
+    )
+    return float(value) if value is not None else None
+
+
+def record_asked(runtime_env: str, node: str, at: float) -> None:
+    import ray
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    key = _record_key(ray.get_runtime_context().get_job_id(), runtime_env, node)
+    _internal_kv_put(key, str(at).encode(), overwrite=True, namespace=KV_NAMESPACE)
+
+
 def prestart_for_next_attempt(assignment: list[str], per_node: int, keep_alive_s: int = KEEP_ALIVE_S) -> list[str]:
     """From a running worker: warm workers on the gang's nodes and on the spare nodes that may replace
     a lost one. The gang's nodes are asked at every attempt (every rank restarts in a new process,
@@ -126,7 +146,7 @@ def prestart_for_next_attempt(assignment: list[str], per_node: int, keep_alive_s
     every attempt and every rank 0 sees it), per job, runtime environment and node; joining a gang
     clears it, since the gang's next attempt uses its warm workers."""
     import ray
-    from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_get, _internal_kv_put
+    from ray.experimental.internal_kv import _internal_kv_del
 
     env = ray.get_runtime_context().get_runtime_env_string()
     job_hex = ray.get_runtime_context().get_job_id()
@@ -138,14 +158,10 @@ def prestart_for_next_attempt(assignment: list[str], per_node: int, keep_alive_s
     spares = [n for n in spares if n not in assignment]
     for node in assignment:
         _internal_kv_del(_record_key(job_hex, env, node), namespace=KV_NAMESPACE)
-    asked_at = {}
-    for node in spares:
-        value = _internal_kv_get(_record_key(job_hex, env, node), namespace=KV_NAMESPACE)
-        if value is not None:
-            asked_at[node] = float(value)
+    asked = {node: at for node in spares if (at := asked_at(env, node)) is not None}
     now = time.time()
-    due = spares_due(spares, asked_at, now, keep_alive_s)
+    due = spares_due(spares, asked, now, keep_alive_s)
     accepted = prestart({node: per_node for node in [*assignment, *due]}, env, keep_alive_s)
     for node in set(accepted) & set(due):
-        _internal_kv_put(_record_key(job_hex, env, node), str(now).encode(), overwrite=True, namespace=KV_NAMESPACE)
+        record_asked(env, node, now)
     return accepted

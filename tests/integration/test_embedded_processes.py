@@ -50,7 +50,10 @@ def test_down_leaves_no_process_and_no_temp_folder_and_spares_lookalikes():
                 for part in (p.info["cmdline"] or [])
             )
         ]
-        tree = _tree(roots) | set(cluster.processes(info))
+        # a process of the cluster's own beside the raylets (the controller's keeper runs so)
+        own = cluster.start_process("keeper", [sys.executable, "-c", "import time; time.sleep(120)"])
+        assert cluster.process_running("keeper")
+        tree = _tree(roots) | set(cluster.processes(info)) | {psutil.Process(own.sid)}
         names = {" ".join(p.cmdline())[:40] for p in tree if p.is_running()}
         assert any(n.startswith("ray::DashboardAgent") for n in names), names  # the renamed agents are there
         assert any(n.startswith("ray::RuntimeEnvAgent") for n in names), names

@@ -14,6 +14,7 @@ The time without progress of each is measured by bench/bench_failover.py (bench/
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ def ha_plane(tmp_path_factory):
     home = tmp_path_factory.mktemp("orch_home_ha")
     # fails at step 8 of 22; warm restart off: what is tested is the control plane's recovery, and the warm
     # workers a job prestarts compete with training on this machine's 2 cores
+    os.environ["ORCH_WARM_POOL"] = "0"  # (as the other modules' clusters: tests/integration/conftest.py)
     drills = Drills(home, ["phases.0.tokens=20000", "checkpoint.interval={steps: 5}", COLD])
     drills.up()
     try:

@@ -1,17 +1,25 @@
-"""The cluster's warm pool (orchestrator/train/warm_pool.py) on a real embedded cluster: when the
-controller takes the lead it asks every node for a first attempt's processes, and a job's first
-attempt starts in them. Its runner, Ray Train's controller and all four ranks started in processes
-older than the attempt: each of the three runtime environment strings the pool computed is the one
-Ray 2.60 gives that process (a string that differs by one byte gets a new process)."""
+"""The cluster's warm pool (orchestrator/train/warm_pool.py) on a real embedded cluster started the way a
+user starts it: `orch up` in a process that exits at once. When the controller takes the lead it asks
+every node for a first attempt's processes, and a job's first attempt starts in them: its runner, Ray
+Train's controller and all four ranks in processes older than the attempt. So each of the three runtime
+environment strings the pool computed is the one Ray 2.60 gives that process (a string that differs by
+one byte gets a new process), and the pool outlived the `orch up` that started the cluster: the
+controller belongs to the keeper's Ray job (orchestrator/control/keeper.py), not to the exited one's, whose
+idle prestarted processes Ray ends."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 
 import psutil
 import pytest
 
+from orchestrator.cluster.embedded import KEEPER
+from orchestrator.control.client import ControlPlane
 from orchestrator.train.warm_control import CONTROL_HOOK, CONTROLLER_PROCESSES
 from orchestrator.train.warm_workers import HOOK, HOOK_ENV
 from tests.conftest import V3_SPEC
@@ -57,6 +65,37 @@ def wait_for_idle_pool(count: int, timeout: float = 180) -> list[psutil.Process]
     raise AssertionError(f"{len(pool_processes())} warm pool processes idle, {count} expected")
 
 
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory):
+    """The embedded cluster as `orch up` starts it (its process exits), then this process connects."""
+    home = tmp_path_factory.mktemp("orch_home")
+    os.environ["ORCH_HOME"] = str(home)
+    os.environ.pop("ORCH_WARM_POOL", None)  # the default: on (other modules' clusters turn it off)
+    up = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "up"], capture_output=True, text=True, timeout=300, env=dict(os.environ)
+    )
+    assert up.returncode == 0, up.stderr
+    plane = ControlPlane(home=home)
+    plane.connect(start=False)
+    yield plane
+    import ray
+
+    ray.shutdown()
+    plane.cluster.down()
+
+
+def test_the_controller_belongs_to_the_keepers_ray_job(plane):
+    import ray
+
+    from orchestrator.control.service import get_controller
+
+    assert plane.cluster.process_running(KEEPER)
+    job = ray.get(get_controller().ping.remote(), timeout=60)["job"]
+    assert job != ray.get_runtime_context().get_job_id()  # not this driver's: it connected after `orch up`
+    alive = {j["JobID"] for j in ray._private.state.jobs() if not j["IsDead"]}
+    assert job in alive  # the keeper's, alive although `orch up` exited
+
+
 def test_a_first_attempt_starts_in_the_pool_the_controller_asked_for(plane):
     deadline = time.time() + 60
     while not (asked := [e for e in plane.store.events() if e["kind"] == "cluster.warm_pool"]):
@@ -65,6 +104,21 @@ def test_a_first_attempt_starts_in_the_pool_the_controller_asked_for(plane):
     assert len(asked) == 1 and asked[0]["data"] == POOL, asked
     pool = wait_for_idle_pool(sum(n for node in POOL.values() for n in node.values()))
     pids = {p.pid for p in pool}
+
+    # a restarted controller takes the lead again and finds the pool waiting: it asks for nothing more
+    import ray
+
+    from orchestrator.control.service import get_controller
+
+    started = len([e for e in plane.store.events() if e["kind"] == "controller.leader"])
+    ray.kill(get_controller(), no_restart=False)
+    deadline = time.time() + 90
+    while len([e for e in plane.store.events() if e["kind"] == "controller.leader"]) == started:
+        assert time.time() < deadline, "the controller did not come back"
+        time.sleep(0.5)
+    time.sleep(5)  # its pool request, had it made one, is off the reconcile loop
+    assert len([e for e in plane.store.events() if e["kind"] == "cluster.warm_pool"]) == 1
+    assert {p.pid for p in pool_processes()} == pids
 
     job = plane.submit(str(V3_SPEC), "local", ["phases.0.tokens=12000"])  # warm restart: the default
     done = wait_for(plane, job["id"], {"succeeded", "failed"}, timeout=300)
@@ -75,3 +129,38 @@ def test_a_first_attempt_starts_in_the_pool_the_controller_asked_for(plane):
     assert re.search(r"attempt 1 start-up: workers up \(.*4 of 4 ranks in warm processes\)", log), log
     # the attempt took the pool's processes: its own would be younger than the pool's and not among them
     assert len(pids - {p.pid for p in pool_processes()}) >= 1 + 4
+
+
+def test_a_keeper_that_ends_is_started_again_and_takes_the_controller_into_its_job(plane):
+    """Last in the module. With the keeper gone, its Ray job is finished and the controller's warm
+    processes with it; the next process that connects starts a keeper, which replaces the controller
+    (a finished job gets no more prestarted processes) and so gets a new pool."""
+    import ray
+
+    from orchestrator.control.service import get_controller
+
+    keeper = next(s for s in plane.cluster.load().sessions if s.node == KEEPER)
+    psutil.Process(keeper.sid).kill()
+    old_job = ray.get(get_controller().ping.remote(), timeout=60)["job"]
+    deadline = time.time() + 30
+    while old_job not in {j["JobID"] for j in ray._private.state.jobs() if j["IsDead"]}:
+        assert time.time() < deadline, "the keeper's job did not finish"
+        time.sleep(0.5)
+    pools = len([e for e in plane.store.events() if e["kind"] == "cluster.warm_pool"])
+    connect = "from orchestrator.control.client import ControlPlane; ControlPlane().connect(start=False)"
+    done = subprocess.run([sys.executable, "-c", connect], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert plane.cluster.process_running(KEEPER)
+    deadline, job = time.time() + 120, old_job
+    while job == old_job:  # the new keeper connects, then replaces the controller
+        assert time.time() < deadline, "the controller stayed in the finished job"
+        time.sleep(1.0)
+        try:
+            job = ray.get(get_controller().ping.remote(), timeout=30)["job"]
+        except (AttributeError, ray.exceptions.RayActorError):  # between the kill and the new one
+            continue
+    assert job in {j["JobID"] for j in ray._private.state.jobs() if not j["IsDead"]}
+    deadline = time.time() + 60
+    while len([e for e in plane.store.events() if e["kind"] == "cluster.warm_pool"]) == pools:
+        assert time.time() < deadline, "the new controller asked for no warm pool"
+        time.sleep(0.5)

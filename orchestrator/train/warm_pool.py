@@ -7,7 +7,8 @@ had none and started them all, each importing torch, Ray Train and (the ranks) D
 training function; with the pool, 2.2 s in all (bench/RESULTS.md, "Orchestration overhead"). Imports are
 paid once per process; paid when the controller takes the lead, they are off every job's start-up.
 
-How: when a controller takes the lead, its launcher asks each live node's raylet (``PrestartWorkers``,
+How: when a controller takes the lead (at its first pass with no job active: a pool started beside a
+job's own processes takes the cores they start on), its launcher asks each live node's raylet (``PrestartWorkers``,
 as the per-attempt paths do) for the processes of a first attempt, in this controller's Ray job, whose
 runners and their Train actors are all of that job:
 - the head node: one runner process and ``CONTROLLER_PROCESSES`` for Ray Train's controller and its

@@ -80,12 +80,11 @@ def first_attempt_envs(own: dict) -> dict[str, str]:
     """{role: runtime environment string} of a first attempt's processes launched from a process whose
     own runtime environment is ``own``: "runner", "train controller" (and its actors), "rank"."""
     runner = runner_runtime_env()
-    runner_env = merged(own, runner)
-    controller_env = merged(runner_env, {"env_vars": runner["env_vars"]})  # what Ray Train adds: the same
+    runner_env = merged(own, runner)  # and the controller's: Ray Train adds variables the runner already has
     return {
         "runner": serialized(own, runner),
         "train controller": serialized(runner_env, {"env_vars": runner["env_vars"]}),
-        "rank": serialized(controller_env, worker_runtime_env()),
+        "rank": serialized(runner_env, worker_runtime_env()),
     }
 
 

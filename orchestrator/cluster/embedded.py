@@ -66,6 +66,7 @@ EMBEDDED_RAY_ENV = {
 # restart's own new processes on the head started one after another.
 HEAD_RAY_ENV = {"RAY_worker_maximum_startup_concurrency": "6"}
 HOST = "127.0.0.1"
+CREATE_TIME_SLACK_S = 2.0  # processes(): how much earlier than its session a process may read as started
 KEEPER = "keeper"  # the session of the driver that owns orch's controller actor (control/keeper.py)
 NAMESPACE = "orch"
 DEFAULT_LAYOUT = "local-on-demand:on-demand:1,local-spot:spot:1,local-spare:spare:1"
@@ -515,16 +516,24 @@ class EmbeddedCluster:
 
     @staticmethod
     def processes(info: ClusterInfo, sessions: list[Session] | None = None) -> list[psutil.Process]:
-        """The live processes of these sessions (default: the whole cluster's) that started after them."""
+        """The live processes of these sessions (default: the whole cluster's) that started after them.
+
+        A zombie is not live: it has exited and only waits for its parent to collect its status. A
+        process whose parent exited (the keeper, once the `orch up` that started it is gone) is
+        collected by PID 1, and a sandbox's PID 1 may do that seconds later (here, about 1.6 s after
+        the kill). Counted as live, a killed keeper kept the next connecting CLI from starting one."""
         wanted = {s.sid: s.started for s in (info.sessions if sessions is None else sessions)}
         found = []
-        for proc in psutil.process_iter(["create_time"]):
+        for proc in psutil.process_iter(["create_time", "status"]):
             try:
                 sid = os.getsid(proc.pid)
             except (ProcessLookupError, PermissionError):
                 continue
-            # a second of slack: create_time is rounded to clock ticks
-            if sid in wanted and (proc.info["create_time"] or 0.0) >= wanted[sid] - 1.0 and proc.pid != os.getpid():
+            if sid not in wanted or proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            # slack: psutil adds the boot time of /proc/stat, whole seconds cut down, to the start in
+            # clock ticks, so a process can read as started up to a second and a tick before it did
+            if (proc.info["create_time"] or 0.0) >= wanted[sid] - CREATE_TIME_SLACK_S:
                 found.append(proc)
         return found
 

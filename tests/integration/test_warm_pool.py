@@ -150,7 +150,17 @@ def test_a_keeper_that_ends_is_started_again_and_takes_the_controller_into_its_j
     connect = "from orchestrator.control.client import ControlPlane; ControlPlane().connect(start=False)"
     done = subprocess.run([sys.executable, "-c", connect], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert plane.cluster.process_running(KEEPER)
+    keeper_log = plane.home / "logs" / f"{KEEPER}.log"
+    if not plane.cluster.process_running(KEEPER):
+        sessions = [s for s in plane.cluster.load().sessions if s.node == KEEPER]
+        states = {}
+        for s in sessions:
+            try:
+                p = psutil.Process(s.sid)
+                states[s.sid] = (p.status(), p.create_time(), s.started, p.ppid())
+            except psutil.Error as e:
+                states[s.sid] = repr(e)
+        raise AssertionError(f"no keeper: {sessions} {states} stderr={done.stderr[-2000:]} log={keeper_log.read_text()[-4000:]}")
     deadline, job = time.time() + 120, old_job
     while job == old_job:  # the new keeper connects, then replaces the controller
         assert time.time() < deadline, "the controller stayed in the finished job"

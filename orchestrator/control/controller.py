@@ -53,6 +53,11 @@ CANCEL_GRACE_S = 60.0  # after this, a cancelled job's runner is killed rather t
 # (the runner abandons a save that cannot); past it the victim is told to stop, so a slow or hung
 # save never holds the nodes the other job is waiting for.
 PREEMPT_GRACE_S = 300.0
+# While no job is active the leader prepares the cluster again this often (``Launcher.prepare``): the
+# warm pool's processes end when their keep-alive does and a node that joins later has none; a node
+# whose part still waits is skipped (``train/warm_pool.py: fill``), so a pass that finds the pool whole
+# asks for nothing.
+PREPARE_EVERY_S = 120.0
 
 
 def allowed_pools(spec: JobSpec, include_spares: bool = False) -> tuple[str, ...]:
@@ -105,14 +110,15 @@ class ControllerCore:
         self._node_views: list[NodeView] = []  # the provider's list last recorded from
         self._lost_gangs: dict[str, tuple[float, frozenset[str]]] = {}  # job -> (lost at, its gang): ``_settling``
         self._prepare_due = False  # this controller took the lead and has not prepared the cluster yet: ``lead``
+        self._prepared_at: float | None = None  # when it last did (``reconcile``: again every ``PREPARE_EVERY_S``)
 
     def lead(self) -> None:
         """This controller took the lead: only a leader launches, so only it prepares the cluster for
         launches (a standby holds no warm pool, ``Launcher.prepare``), at its first pass with no job
-        active. A job placed at once (`make run` starts the cluster and submits) starts its own
-        processes; a pool asked beside them took the same cores: on this machine its first step came
-        66 s after placing began instead of 33-36 s, one run each."""
-        self._prepare_due = True
+        active and every ``PREPARE_EVERY_S`` while none is. A job placed at once (`make run` starts the
+        cluster and submits) starts its own processes; a pool asked beside them took the same cores: on
+        this machine its first step came 66 s after placing began instead of 33-36 s, one run each."""
+        self._prepare_due, self._prepared_at = True, None
 
     def reconcile(self) -> None:
         nodes = self.provider.nodes()
@@ -127,9 +133,12 @@ class ControllerCore:
         active = self.store.jobs(ACTIVE, owner=self.owner) if stale else [j for j in jobs if not j.state.is_terminal]
         self._schedule(active, nodes)
         self._keep_spares(active, nodes)
-        if self._prepare_due and not active:
-            self._prepare_due = False
+        if not active and (self._prepare_due or self._prepare_again()):
+            self._prepare_due, self._prepared_at = False, self.clock.now()
             self.launcher.prepare()
+
+    def _prepare_again(self) -> bool:
+        return self._prepared_at is not None and self.clock.now() >= self._prepared_at + PREPARE_EVERY_S
 
     def record_nodes(self, nodes: list[NodeView]) -> None:
         """Append to ``node_history`` each node that changed between up, cordoned, down and gone since

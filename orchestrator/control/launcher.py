@@ -44,6 +44,9 @@ class Launcher(Protocol):
 class RayLauncher:
     def __init__(self, state_url: str, home: str):
         self.state_url, self.home = state_url, home
+        self._pool_store: StateStore | None = None  # the warm pool thread's own, made at its first event
+        self.fills = 0  # warm pool requests done (asked for something or not)
+        self._filling: threading.Thread | None = None
 
     def _actor(self, job: JobRecord):
         import ray
@@ -56,7 +59,21 @@ class RayLauncher:
     def prepare(self) -> None:
         """The cluster's warm pool (``train/warm_pool.py``), asked off the reconcile loop: a raylet that
         does not answer must not hold up a pass."""
-        threading.Thread(target=_fill_warm_pool, args=(self.state_url,), name="warm-pool", daemon=True).start()
+        if self._filling is not None and self._filling.is_alive():
+            return  # the last request still waits on a raylet: two at once could both ask one node
+        self._filling = threading.Thread(target=self._fill_warm_pool, name="warm-pool", daemon=True)
+        self._filling.start()
+
+    def _fill_warm_pool(self) -> None:
+        try:
+            asked = fill()
+            if asked:
+                self._pool_store = self._pool_store or StateStore(self.state_url)
+                self._pool_store.add_event("cluster.warm_pool", f"warm pool asked for: {describe(asked)}", data=asked)
+        except Exception as exc:  # best effort: without a pool the first attempts start their own processes
+            logging.getLogger(__name__).warning("warm pool not asked for: %s", exc)
+        finally:
+            self.fills += 1
 
     def start(self, job: JobRecord, attempt: int) -> None:
         from orchestrator.control.runner import JobRunner  # a Ray actor class: it imports Ray
@@ -105,12 +122,3 @@ class RayLauncher:
         from orchestrator.train.peer_memory import forget_everywhere  # Ray: the shard holder actor class
 
         forget_everywhere(job.id)
-
-
-def _fill_warm_pool(state_url: str) -> None:
-    try:
-        asked = fill()
-        if asked:
-            StateStore(state_url).add_event("cluster.warm_pool", f"warm pool asked for: {describe(asked)}", data=asked)
-    except Exception as exc:  # best effort: without a pool the first attempts start their own processes
-        logging.getLogger(__name__).warning("warm pool not asked for: %s", exc)

@@ -27,7 +27,8 @@ class ControllerActor:
         self.store = StateStore(state_url)
         embedded = EmbeddedCluster(home).load() is not None  # this controller runs in orch's own local cluster
         provider = EmbeddedNodeProvider(self.store, home) if embedded else RayNodeProvider(self.store)
-        core = ControllerCore(self.store, provider, RayLauncher(state_url, home))
+        self.launcher = RayLauncher(state_url, home)
+        core = ControllerCore(self.store, provider, self.launcher)
         self.store.add_event("controller.started", f"controller started (pid {os.getpid()})", data={"pid": os.getpid()})
         # the same lease as controllers run outside the head (`orch controller --in-process`): only one
         # acts; a restart of this actor (same holder name) takes the lease back at once
@@ -37,8 +38,10 @@ class ControllerActor:
         self.forecasts = ForecastWatch(self.store, float(os.environ.get("ORCH_FORECAST_PERIOD_S", "600"))).start()
 
     def ping(self) -> dict:
-        """The loop's counters, this process and its Ray job (whose end ends its warm processes: ``keeper.py``)."""
-        return {**self.loop.stats(), "pid": os.getpid(), "job": ray.get_runtime_context().get_job_id()}
+        """The loop's counters, this process, its Ray job (whose end ends its warm processes: ``keeper.py``)
+        and how many times it has asked for the warm pool (``train/warm_pool.py``) to the end."""
+        job = ray.get_runtime_context().get_job_id()
+        return {**self.loop.stats(), "pid": os.getpid(), "job": job, "pool_fills": self.launcher.fills}
 
     def wake(self) -> None:
         """A runner recorded its outcome: reconcile now (``ControllerLoop.wake``)."""

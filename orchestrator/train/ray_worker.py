@@ -22,7 +22,7 @@ from orchestrator.plan.planner import make_plan
 from orchestrator.spec.loader import validate_mapping
 from orchestrator.train import collectives
 from orchestrator.train.warm_control import started_warm
-from orchestrator.train.warm_workers import prestart_for_next_attempt, worker_runtime_env
+from orchestrator.train.warm_workers import attempt_started, prestart_for_next_attempt, worker_runtime_env
 
 # Every step's metrics go to orch's own channel (rank 0 -> the job's metrics sink). Ray Train's
 # report() is a barrier across all workers in Ray Train V2 (it syncs a checkpoint directory name
@@ -59,6 +59,8 @@ def train_loop_per_worker(config: dict) -> None:
     assignment = config.get("assignment")
     if assignment:
         check_node(plan, rank, assignment)
+    warm_next = rank == 0 and bool(assignment) and spec.fault_tolerance.warm_restart
+    cleared = start_thread(attempt_started, assignment) if warm_next else None  # the gang took what waited
     checkpoints = None
     if config.get("job_id"):
         from orchestrator.train.trainer import CheckpointSetup
@@ -91,8 +93,9 @@ def train_loop_per_worker(config: dict) -> None:
     if on_phase is not None:
         on_phase("first step")
     control = make_control(runner, rank) if runner is not None else None
-    if rank == 0 and assignment and spec.fault_tolerance.warm_restart:
-        control = after_first_step(control, lambda: start_warm_workers(assignment, plan.mesh.devices_per_node))
+    if cleared is not None:
+        per_node = plan.mesh.devices_per_node
+        control = after_first_step(control, lambda: start_thread(prestart_after, cleared, assignment, per_node))
     trainer.train(config.get("max_steps"), control)
     if trainer.checkpointer is not None and (trainer.emergency is None or trainer.emergency["committed"]):
         trainer.checkpointer.wait()  # (an emergency save abandoned at its deadline is not waited for)
@@ -127,11 +130,19 @@ def after_first_step(control, start):
     return control_after
 
 
-def start_warm_workers(assignment: list[str], per_node: int) -> None:
-    """Warm workers for the next attempt (``warm_workers.py``), asked off the training thread."""
-    threading.Thread(
-        target=prestart_for_next_attempt, args=(assignment, per_node), name="warm-workers", daemon=True
-    ).start()
+def start_thread(target, *args) -> threading.Thread:
+    """``target(*args)`` off the training thread (the warm workers' bookkeeping: GCS and raylet calls)."""
+    thread = threading.Thread(target=target, args=args, name="warm-workers", daemon=True)
+    thread.start()
+    return thread
+
+
+def prestart_after(cleared: threading.Thread, assignment: list[str], per_node: int) -> None:
+    """Warm workers for the next attempt (``warm_workers.py``), recorded after this attempt's clearing
+    of its nodes' records is done (it began before the engine build; one thread each so neither waits
+    on the training thread)."""
+    cleared.join()
+    prestart_for_next_attempt(assignment, per_node)
 
 
 def peer_copies(spec, job_id: str, assignment: list[str] | None):

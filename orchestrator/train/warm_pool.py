@@ -8,9 +8,10 @@ training function; with the pool, 2.2 s in all (bench/RESULTS.md, "Orchestration
 paid once per process; paid when the controller takes the lead, they are off every job's start-up.
 
 How: when a controller takes the lead (at its first pass with no job active: a pool started beside a
-job's own processes takes the cores they start on), its launcher asks each live node's raylet (``PrestartWorkers``,
-as the per-attempt paths do) for the processes of a first attempt, in this controller's Ray job, whose
-runners and their Train actors are all of that job:
+job's own processes takes the cores they start on), and every few minutes while no job is active, its
+launcher asks each live node's raylet (``PrestartWorkers``, as the per-attempt paths do) for the
+processes of a first attempt, in this controller's Ray job, whose runners and their Train actors are
+all of that job (a node whose part waits unused is skipped, ``fill``):
 - the head node: one runner process and ``CONTROLLER_PROCESSES`` for Ray Train's controller and its
   actors;
 - every node that takes ranks (an embedded node's ``orch_device`` slots, or its GPUs), spare nodes
@@ -100,13 +101,15 @@ def pool_of(node: dict) -> dict[str, int]:
 
 
 def fill(keep_alive_s: int = KEEP_ALIVE_S) -> dict[str, dict[str, int]]:
-    """From the process that launches runners (a controller that just took the lead): ask every live node
-    for its part of the pool. Returns {node: {role: processes asked}} for the nodes that accepted.
+    """From the process that launches runners (a controller that took the lead, and again while no job
+    is active, ``control/controller.py: PREPARE_EVERY_S``): ask every live node for its part of the
+    pool. Returns {node: {role: processes asked}} for the nodes that accepted.
     The head's set counts as the outstanding warm control set (``warm_control.set_due``), so the first
     attempt's runner, which uses it, asks for the next one as any runner does. A node is skipped while
     its part waits unused, recorded in Ray's key-value store as the per-attempt paths record theirs: a
-    controller that restarts, and so takes the lead again, does not pile up processes (a raylet starts as
-    many as asked, whatever it holds)."""
+    controller that restarts, and so takes the lead again, or asks again, does not pile up processes (a
+    raylet starts as many as asked, whatever it holds); a node whose part ended with its keep-alive, was
+    used by a job, or joined since is asked again."""
     import ray
 
     if not enabled():
@@ -120,14 +123,17 @@ def fill(keep_alive_s: int = KEEP_ALIVE_S) -> dict[str, dict[str, int]]:
         pool = pool_of(node) if node["Alive"] else {}
         if "runner" in pool and not set_due(set_asked_at(node["NodeID"]), now, keep_alive_s):
             continue  # a set waits there (asked by this pool before a controller restart, or a runner)
-        if "rank" in pool and not set_due(asked_at(envs["rank"], name), now, keep_alive_s):
-            continue  # this pool's part is there, unused
-        if pool and all(prestart_on(node, count, envs[role], keep_alive_s) for role, count in pool.items()):
-            asked[name] = pool
-            if "runner" in pool:
-                record_set_asked(node["NodeID"], now)
-            else:  # an attempt on the node uses them and clears this (``warm_workers.prestart_for_next_attempt``)
-                record_asked(envs["rank"], name, now)
+        if "rank" in pool and not set_due(asked_at(envs["rank"], node["NodeID"]), now, keep_alive_s):
+            continue  # this pool's part, or what the last attempt there asked for, is there unused
+        accepted = {role: count for role, count in pool.items() if prestart_on(node, count, envs[role], keep_alive_s)}
+        if not accepted:
+            continue
+        asked[name] = accepted
+        # recorded if any part was taken: asking for all of it again would pile up the parts that were
+        if "runner" in pool:
+            record_set_asked(node["NodeID"], now)
+        else:  # an attempt on the node takes them, clears this, and asks and records as many again
+            record_asked(envs["rank"], node["NodeID"], now)
     log.info("warm pool asked for: %s", describe(asked))
     return asked
 

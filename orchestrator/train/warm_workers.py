@@ -98,6 +98,11 @@ def prestart_on(node: dict, count: int, serialized_runtime_env: str, keep_alive_
         node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(request, timeout=10)
         return True
     except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            # the raylet may have started them all the same: counted as asked, so that the caller records
+            # it and does not ask for as many again (a busy raylet would pile them up at every try)
+            log.warning("warm workers on %s: no answer within 10 s, taken as asked", node.get("NodeManagerAddress"))
+            return True
         log.warning("no warm workers on %s: %s", node.get("NodeManagerAddress"), exc)
         return False
     finally:
@@ -113,55 +118,86 @@ def spares_due(spares: list[str], asked_at: dict[str, float], now: float, keep_a
     return [n for n in spares if now - asked_at.get(n, float("-inf")) >= keep_alive_s]
 
 
-def _record_key(job_hex: str, runtime_env: str, node: str) -> bytes:
+def _record_key(job_hex: str, runtime_env: str, node_id: str) -> bytes:
     digest = hashlib.sha256(runtime_env.encode()).hexdigest()[:16]
-    return f"{job_hex}:{digest}:{node}".encode()
+    return f"{job_hex}:{digest}:{node_id}".encode()
 
 
-def asked_at(runtime_env: str, node: str) -> float | None:
-    """When warm workers of this Ray job and runtime environment were last asked on ``node`` (orch node
-    name) and not used since: a spare by a rank 0, a node by the warm pool (``warm_pool.py``)."""
+def asked_at(runtime_env: str, node_id: str) -> float | None:
+    """When warm workers of this Ray job and runtime environment were last asked on the Ray node
+    ``node_id`` and not used since: by a rank 0 (its gang's nodes and the spares) or by the warm pool
+    (``warm_pool.py``). Keyed by the Ray node, not orch's name for it: a replacement started under the
+    same name (`orch nodes preempt --replace`, a new pod) holds none of what its predecessor was asked."""
     import ray
     from ray.experimental.internal_kv import _internal_kv_get
 
     value = _internal_kv_get(
-        _record_key(ray.get_runtime_context().get_job_id(), runtime_env, node), namespace=KV_NAMESPACE
+        _record_key(ray.get_runtime_context().get_job_id(), runtime_env, node_id), namespace=KV_NAMESPACE
     )
     return float(value) if value is not None else None
 
 
-def record_asked(runtime_env: str, node: str, at: float) -> None:
+def record_asked(runtime_env: str, node_id: str, at: float) -> None:
     import ray
     from ray.experimental.internal_kv import _internal_kv_put
 
-    key = _record_key(ray.get_runtime_context().get_job_id(), runtime_env, node)
+    key = _record_key(ray.get_runtime_context().get_job_id(), runtime_env, node_id)
     _internal_kv_put(key, str(at).encode(), overwrite=True, namespace=KV_NAMESPACE)
+
+
+def forget_asked(runtime_env: str, node_ids: list[str]) -> None:
+    import ray
+    from ray.experimental.internal_kv import _internal_kv_del
+
+    job_hex = ray.get_runtime_context().get_job_id()
+    for node_id in node_ids:
+        _internal_kv_del(_record_key(job_hex, runtime_env, node_id), namespace=KV_NAMESPACE)
+
+
+def orch_nodes() -> dict[str, dict]:
+    """{orch node name: its entry of ``ray.nodes()``} for the live nodes that carry one."""
+    import ray
+
+    return {n["Labels"]["orch-node"]: n for n in ray.nodes() if n["Alive"] and n.get("Labels", {}).get("orch-node")}
+
+
+def attempt_started(assignment: list[str]) -> None:
+    """From rank 0 as an attempt's workers come up: the warm workers recorded on the gang's nodes were
+    this attempt's to take, so none counts as waiting there any more. Cleared at once rather than when
+    the next ones are asked after the first step: an attempt that ends before that leaves nothing behind
+    it, and a record left standing would keep the warm pool from asking those nodes again for the
+    keep-alive (6 h)."""
+    import ray
+
+    live = orch_nodes()
+    env = ray.get_runtime_context().get_runtime_env_string()
+    forget_asked(env, [live[name]["NodeID"] for name in assignment if name in live])
 
 
 def prestart_for_next_attempt(assignment: list[str], per_node: int, keep_alive_s: int = KEEP_ALIVE_S) -> list[str]:
     """From a running worker: warm workers on the gang's nodes and on the spare nodes that may replace
     a lost one. The gang's nodes are asked at every attempt (every rank restarts in a new process,
     survivors too, so each attempt uses up the warm workers the one before started). A spare is asked
-    once per keep-alive: when it was asked is kept in Ray's internal key-value store (on the GCS, so
-    every attempt and every rank 0 sees it), per job, runtime environment and node; joining a gang
-    clears it, since the gang's next attempt uses its warm workers."""
+    once per keep-alive. When a node was asked is kept in Ray's internal key-value store (on the GCS, so
+    every attempt, every rank 0 and the warm pool see it), per job, runtime environment and Ray node: a
+    gang's node is recorded at every attempt (and cleared as the next one starts, ``attempt_started``),
+    so after the job its warm workers count as the node's part of the warm pool (``warm_pool.fill``
+    skips it rather than ask for as many again); a spare that joins a gang is recorded with it."""
     import ray
-    from ray.experimental.internal_kv import _internal_kv_del
 
     env = ray.get_runtime_context().get_runtime_env_string()
-    job_hex = ray.get_runtime_context().get_job_id()
+    live = orch_nodes()
     spares = [
-        n["Labels"]["orch-node"]
-        for n in ray.nodes()
-        if n["Alive"] and n.get("Labels", {}).get("orch-pool-kind") == "spare"
+        name
+        for name, node in live.items()
+        if node["Labels"].get("orch-pool-kind") == "spare" and name not in assignment
     ]
-    spares = [n for n in spares if n not in assignment]
-    for node in assignment:
-        _internal_kv_del(_record_key(job_hex, env, node), namespace=KV_NAMESPACE)
-    asked = {node: at for node in spares if (at := asked_at(env, node)) is not None}
+    asked = {name: at for name in spares if (at := asked_at(env, live[name]["NodeID"])) is not None}
     now = time.time()
     due = spares_due(spares, asked, now, keep_alive_s)
-    accepted = prestart({node: per_node for node in [*assignment, *due]}, env, keep_alive_s)
-    for node in set(accepted) & set(due):
-        record_asked(env, node, now)
+    accepted = []
+    for name in [*assignment, *due]:
+        if name in live and prestart_on(live[name], per_node, env, keep_alive_s):
+            record_asked(env, live[name]["NodeID"], now)  # at once: a rank 0 killed midway leaves none unrecorded
+            accepted.append(name)
     return accepted

@@ -275,11 +275,12 @@ def test_the_rayjob_entrypoint_trains_and_its_hours_reach_the_ledger(plane, tmp_
 def test_a_spare_is_asked_for_warm_workers_once_and_a_gang_node_at_every_attempt(plane):
     """The raylet starts as many warm workers as asked, whatever it already holds, so asking a spare at
     every attempt piled them up (bench/RESULTS.md, "Warm workers"). What a job's rank 0 calls at each
-    attempt asks a spare once per keep-alive (recorded on the GCS), asks the gang's nodes every time, and
-    asks a spare again once it has been in a gang (its warm workers were the gang's to use)."""
+    attempt asks a spare once per keep-alive (recorded on the GCS), asks the gang's nodes every time
+    (recorded too: the warm pool counts them), and asks a spare again once an attempt has started on it
+    (its warm workers were that attempt's to take)."""
     import ray
 
-    from orchestrator.train.warm_workers import prestart_for_next_attempt, worker_runtime_env
+    from orchestrator.train.warm_workers import attempt_started, prestart_for_next_attempt, worker_runtime_env
 
     spares = sorted(
         n["Labels"]["orch-node"]
@@ -289,8 +290,12 @@ def test_a_spare_is_asked_for_warm_workers_once_and_a_gang_node_at_every_attempt
     assert spares, "the local cluster has a spare node"
 
     @ray.remote(num_cpus=0)
-    def attempt(assignment: list[str]) -> list[str]:  # 60 s keep-alive: the test's warm workers go soon
-        return sorted(prestart_for_next_attempt(assignment, 1, keep_alive_s=60))
+    def attempt(assignment: list[str]) -> list[str]:  # (a keep-alive that outlasts the test's asks)
+        return sorted(prestart_for_next_attempt(assignment, 1, keep_alive_s=900))
+
+    @ray.remote(num_cpus=0)
+    def start(assignment: list[str]) -> None:
+        attempt_started(assignment)
 
     def ask(assignment: list[str]) -> list[str]:
         return ray.get(attempt.options(runtime_env=worker_runtime_env()).remote(assignment), timeout=120)
@@ -298,7 +303,9 @@ def test_a_spare_is_asked_for_warm_workers_once_and_a_gang_node_at_every_attempt
     assert ask([]) == spares  # first attempt: every spare
     assert ask([]) == []  # next attempt within the keep-alive: none again
     assert ask([spares[0]]) == [spares[0]]  # a spare in the gang is asked, as gang nodes are
-    assert ask([]) == [spares[0]]  # and out of it again, it holds none of this job's: asked once more
+    assert ask([]) == []  # what that attempt asked for there waits: its next attempt was elsewhere
+    ray.get(start.options(runtime_env=worker_runtime_env()).remote([spares[0]]), timeout=120)
+    assert ask([]) == [spares[0]]  # an attempt started on it took them: asked once more
 
 
 def test_a_step_counts_as_kept_in_memory_only_while_each_rank_has_copies_on_two_live_nodes(plane):

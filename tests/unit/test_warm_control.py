@@ -127,3 +127,81 @@ def test_the_pool_can_be_turned_off(monkeypatch):
     assert not warm_pool.enabled() and warm_pool.fill() == {}  # (asks Ray nothing: no cluster here)
     monkeypatch.delenv(warm_pool.ENABLED_ENV)
     assert warm_pool.enabled()
+
+
+def test_the_leader_prepares_the_cluster_when_idle_and_again_while_it_stays_idle(tmp_path):
+    """The warm pool is asked at the leader's first pass with no job active and again every
+    PREPARE_EVERY_S while none is (its processes end with their keep-alive; nodes join later), never
+    while a job is active (its processes would start on the cores the job's start needs)."""
+    from orchestrator.clock import ManualClock
+    from orchestrator.control.controller import CANCEL_GRACE_S, PREPARE_EVERY_S, ControllerCore
+    from orchestrator.control.rows import job_row
+    from orchestrator.plan.planner import make_plan
+    from orchestrator.simulate.cluster import SimulatedCluster
+    from orchestrator.spec.loader import load_spec
+    from orchestrator.state.store import StateStore
+    from tests.conftest import V3_SPEC
+    from tests.helpers.recording_launcher import RecordingLauncher
+
+    class PreparingLauncher(RecordingLauncher):
+        def __init__(self):
+            super().__init__()
+            self.prepared: list[float] = []
+
+        def prepare(self):
+            self.prepared.append(clock.now())
+
+    spec = load_spec(V3_SPEC, "local")
+    clock = ManualClock(1000.0)
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", clock)
+    cluster = SimulatedCluster(spec, 1000.0)
+    cluster.clock_now = clock.now
+    launcher = PreparingLauncher()
+    core = ControllerCore(store, cluster, launcher, clock)
+    core.reconcile()
+    assert launcher.prepared == []  # not leading: a standby holds no pool
+    store.insert_job(job_row(store.new_job_id(spec.name), make_plan(spec), {"file": str(V3_SPEC)}))
+    core.lead()
+    core.reconcile()  # the job is placed in this pass: no pool beside its start
+    clock.advance(PREPARE_EVERY_S * 3)
+    core.reconcile()
+    assert launcher.prepared == [] and launcher.started
+    (job,) = store.jobs()
+    store.request_cancel(job.id, "test")
+    while store.get_job(job.id)["state"] != "cancelled":  # asked to stop, then killed after the grace
+        clock.advance(CANCEL_GRACE_S)
+        core.reconcile()
+    assert launcher.prepared == [clock.now()]  # the first pass with no job active
+    for _ in range(3):
+        clock.advance(PREPARE_EVERY_S / 2)
+        core.reconcile()
+    assert launcher.prepared == [clock.now() - PREPARE_EVERY_S * 1.5, clock.now() - PREPARE_EVERY_S / 2]
+    core.lead()  # a leader again (after a restart of the lease): at once
+    core.reconcile()
+    assert launcher.prepared[-1] == clock.now() and len(launcher.prepared) == 3
+
+
+def test_a_pool_request_that_still_waits_on_a_raylet_is_not_doubled(monkeypatch, tmp_path):
+    """Two requests at once could both find a node due and ask it twice (a raylet starts as many as
+    asked): the launcher starts none while its last one runs, and counts each one that ended."""
+    import threading
+
+    from orchestrator.control import launcher as launcher_module
+
+    release, calls = threading.Event(), []
+
+    def slow_fill():
+        calls.append(1)
+        release.wait(30)
+        return {}
+
+    monkeypatch.setattr(launcher_module, "fill", slow_fill)
+    launcher = launcher_module.RayLauncher(f"sqlite:///{tmp_path / 'state.db'}", str(tmp_path))
+    launcher.prepare()
+    launcher.prepare()  # the first still waits
+    release.set()
+    launcher._filling.join(30)
+    assert calls == [1] and launcher.fills == 1
+    launcher.prepare()
+    launcher._filling.join(30)
+    assert calls == [1, 1] and launcher.fills == 2

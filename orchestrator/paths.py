@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+STATE_URL_ENV = "ORCH_STATE_URL"
+
 
 def orch_home() -> Path:
     return Path(os.environ.get("ORCH_HOME", Path.home() / ".orch")).expanduser()
@@ -17,7 +19,7 @@ def orch_home() -> Path:
 
 def default_state_url() -> str:
     """``ORCH_STATE_URL`` (PostgreSQL in a deployment), else SQLite under ``ORCH_HOME``."""
-    return os.environ.get("ORCH_STATE_URL") or f"sqlite:///{orch_home() / 'state.db'}"
+    return os.environ.get(STATE_URL_ENV) or f"sqlite:///{orch_home() / 'state.db'}"
 
 
 def job_dir(home: str | Path, job_id: str) -> Path:

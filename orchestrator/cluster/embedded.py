@@ -470,25 +470,31 @@ class EmbeddedCluster:
         killed_at = time.time()
         return _kill(victims), killed_at
 
-    def start_process(self, name: str, argv: list[str]) -> Session:
+    def start_process(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Session:
         """Start one of the cluster's own processes (not a raylet) in a session of its own recorded as
-        ``name``, replacing a session of that name that is gone: `down` stops it with the raylets. Its
-        output goes to ``ORCH_HOME/logs/<name>.log``."""
-        info = self._require()
+        ``name``, unless that session is alive (then it is returned as it is), replacing a session of
+        that name that is gone: `down` stops it with the raylets. The check and the start hold the
+        cluster file's lock, so two callers at once start one process. ``env`` is added to the
+        environment (not to the command line, which any local user can read). Its output goes to
+        ``ORCH_HOME/logs/<name>.log``."""
+        self._require()
         logs = self.home / "logs"
         private_dir(logs)
-        started = time.time()
-        with open(logs / f"{name}.log", "a") as out:
-            proc = subprocess.Popen(
-                argv,
-                env={**os.environ, **self.env(info)},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        session = Session(proc.pid, started, name)
         with self._changing() as current:
+            running = [s for s in current.sessions if s.node == name]
+            if running and self.processes(current, running):
+                return running[-1]
+            started = time.time()
+            with open(logs / f"{name}.log", "a") as out:
+                proc = subprocess.Popen(
+                    argv,
+                    env={**os.environ, **self.env(current), **(env or {})},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            session = Session(proc.pid, started, name)
             current.sessions = [s for s in current.sessions if s.node != name] + [session]
         return session
 

@@ -22,7 +22,7 @@ from orchestrator.control.controller import allowed_pools
 from orchestrator.control.job_ops import cancel_job
 from orchestrator.control.rows import job_row
 from orchestrator.errors import FieldProblem, OrchError, PlanError
-from orchestrator.paths import orch_home
+from orchestrator.paths import STATE_URL_ENV, orch_home
 from orchestrator.plan.planner import Plan, make_plan
 from orchestrator.spec.loader import load_spec
 from orchestrator.state.store import EventRecord, StateStore
@@ -41,7 +41,7 @@ class ControlPlane:
     def __init__(self, home: Path | None = None, address: str | None = None, state_url: str | None = None):
         self.home = Path(home) if home else orch_home()
         self.address = address or os.environ.get("RAY_ADDRESS")
-        self.state_url = state_url or os.environ.get("ORCH_STATE_URL") or f"sqlite:///{self.home / 'state.db'}"
+        self.state_url = state_url or os.environ.get(STATE_URL_ENV) or f"sqlite:///{self.home / 'state.db'}"
         self._store: StateStore | None = None
         self.cluster = EmbeddedCluster(self.home)
 
@@ -81,9 +81,10 @@ class ControlPlane:
         creates it, and its warm processes end with this process's Ray job."""
         from orchestrator.control.service import get_controller
 
-        if not self.cluster.process_running(KEEPER):
-            argv = [sys.executable, "-m", "orchestrator.control.keeper", "--address", address]
-            self.cluster.start_process(KEEPER, [*argv, "--state-url", self.state_url, "--home", str(self.home)])
+        argv = [sys.executable, "-m", "orchestrator.control.keeper", "--address", address, "--home", str(self.home)]
+        # unless it runs (two `orch` commands at once start one); the state URL may hold a database
+        # password: in the environment, not on the command line
+        self.cluster.start_process(KEEPER, argv, env={STATE_URL_ENV: self.state_url})
         deadline = time.time() + wait_s
         while get_controller() is None:
             if time.time() > deadline or not self.cluster.process_running(KEEPER):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import threading
 import time
 
@@ -27,6 +28,7 @@ import ray
 
 from orchestrator.control.controller_handle import NAMESPACE
 from orchestrator.control.service import ensure_controller, get_controller
+from orchestrator.paths import STATE_URL_ENV
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +53,16 @@ def adopt_controller(state_url: str, home: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.control.keeper")
     parser.add_argument("--address", required=True)
-    parser.add_argument("--state-url", required=True)
     parser.add_argument("--home", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # in the environment, not on the command line, which any local user can read: it may hold a
+    # database password (a PostgreSQL state store)
+    state_url = os.environ.get(STATE_URL_ENV)
+    if not state_url:
+        parser.error(f"{STATE_URL_ENV} is not set: the keeper is started by orch with the state store's URL there")
     ray.init(address=args.address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
-    controller = adopt_controller(args.state_url, args.home)
+    controller = adopt_controller(state_url, args.home)
     pid = ray.get(controller.ping.remote(), timeout=120).get("pid")
     log.info("controller (pid %s) kept in Ray job %s", pid, ray.get_runtime_context().get_job_id())
     threading.Event().wait()  # the controller's job lives while this driver does: `orch down` ends it

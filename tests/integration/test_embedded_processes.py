@@ -53,6 +53,8 @@ def test_down_leaves_no_process_and_no_temp_folder_and_spares_lookalikes():
         # a process of the cluster's own beside the raylets (the controller's keeper runs so)
         own = cluster.start_process("keeper", [sys.executable, "-c", "import time; time.sleep(120)"])
         assert cluster.process_running("keeper")
+        again = cluster.start_process("keeper", [sys.executable, "-c", "import time; time.sleep(120)"])
+        assert again == own  # it runs: not started a second time (two `orch` commands at once)
         tree = _tree(roots) | set(cluster.processes(info)) | {psutil.Process(own.sid)}
         names = {" ".join(p.cmdline())[:40] for p in tree if p.is_running()}
         assert any(n.startswith("ray::DashboardAgent") for n in names), names  # the renamed agents are there

@@ -20,6 +20,7 @@ import pytest
 
 from orchestrator.cluster.embedded import KEEPER
 from orchestrator.control.client import ControlPlane
+from orchestrator.paths import STATE_URL_ENV
 from orchestrator.train.warm_control import CONTROL_HOOK, CONTROLLER_PROCESSES
 from orchestrator.train.warm_workers import HOOK, HOOK_ENV
 from tests.conftest import V3_SPEC
@@ -90,6 +91,9 @@ def test_the_controller_belongs_to_the_keepers_ray_job(plane):
     from orchestrator.control.service import get_controller
 
     assert plane.cluster.process_running(KEEPER)
+    keeper = psutil.Process(next(s for s in plane.cluster.load().sessions if s.node == KEEPER).sid)
+    # the state URL (a database password, with PostgreSQL) is in its environment, not its command line
+    assert plane.state_url not in " ".join(keeper.cmdline()) and keeper.environ()[STATE_URL_ENV] == plane.state_url
     job = ray.get(get_controller().ping.remote(), timeout=60)["job"]
     assert job != ray.get_runtime_context().get_job_id()  # not this driver's: it connected after `orch up`
     alive = {j["JobID"] for j in ray._private.state.jobs() if not j["IsDead"]}
@@ -179,7 +183,9 @@ def test_a_keeper_that_ends_is_started_again_and_takes_the_controller_into_its_j
                 states[s.sid] = (p.status(), p.create_time(), s.started, p.ppid())
             except psutil.Error as e:
                 states[s.sid] = repr(e)
-        raise AssertionError(f"no keeper: {sessions} {states} stderr={done.stderr[-2000:]} log={keeper_log.read_text()[-4000:]}")
+        raise AssertionError(
+            f"no keeper: {sessions} {states} stderr={done.stderr[-2000:]} log={keeper_log.read_text()[-4000:]}"
+        )
     deadline, job = time.time() + 120, old_job
     while job == old_job:  # the new keeper connects, then replaces the controller
         assert time.time() < deadline, "the controller stayed in the finished job"

@@ -112,8 +112,12 @@ def drawn_paths(page, element_id: str) -> int:
 def test_every_page_while_a_real_job_trains(plane, dashboard, browser):
     # warm restart off: the restart the page drives is not what is tested, and the warm workers it would
     # prestart compete with training on this machine's 2 cores
-    job = plane.submit(str(V3_SPEC), "local", ["checkpoint.interval={steps: 15}", "fault_tolerance.warm_restart=false"])
+    # 110 steps, not the profile's 67: a CI run's cordon and spare round trip below lasted until the job had
+    # finished, so the preemption drill found no job to restart
+    overrides = ["phases.0.tokens=110000", "checkpoint.interval={steps: 15}", "fault_tolerance.warm_restart=false"]
+    job = plane.submit(str(V3_SPEC), "local", overrides)
     job_id = job["id"]
+    total_steps = plane.store.get_job(job_id)["total_steps"]
     errors: list[str] = []
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -189,13 +193,15 @@ def test_every_page_while_a_real_job_trains(plane, dashboard, browser):
     page.goto(f"{base}/#/cluster")
     page.wait_for_selector(f"tr[data-node='{spot}'] button:not([disabled])")
     page.once("dialog", lambda dialog: dialog.accept())
+    before = plane.store.get_job(job_id)
+    assert before["state"] == "running", f"the drill came too late: the job is {before['state']}"
     page.click(f"tr[data-node='{spot}'] button:has-text('Preempt drill')")
     wait_for(plane, job_id, lambda j: j["attempt"] == 2 and j["state"] == "running", timeout=300)
 
     # the jobs page
     page.goto(f"{base}/#/jobs")
     page.wait_for_selector(f"tr[data-job='{job_id}']")
-    assert re.search(r"\d+/67", page.inner_text(f"tr[data-job='{job_id}']"))
+    assert re.search(rf"\d+/{total_steps}", page.inner_text(f"tr[data-job='{job_id}']"))
     page.screenshot(path=str(ARTIFACTS / "jobs.png"), full_page=True)
 
     # the cost page: hours by category over time, and the DeepSeek-V3 reference
@@ -270,9 +276,9 @@ def test_every_page_while_a_real_job_trains(plane, dashboard, browser):
     assert commits and len(commits) == len(set(commits)), commits
     page.wait_for_selector("#checkpoints tr[data-step]")
     steps = page.eval_on_selector_all("#checkpoints tr[data-step]", "rows => rows.map(r => +r.dataset.step)")
-    assert 67 in steps
-    page.click("#checkpoints tr[data-step='67'] button")
-    page.wait_for_selector("#checkpoints tr[data-step='67'] >> text=verified ✓", timeout=30_000)
+    assert total_steps in steps  # the final checkpoint
+    page.click(f"#checkpoints tr[data-step='{total_steps}'] button")
+    page.wait_for_selector(f"#checkpoints tr[data-step='{total_steps}'] >> text=verified ✓", timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "job-succeeded.png"), full_page=True)
     page.close()
 

@@ -62,6 +62,7 @@ def _summary(history: list[dict], launched: float) -> dict:
         "start": first_start - launched,
         "to_worker": entered - launched,
         "threads": first.get("torch_threads"),
+        "gc": statistics.median(m.get("gc_s", 0.0) for m in history[2:]),  # the reporting rank's
         **_cpu(history),
     }
 
@@ -224,7 +225,7 @@ def run() -> Section:
             bare.append(run_torchrun(work))
             cold.append(run_ray_train(work))
             pool.append(run_orch_warm_pool(work))
-    keys = ("step", "start", "to_worker", "worker_cpu_per_step", "launcher_cpu_share")
+    keys = ("step", "start", "to_worker", "worker_cpu_per_step", "launcher_cpu_share", "gc")
     b, c, o = ({k: statistics.median(r[k] for r in rows) for k in keys} for rows in (bare, cold, pool))
     threads = sorted({r["threads"] for r in bare + cold + pool})
     warm = sorted({r["warm_ranks"] for r in pool})
@@ -276,7 +277,10 @@ def run() -> Section:
             f"({c['worker_cpu_per_step']:.2f} in new processes) against {b['worker_cpu_per_step']:.2f} under "
             f"torchrun; the launcher's other processes (Ray's GCS, raylet, agents, Train controller and helper "
             f"actors, the job runner, idle pool processes; torchrun's agent) took {o['launcher_cpu_share']:.1%} of "
-            f"the machine's CPU ({c['launcher_cpu_share']:.1%}) against {b['launcher_cpu_share']:.1%}.",
+            f"the machine's CPU ({c['launcher_cpu_share']:.1%}) against {b['launcher_cpu_share']:.1%}. Of a "
+            f"step, the reporting rank spent {o['gc'] * 1000:.0f} ms in Python's garbage collector under orch's "
+            f"path ({c['gc'] * 1000:.0f} ms in new processes) against {b['gc'] * 1000:.0f} ms under torchrun "
+            "(`orchestrator/train/gc_clock.py`).",
             "",
             "The Ray figures include Ray's own processes on the same 2 cores; orch's embedded cluster runs workers "
             "at normal priority (RAY_worker_niceness=0, Ray's default is 15). The new-processes row includes Ray "

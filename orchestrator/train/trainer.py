@@ -26,6 +26,7 @@ from orchestrator.plan.planner import Plan
 from orchestrator.spec.schema import JobSpec
 from orchestrator.train import collectives
 from orchestrator.train.feed import DataFeed
+from orchestrator.train.gc_clock import PROCESS_CLOCK
 from orchestrator.train.model import BlockLayer, EmbeddingLayer, OutputLayer
 from orchestrator.train.pipeline import build_engine
 from orchestrator.train.progress import Progress, Schedule
@@ -108,6 +109,7 @@ class Trainer:
         # splits a restart into start-up, restore and first-step warm-up with it
         self.ready_at = time.time()
         self.first_step_reported = False
+        PROCESS_CLOCK.start()
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -194,10 +196,11 @@ class Trainer:
         for group in self.engine.optimizer.param_groups:
             group["lr"] = shape.lr
         self.module._loss.mtp_weight = shape.mtp_weight
-        started = time.perf_counter()
+        started, gc_before = time.perf_counter(), PROCESS_CLOCK.total_s
         total_loss = self.engine.train_batch(data_iter=self.feed.iterator(self.schedule, self.progress))
         imbalance = self._update_balance()  # before advance: the speed in force for the tokens just trained
         elapsed = time.perf_counter() - started
+        gc_s = PROCESS_CLOCK.total_s - gc_before
         parts = {k: float(v) for k, v in (self.engine.agg_additional_losses or {}).items()}
         self.schedule.advance(self.progress, shape)
         tokens = shape.global_batch * shape.seq_len
@@ -215,6 +218,7 @@ class Trainer:
             "tokens": self.progress.tokens,
             "step_tokens": tokens,
             "step_time_s": elapsed,
+            "gc_s": gc_s,  # of which in Python's garbage collector (train/gc_clock.py)
             "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
             "expert_imbalance": imbalance,
             "data_position": self.progress.data_position,

@@ -109,9 +109,9 @@ def test_loss_falls_toward_the_entropy_floor(full_run, local_spec):
 
 def test_every_step_reports_the_metrics_the_control_plane_uses(full_run):
     for m in full_run["history"]:
-        for key in ("loss", "tokens_per_s", "step_time_s", "expert_imbalance", "lr", "global_batch", "tokens"):
+        for key in ("loss", "tokens_per_s", "step_time_s", "gc_s", "expert_imbalance", "lr", "global_batch", "tokens"):
             assert key in m
-        assert m["tokens_per_s"] > 0 and m["expert_imbalance"] >= 1.0
+        assert m["tokens_per_s"] > 0 and m["expert_imbalance"] >= 1.0 and m["gc_s"] >= 0.0
     batches = [m["global_batch"] for m in full_run["history"]]
     assert batches[0] == 8 and batches[-1] == 16 and batches == sorted(batches)  # the ramp
 

@@ -10,7 +10,6 @@ the launchers is the collector's.
 from __future__ import annotations
 
 import gc
-import threading
 import time
 
 
@@ -21,15 +20,13 @@ class GcClock:
         self.total_s = 0.0
         self.collections = 0
         self._began: float | None = None
-        self._lock = threading.Lock()
 
     def _on_gc(self, phase: str, info: dict) -> None:
         if phase == "start":
             self._began = time.perf_counter()
-        elif self._began is not None:  # "stop": collections do not nest (the collector holds the GIL)
-            with self._lock:
-                self.total_s += time.perf_counter() - self._began
-                self.collections += 1
+        elif self._began is not None:  # "stop": collections neither nest nor overlap (the collector holds the GIL)
+            self.total_s += time.perf_counter() - self._began
+            self.collections += 1
             self._began = None
 
     def start(self) -> "GcClock":

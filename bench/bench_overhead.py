@@ -6,6 +6,8 @@ takes over a second on this machine, as the issue asks (PP2 x EP2 x DP2 on 4 CPU
 Reported: median steady-state step time (steps 3..N), start-up time from launch to the first step's
 start (Ray cluster already running, as orch's embedded cluster is between commands), split at the
 moment the worker's training function starts (its imports done), and the torch threads per worker.
+Two more rows run bare torchrun beside an idle Ray cluster, with and without the warm pool's processes:
+they tell a cost inside the ranks from one that Ray's processes beside them impose on a shared CPU.
 """
 
 from __future__ import annotations
@@ -68,19 +70,24 @@ def _summary(history: list[dict], launched: float) -> dict:
 
 
 def _cpu(history: list[dict]) -> dict:
-    """Over steps 3..N: the workers' CPU seconds per step, and the share of the machine's CPU that
-    other processes of the launcher's (Ray's daemons and actors, torchrun's agent) took."""
+    """Over steps 3..N: the workers' CPU seconds per step, the share of the machine's CPU that other
+    processes of the launcher's (Ray's daemons and actors, torchrun's agent) took, and how often those
+    processes woke (context switches a second)."""
     if SAMPLER is None or len(history) < 4:
         return {}
     span, spent = SAMPLER.between(history[2]["wall_time"], history[-1]["wall_time"])
-    workers = sum(cpu for cmd, cpu in spent.values() if any(w in cmd for w in WORKERS))
-    launcher = sum(
-        cpu
-        for pid, (cmd, cpu) in spent.items()
+    workers = sum(cpu for cmd, cpu, _ in spent.values() if any(w in cmd for w in WORKERS))
+    others = [
+        (cpu, switches)
+        for pid, (cmd, cpu, switches) in spent.items()
         if pid != os.getpid() and not any(w in cmd for w in WORKERS) and ("ray" in cmd or "torchrun" in cmd)
-    )
+    ]
     steps = len(history) - 3
-    return {"worker_cpu_per_step": workers / steps, "launcher_cpu_share": launcher / (span * os.cpu_count())}
+    return {
+        "worker_cpu_per_step": workers / steps,
+        "launcher_cpu_share": sum(cpu for cpu, _ in others) / (span * os.cpu_count()),
+        "launcher_wakeups": sum(switches for _, switches in others) / span,
+    }
 
 
 def run_torchrun(workdir: Path) -> dict:
@@ -168,6 +175,25 @@ def _fill_pool() -> float:
     raise RuntimeError(f"the warm pool's {total} processes did not come up")
 
 
+def _idle_workers() -> int:
+    """Ray worker processes of this one's cluster that hold no task or actor (``ray::IDLE``)."""
+    idle = 0
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            idle += proc.name() == "ray::IDLE"
+    return idle
+
+
+def run_torchrun_beside(workdir: Path, pool: bool) -> dict:
+    """Bare torchrun while a local Ray cluster idles on the same cores, with or without the warm pool's
+    processes (started as ``run_orch_warm_pool``'s): what Ray's processes cost ranks that are not Ray's."""
+    with _cluster(pool=pool):
+        if pool:
+            _fill_pool()
+        idle = _idle_workers()
+        return {**run_torchrun(workdir), "idle_workers": idle}
+
+
 def run_orch_warm_pool(workdir: Path) -> dict:
     """orch's path on a cluster whose controller has filled the warm pool (``train/warm_pool.py``): a job
     runner with the runner's runtime environment runs the Ray Train fit, its processes taken from the pool.
@@ -218,16 +244,22 @@ ROUNDS = 3
 
 def run() -> Section:
     global SAMPLER
-    bare, cold, pool = [], [], []
+    bare, cold, pool, beside, beside_pool = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp, CpuSampler() as SAMPLER:
         work = Path(tmp)
         for _ in range(ROUNDS):  # interleaved, so drift on the machine hits all alike
             bare.append(run_torchrun(work))
             cold.append(run_ray_train(work))
             pool.append(run_orch_warm_pool(work))
-    keys = ("step", "start", "to_worker", "worker_cpu_per_step", "launcher_cpu_share", "gc")
-    b, c, o = ({k: statistics.median(r[k] for r in rows) for k in keys} for rows in (bare, cold, pool))
-    threads = sorted({r["threads"] for r in bare + cold + pool})
+            beside.append(run_torchrun_beside(work, pool=False))
+            beside_pool.append(run_torchrun_beside(work, pool=True))
+    keys = ("step", "start", "to_worker", "worker_cpu_per_step", "launcher_cpu_share", "launcher_wakeups", "gc")
+    b, c, o, x, y = (
+        {k: statistics.median(r[k] for r in rows) for k in keys} for rows in (bare, cold, pool, beside, beside_pool)
+    )
+    idle_bare = statistics.median(r["idle_workers"] for r in beside)
+    idle_pool = statistics.median(r["idle_workers"] for r in beside_pool)
+    threads = sorted({r["threads"] for r in bare + cold + pool + beside + beside_pool})
     warm = sorted({r["warm_ranks"] for r in pool})
     fill_s = statistics.median(r["fill_s"] for r in pool)
     ratio, start_ratio = o["step"] / b["step"], o["start"] / b["start"]
@@ -239,8 +271,9 @@ def run() -> Section:
 
     def row(name: str, r: dict) -> str:
         return (
-            f"| {name} | {r['step']:.3f} s | {r['start']:.1f} s | {r['to_worker']:.1f} s | "
-            f"{r['start'] - r['to_worker']:.1f} s |"
+            f"| {name} | {r['step']:.3f} s ({r['step'] / b['step']:.3f}x) | {r['start']:.1f} s | "
+            f"{r['to_worker']:.1f} s | {r['start'] - r['to_worker']:.1f} s | {r['launcher_cpu_share']:.1%} | "
+            f"{r['launcher_wakeups']:.0f} |"
         )
 
     return Section(
@@ -253,12 +286,15 @@ def run() -> Section:
             f"{STEPS} steps each, {ROUNDS} interleaved rounds per launcher (medians shown; steps of torchrun, Ray "
             f"Train in new processes, orch with its warm pool: {rounds}).",
             "",
-            f"| launcher | median step (steps 3-{STEPS}) | launch to first step | of which launch to the training "
-            "function | of which in it (model, engine) |",
-            "|---|---|---|---|---|",
+            f"| launcher | median step (steps 3-{STEPS}; against torchrun) | launch to first step | of which launch "
+            "to the training function | of which in it (model, engine) | other processes' CPU (share of the "
+            "machine) | their wake-ups a second |",
+            "|---|---|---|---|---|---|---|",
             row("torchrun + DeepSpeed", b),
             row("Ray Train TorchTrainer + DeepSpeed, new processes", c),
             row("orch: job runner + Ray Train + DeepSpeed, warm pool", o),
+            row(f"torchrun + DeepSpeed beside an idle Ray cluster ({idle_bare:.0f} idle worker processes)", x),
+            row(f"torchrun + DeepSpeed beside the warm pool ({idle_pool:.0f} idle worker processes)", y),
             "",
             f"Steady-state step-time ratio (Ray Train / torchrun): **{ratio:.3f}** (orch with its warm pool; target "
             f"<= {STEADY_TARGET}: {'met' if ratio <= STEADY_TARGET else 'NOT met'}); launch to first step: "
@@ -272,13 +308,23 @@ def run() -> Section:
             f"orch's launcher does it; ranks that started in a pool process: {', '.join(str(w) for w in warm)} of 4. "
             "The pool's imports are paid once per process and are not in the launch; torchrun has no such thing.",
             "",
-            f"Where the steady-state difference goes (CPU sampled per process, steps 3-{STEPS}, medians): the "
-            f"training processes spent {o['worker_cpu_per_step']:.2f} CPU-s per step under orch's path "
-            f"({c['worker_cpu_per_step']:.2f} in new processes) against {b['worker_cpu_per_step']:.2f} under "
-            f"torchrun; the launcher's other processes (Ray's GCS, raylet, agents, Train controller and helper "
-            f"actors, the job runner, idle pool processes; torchrun's agent) took {o['launcher_cpu_share']:.1%} of "
-            f"the machine's CPU ({c['launcher_cpu_share']:.1%}) against {b['launcher_cpu_share']:.1%}. Of a "
-            f"step, the reporting rank spent {o['gc'] * 1000:.0f} ms in Python's garbage collector under orch's "
+            f"Where the steady-state difference goes (CPU and context switches sampled per process, steps 3-{STEPS}, "
+            f"medians): torchrun's ranks, with no Ray in them, step {x['step'] / b['step']:.3f}x as long beside an "
+            f"idle Ray cluster and {y['step'] / b['step']:.3f}x beside the warm pool's idle processes, against "
+            f"{ratio:.3f}x under orch's path, so the difference is Ray's processes beside the ranks, not the launch "
+            "path inside them. A Ray worker process whose task loop is idle wakes every 10 ms (Ray 2.60's core "
+            "worker checks for signals on a fixed period: `CoreWorker.CheckSignal`, "
+            "src/ray/core_worker/core_worker.cc, `RunTaskExecutionLoop`); beside the pool, its "
+            f"{idle_pool:.0f} idle processes and Ray's daemons woke {y['launcher_wakeups']:.0f} times a second "
+            f"({x['launcher_wakeups']:.0f} beside the cluster alone). On 2 cores busy with 4 ranks each wake-up "
+            "displaces a rank, whose own work then takes more CPU: torchrun's training processes spent "
+            f"{y['worker_cpu_per_step']:.2f} CPU-s per step beside the pool against {b['worker_cpu_per_step']:.2f} "
+            f"alone. Under orch's path the processes beside the ranks (Ray's daemons, Ray Train's controller and "
+            f"its helper actors, the job runner, idle processes left) took {o['launcher_cpu_share']:.1%} of the "
+            f"machine's CPU and woke {o['launcher_wakeups']:.0f} times a second ({c['launcher_cpu_share']:.1%} and "
+            f"{c['launcher_wakeups']:.0f} in new processes); its training processes spent "
+            f"{o['worker_cpu_per_step']:.2f} CPU-s per step ({c['worker_cpu_per_step']:.2f} in new processes). Of "
+            f"a step, the reporting rank spent {o['gc'] * 1000:.0f} ms in Python's garbage collector under orch's "
             f"path ({c['gc'] * 1000:.0f} ms in new processes) against {b['gc'] * 1000:.0f} ms under torchrun "
             "(`orchestrator/train/gc_clock.py`).",
             "",

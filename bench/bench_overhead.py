@@ -264,6 +264,7 @@ def run() -> Section:
     fill_s = statistics.median(r["fill_s"] for r in pool)
     ratio, start_ratio = o["step"] / b["step"], o["start"] / b["start"]
     cold_ratio, cold_start_ratio = c["step"] / b["step"], c["start"] / b["start"]
+    excess = (y["step"] / b["step"] - 1) / (ratio - 1) if ratio > 1 else float("nan")  # beside the pool / orch
     rounds = "; ".join(
         f"round {i + 1}: {x['step']:.3f} s, {y['step']:.3f} s, {z['step']:.3f} s"
         for i, (x, y, z) in enumerate(zip(bare, cold, pool))
@@ -311,8 +312,9 @@ def run() -> Section:
             f"Where the steady-state difference goes (CPU and context switches sampled per process, steps 3-{STEPS}, "
             f"medians): torchrun's ranks, with no Ray in them, step {x['step'] / b['step']:.3f}x as long beside an "
             f"idle Ray cluster and {y['step'] / b['step']:.3f}x beside the warm pool's idle processes, against "
-            f"{ratio:.3f}x under orch's path, so the difference is Ray's processes beside the ranks, not the launch "
-            "path inside them. A Ray worker process whose task loop is idle wakes every 10 ms (Ray 2.60's core "
+            f"{ratio:.3f}x under orch's path: beside the pool, torchrun's own excess was {excess:.0%} of orch's, a "
+            "cost that Ray's processes beside the ranks impose, not one of the launch path inside them. A Ray worker "
+            "process whose task loop is idle wakes every 10 ms (Ray 2.60's core "
             "worker checks for signals on a fixed period: `CoreWorker.CheckSignal`, "
             "src/ray/core_worker/core_worker.cc, `RunTaskExecutionLoop`); beside the pool, its "
             f"{idle_pool:.0f} idle processes and Ray's daemons woke {y['launcher_wakeups']:.0f} times a second "

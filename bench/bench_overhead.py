@@ -70,9 +70,9 @@ def _summary(history: list[dict], launched: float) -> dict:
 
 
 def _cpu(history: list[dict]) -> dict:
-    """Over steps 3..N: the workers' CPU seconds per step, the share of the machine's CPU that other
-    processes of the launcher's (Ray's daemons and actors, torchrun's agent) took, and how often those
-    processes woke (context switches a second)."""
+    """Over steps 3..N: the workers' CPU seconds per step, the share of the machine's CPU that the other
+    processes of this run took (Ray's daemons and actors, idle Ray workers, torchrun's agent), and how
+    often those processes woke (context switches a second)."""
     if SAMPLER is None or len(history) < 4:
         return {}
     span, spent = SAMPLER.between(history[2]["wall_time"], history[-1]["wall_time"])
@@ -85,8 +85,8 @@ def _cpu(history: list[dict]) -> dict:
     steps = len(history) - 3
     return {
         "worker_cpu_per_step": workers / steps,
-        "launcher_cpu_share": sum(cpu for cpu, _ in others) / (span * os.cpu_count()),
-        "launcher_wakeups": sum(switches for _, switches in others) / span,
+        "others_cpu_share": sum(cpu for cpu, _ in others) / (span * os.cpu_count()),
+        "others_wakeups": sum(switches for _, switches in others) / span,
     }
 
 
@@ -253,8 +253,8 @@ def run() -> Section:
             pool.append(run_orch_warm_pool(work))
             beside.append(run_torchrun_beside(work, pool=False))
             beside_pool.append(run_torchrun_beside(work, pool=True))
-    keys = ("step", "start", "to_worker", "worker_cpu_per_step", "launcher_cpu_share", "launcher_wakeups", "gc")
-    b, c, o, x, y = (
+    keys = ("step", "start", "to_worker", "worker_cpu_per_step", "others_cpu_share", "others_wakeups", "gc")
+    b, c, o, near, near_pool = (
         {k: statistics.median(r[k] for r in rows) for k in keys} for rows in (bare, cold, pool, beside, beside_pool)
     )
     idle_bare = statistics.median(r["idle_workers"] for r in beside)
@@ -264,7 +264,7 @@ def run() -> Section:
     fill_s = statistics.median(r["fill_s"] for r in pool)
     ratio, start_ratio = o["step"] / b["step"], o["start"] / b["start"]
     cold_ratio, cold_start_ratio = c["step"] / b["step"], c["start"] / b["start"]
-    excess = (y["step"] / b["step"] - 1) / (ratio - 1) if ratio > 1 else float("nan")  # beside the pool / orch
+    excess = (near_pool["step"] / b["step"] - 1) / (ratio - 1) if ratio > 1 else float("nan")  # beside the pool / orch
     rounds = "; ".join(
         f"round {i + 1}: {x['step']:.3f} s, {y['step']:.3f} s, {z['step']:.3f} s"
         for i, (x, y, z) in enumerate(zip(bare, cold, pool))
@@ -273,8 +273,8 @@ def run() -> Section:
     def row(name: str, r: dict) -> str:
         return (
             f"| {name} | {r['step']:.3f} s ({r['step'] / b['step']:.3f}x) | {r['start']:.1f} s | "
-            f"{r['to_worker']:.1f} s | {r['start'] - r['to_worker']:.1f} s | {r['launcher_cpu_share']:.1%} | "
-            f"{r['launcher_wakeups']:.0f} |"
+            f"{r['to_worker']:.1f} s | {r['start'] - r['to_worker']:.1f} s | {r['others_cpu_share']:.1%} | "
+            f"{r['others_wakeups']:.0f} |"
         )
 
     return Section(
@@ -294,8 +294,8 @@ def run() -> Section:
             row("torchrun + DeepSpeed", b),
             row("Ray Train TorchTrainer + DeepSpeed, new processes", c),
             row("orch: job runner + Ray Train + DeepSpeed, warm pool", o),
-            row(f"torchrun + DeepSpeed beside an idle Ray cluster ({idle_bare:.0f} idle worker processes)", x),
-            row(f"torchrun + DeepSpeed beside the warm pool ({idle_pool:.0f} idle worker processes)", y),
+            row(f"torchrun + DeepSpeed beside an idle Ray cluster ({idle_bare:.0f} idle worker processes)", near),
+            row(f"torchrun + DeepSpeed beside the warm pool ({idle_pool:.0f} idle worker processes)", near_pool),
             "",
             f"Steady-state step-time ratio (Ray Train / torchrun): **{ratio:.3f}** (orch with its warm pool; target "
             f"<= {STEADY_TARGET}: {'met' if ratio <= STEADY_TARGET else 'NOT met'}); launch to first step: "
@@ -310,21 +310,22 @@ def run() -> Section:
             "The pool's imports are paid once per process and are not in the launch; torchrun has no such thing.",
             "",
             f"Where the steady-state difference goes (CPU and context switches sampled per process, steps 3-{STEPS}, "
-            f"medians): torchrun's ranks, with no Ray in them, step {x['step'] / b['step']:.3f}x as long beside an "
-            f"idle Ray cluster and {y['step'] / b['step']:.3f}x beside the warm pool's idle processes, against "
+            f"medians): torchrun's ranks, with no Ray in them, step {near['step'] / b['step']:.3f}x as long beside an "
+            f"idle Ray cluster and {near_pool['step'] / b['step']:.3f}x beside the warm pool's idle processes, against "
             f"{ratio:.3f}x under orch's path: beside the pool, torchrun's own excess was {excess:.0%} of orch's, a "
             "cost that Ray's processes beside the ranks impose, not one of the launch path inside them. A Ray worker "
             "process whose task loop is idle wakes every 10 ms (Ray 2.60's core "
             "worker checks for signals on a fixed period: `CoreWorker.CheckSignal`, "
             "src/ray/core_worker/core_worker.cc, `RunTaskExecutionLoop`); beside the pool, its "
-            f"{idle_pool:.0f} idle processes and Ray's daemons woke {y['launcher_wakeups']:.0f} times a second "
-            f"({x['launcher_wakeups']:.0f} beside the cluster alone). On 2 cores busy with 4 ranks each wake-up "
+            f"{idle_pool:.0f} idle processes and Ray's daemons woke {near_pool['others_wakeups']:.0f} times a second "
+            f"({near['others_wakeups']:.0f} beside the cluster alone). On 2 cores busy with 4 ranks each wake-up "
             "displaces a rank, whose own work then takes more CPU: torchrun's training processes spent "
-            f"{y['worker_cpu_per_step']:.2f} CPU-s per step beside the pool against {b['worker_cpu_per_step']:.2f} "
-            f"alone. Under orch's path the processes beside the ranks (Ray's daemons, Ray Train's controller and "
-            f"its helper actors, the job runner, idle processes left) took {o['launcher_cpu_share']:.1%} of the "
-            f"machine's CPU and woke {o['launcher_wakeups']:.0f} times a second ({c['launcher_cpu_share']:.1%} and "
-            f"{c['launcher_wakeups']:.0f} in new processes); its training processes spent "
+            f"{near_pool['worker_cpu_per_step']:.2f} CPU-s per step beside the pool against "
+            f"{b['worker_cpu_per_step']:.2f} alone. Under orch's path the processes beside the ranks (Ray's "
+            "daemons, Ray Train's controller and "
+            f"its helper actors, the job runner, idle processes left) took {o['others_cpu_share']:.1%} of the "
+            f"machine's CPU and woke {o['others_wakeups']:.0f} times a second ({c['others_cpu_share']:.1%} and "
+            f"{c['others_wakeups']:.0f} in new processes); its training processes spent "
             f"{o['worker_cpu_per_step']:.2f} CPU-s per step ({c['worker_cpu_per_step']:.2f} in new processes). Of "
             f"a step, the reporting rank spent {o['gc'] * 1000:.0f} ms in Python's garbage collector under orch's "
             f"path ({c['gc'] * 1000:.0f} ms in new processes) against {b['gc'] * 1000:.0f} ms under torchrun "
